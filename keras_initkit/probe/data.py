@@ -1,0 +1,141 @@
+"""Turn what users pass as probe data into a list of input batches, or fail clearly.
+
+Accepted: a NumPy array or backend tensor; a list or dict of them for multi-input
+models; a `tf.data.Dataset`; a `keras.utils.PyDataset`. A tuple, whether passed
+directly or yielded by a dataset, follows Keras' `(x,)`, `(x, y)`,
+`(x, y, sample_weight)` convention: `x` is the input, `y` the targets (used only where
+gradients are computed), the weights are ignored.
+Everything is validated on the host before any model sees it: empty batches, NaN or
+Inf, and mismatched batch sizes across inputs raise `ValueError`.
+"""
+
+import keras
+import numpy as np
+
+
+def _is_tf_dataset(data):
+    module = type(data).__module__
+    return module.startswith("tensorflow") and hasattr(data, "element_spec")
+
+
+def _x_y(element):
+    """Keras' unpack_x_y_sample_weight: a tuple is (x, y[, w]); a list is x."""
+    if isinstance(element, tuple):
+        if not 1 <= len(element) <= 3:
+            raise ValueError(
+                "A tuple of probe data must be (x,), (x, y) or (x, y, sample_weight). "
+                f"Received: a tuple of length {len(element)}"
+            )
+        return element[0], (element[1] if len(element) > 1 else None)
+    return element, None
+
+
+def _to_numpy(x):
+    if x is None:
+        return None
+    return keras.tree.map_structure(
+        lambda t: t if isinstance(t, np.ndarray) else keras.ops.convert_to_numpy(t), x
+    )
+
+
+def _numpy_pair(element):
+    x, y = _x_y(element)
+    return _to_numpy(x), _to_numpy(y)
+
+
+def _check_batch(x, argument, where=""):
+    leaves = keras.tree.flatten(x)
+    if not leaves:
+        raise ValueError(f"Argument `{argument}` holds no arrays{where}. Received: {x!r}")
+    sizes = set()
+    for leaf in leaves:
+        if leaf.ndim == 0:
+            raise ValueError(
+                f"Argument `{argument}` must hold batched arrays with a leading "
+                f"sample axis{where}. Received: a scalar"
+            )
+        sizes.add(leaf.shape[0])
+        if np.issubdtype(leaf.dtype, np.floating) and not np.all(np.isfinite(leaf)):
+            bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(leaf)))
+            raise ValueError(
+                f"Argument `{argument}` must be finite{where}. Received: {bad} NaN or "
+                f"Inf values in an array of shape {leaf.shape}"
+            )
+    if len(sizes) > 1:
+        raise ValueError(
+            f"All inputs in `{argument}` must have the same number of samples"
+            f"{where}. Received: sizes {sorted(sizes)}"
+        )
+    if 0 in sizes:
+        raise ValueError(
+            f"Argument `{argument}` must contain at least one sample{where}. "
+            "Received: an empty batch"
+        )
+    return sizes.pop()
+
+
+def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
+    """Return `(batches, description)`: host (NumPy) `(x, y)` batches (`y` may be
+    None) and a phrase saying what was taken, e.g. "512 samples in 1 batch" or "the first 1 of the
+    dataset's batches".
+
+    Arrays are split into chunks of `batch_size` (all in one when None). Datasets
+    yield at most `max_batches` batches (all when None; an infinite dataset requires
+    `max_batches`).
+    """
+    if max_batches is not None and (
+        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+    ):
+        raise ValueError(
+            f"Argument `max_batches` must be a positive int or None. "
+            f"Received: max_batches={max_batches!r}"
+        )
+    if data is None:
+        raise ValueError(f"Argument `{argument}` is required. Received: {argument}=None")
+    if isinstance(data, keras.utils.PyDataset):
+        count = len(data)
+        if max_batches is not None:
+            count = min(count, max_batches)
+        batches = [_numpy_pair(data[i]) for i in range(count)]
+        source = f"{count} batch(es) of the PyDataset"
+    elif _is_tf_dataset(data):
+        import tensorflow as tf  # only reached when the user passed a tf.data.Dataset
+
+        infinite = data.cardinality() == tf.data.INFINITE_CARDINALITY
+        if infinite and max_batches is None:
+            raise ValueError(
+                f"Argument `{argument}` is an infinite tf.data.Dataset: pass "
+                "`max_batches` or `.take(n)` it. Received: an infinite dataset"
+            )
+        if max_batches is not None:
+            data = data.take(max_batches)
+        batches = [_numpy_pair(element) for element in data]
+        source = f"{len(batches)} batch(es) of the tf.data.Dataset"
+    elif isinstance(data, (np.ndarray, list, tuple, dict)) or keras.ops.is_tensor(data):
+        x, y = _numpy_pair(data)
+        n = _check_batch(x, argument)
+        step = n if batch_size is None else batch_size
+        batches = [
+            keras.tree.map_structure(lambda a, i=i: a[i : i + step], (x, y), none_is_leaf=False)
+            for i in range(0, n, step)
+        ]
+        if max_batches is not None:
+            batches = batches[:max_batches]
+        source = f"{n} samples in {len(batches)} batch(es)"
+    else:
+        raise ValueError(
+            f"Argument `{argument}` must be a NumPy array, a tensor, a list/dict of "
+            "them, a tf.data.Dataset or a keras.utils.PyDataset. "
+            f"Received: {argument} of type {type(data).__name__}"
+        )
+    if not batches:
+        raise ValueError(f"Argument `{argument}` yielded no batches. Received: an empty dataset")
+    for i, (x, y) in enumerate(batches):
+        n = _check_batch(x, argument, where=f" (batch {i})")
+        if y is not None and _check_batch(y, argument, where=f" (targets of batch {i})") != n:
+            raise ValueError(
+                f"Inputs and targets in `{argument}` must have the same number of "
+                f"samples (batch {i}). Received: {n} inputs and "
+                f"{keras.tree.flatten(y)[0].shape[0]} targets"
+            )
+    return batches, source

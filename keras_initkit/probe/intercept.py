@@ -1,0 +1,68 @@
+"""Layer-call interception: the one mechanism every probe, LSUV and recalibration uses.
+
+Keras 3 routes every layer call, eager or traced, Sequential, Functional, nested or
+subclassed, through `Layer.__call__`, which looks `self.call` up on each call. Shadowing
+`call` with an instance attribute therefore intercepts exactly that layer, in any
+model, without touching its class or its graph. `intercept` installs such wrappers and
+always removes them again, also when the forward pass raises.
+"""
+
+import contextlib
+
+import keras
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def intercept(layers, hook):
+    """Route each call of `layers` through `hook(layer, call, args, kwargs)`.
+
+    `call` is the layer's own (bound) `call`; the hook returns what the layer should
+    return. A layer that is already intercepted is wrapped again and restored to the
+    outer wrapper afterwards, so interceptions nest.
+    """
+    saved = []
+    try:
+        for layer in layers:
+            previous = layer.__dict__.get("call", _MISSING)
+            saved.append((layer, previous))
+            original = layer.call
+
+            def wrapper(*args, __layer=layer, __call=original, **kwargs):
+                return hook(__layer, __call, args, kwargs)
+
+            # object.__setattr__: a function is no state for Keras' attribute tracker.
+            object.__setattr__(layer, "call", wrapper)
+        yield
+    finally:
+        for layer, previous in reversed(saved):
+            if previous is _MISSING:
+                layer.__dict__.pop("call", None)
+            else:
+                object.__setattr__(layer, "call", previous)
+
+
+def has_activation(layer):
+    """True when `layer` applies a non-linear `activation` attribute inside `call`."""
+    fn = getattr(layer, "activation", None)
+    return callable(fn) and fn is not keras.activations.linear
+
+
+def call_split(layer, call, args, kwargs):
+    """Run `call` and return `(pre_activation, output)`.
+
+    For a layer with its own `activation` (Dense, Conv, EinsumDense, Activation…) the
+    activation is switched off for the call and applied afterwards, so the pre-activation
+    comes for free; for any other layer both are the plain output.
+    """
+    if not has_activation(layer):
+        out = call(*args, **kwargs)
+        return out, out
+    fn = layer.activation
+    object.__setattr__(layer, "activation", keras.activations.linear)
+    try:
+        pre = call(*args, **kwargs)
+    finally:
+        object.__setattr__(layer, "activation", fn)
+    return pre, fn(pre)

@@ -1,0 +1,177 @@
+"""The statistics the monitors and the health check share, as probe `Reducer`s.
+
+Definitions (DESIGN.md, kept exactly):
+
+- `activation_mean`, `activation_std`: over every (sample × position × unit) value of
+  the layer's output.
+- Saturated (bounded activations): a value within `delta × (high − low)` of either
+  asymptote. `saturated_fraction` is the share of saturated values; `saturated_low` and
+  `saturated_high` split it by side; `abs_p98` is the 98th percentile of |a| (Glorot &
+  Bengio 2010, Fig. 3), read from a 1000-bin histogram of |a| (resolution 0.1% of the
+  range).
+- Dead (ReLU, ReLU6): a unit (channel) whose output is <= 0 for every sample and every
+  position. `dead_fraction` = dead units / units. For leaky variants (LeakyReLU, ELU,
+  SELU, PReLU, ReLU with a negative slope) the same rule on the sign, which equals the
+  pre-activation's sign, gives `inactive_fraction`. `firing_rate` is the mean share of
+  positive values per unit.
+- Batch-norm mismatch per channel c, with moving mean m, moving variance v and the
+  probe's pooled mean μ and biased variance s² of the layer's *input*:
+  `d_c = (m_c − μ_c) / sqrt(s²_c + eps)` and `r_c = sqrt((v_c + eps) / (s²_c + eps))`.
+  `bn_mean_shift` = mean |d|; `bn_std_ratio` = exp(max |log r|), the worst factor by
+  which a channel's moving std is off (1.0 is a perfect match).
+"""
+
+import keras
+import numpy as np
+
+from keras_initkit.probe.engine import Reducer, moments
+
+HIST_BINS = 1000
+SAMPLE_SIZE = 256
+
+
+def _all_axes(x):
+    return tuple(range(len(x.shape)))
+
+
+def _channel_axes(x, channel_axis):
+    axis = channel_axis % len(x.shape)
+    return tuple(i for i in range(len(x.shape)) if i != axis)
+
+
+class ActivationMoments(Reducer):
+    """Mean and std of a layer's output values."""
+
+    name = "moments"
+    merge = {"moments": "moments"}
+
+    def applies(self, site):
+        return site.activation is not None or site.has_kernel
+
+    def reduce(self, site, inputs, pre, outputs):
+        return {"moments": moments(outputs, _all_axes(outputs))}
+
+    def finalize(self, site, stats):
+        mean, var = stats["moments"]
+        return {"activation_mean": float(mean), "activation_std": float(np.sqrt(var))}
+
+
+class Saturation(Reducer):
+    """Saturated share of bounded activations, its side, and the 98th pct of |a|."""
+
+    name = "saturation"
+    merge = {"low": "mean", "high": "mean", "hist": "mean"}
+
+    def __init__(self, delta=0.01):
+        self.delta = delta
+
+    def applies(self, site):
+        return site.kind == "bounded"
+
+    def reduce(self, site, inputs, pre, outputs):
+        low, high = site.bounds
+        a = keras.ops.cast(outputs, "float32")
+        margin = self.delta * (high - low)
+        top = max(abs(low), abs(high))
+        bins = keras.ops.cast(
+            keras.ops.clip(keras.ops.abs(a) / top * HIST_BINS, 0, HIST_BINS - 1), "int32"
+        )
+        hist = keras.ops.bincount(keras.ops.reshape(bins, (-1,)), minlength=HIST_BINS)
+        n = keras.ops.cast(keras.ops.size(a), "float32")
+        return {
+            "low": keras.ops.mean(keras.ops.cast(a <= low + margin, "float32")),
+            "high": keras.ops.mean(keras.ops.cast(a >= high - margin, "float32")),
+            # bincount's length is dynamic in a trace; it is exactly HIST_BINS here.
+            "hist": keras.ops.reshape(keras.ops.cast(hist, "float32") / n, (HIST_BINS,)),
+        }
+
+    def finalize(self, site, stats):
+        low, high = site.bounds
+        top = max(abs(low), abs(high))
+        cdf = np.cumsum(stats["hist"])
+        p98 = (np.searchsorted(cdf, 0.98 * cdf[-1]) + 1) / HIST_BINS * top
+        return {
+            "saturated_fraction": float(stats["low"] + stats["high"]),
+            "saturated_low": float(stats["low"]),
+            "saturated_high": float(stats["high"]),
+            "abs_p98": float(min(p98, top)),
+        }
+
+
+class DeadUnits(Reducer):
+    """Per-unit firing rate of rectifier outputs; dead (or inactive) units."""
+
+    name = "dead"
+    merge = {"rate": "mean"}
+
+    def applies(self, site):
+        return site.kind in ("dead", "inactive")
+
+    def reduce(self, site, inputs, pre, outputs):
+        fired = keras.ops.cast(keras.ops.cast(outputs, "float32") > 0, "float32")
+        return {"rate": keras.ops.mean(fired, axis=_channel_axes(fired, site.channel_axis))}
+
+    def finalize(self, site, stats):
+        rate = stats["rate"]
+        return {
+            f"{site.kind}_fraction": float(np.mean(rate == 0)),
+            "firing_rate": float(np.mean(rate)),
+            "unit_firing_rate": rate,
+        }
+
+
+class BatchNormStatistics(Reducer):
+    """Pooled moments of a batch-norm layer's input against its moving statistics."""
+
+    name = "batchnorm"
+    merge = {"input": "moments", "moving_mean": "last", "moving_variance": "last"}
+
+    def applies(self, site):
+        return site.is_batchnorm
+
+    def reduce(self, site, inputs, pre, outputs):
+        layer = site.layer
+        axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+        return {
+            "input": moments(inputs, _channel_axes(inputs, axis)),
+            "moving_mean": keras.ops.cast(layer.moving_mean, "float32"),
+            "moving_variance": keras.ops.cast(layer.moving_variance, "float32"),
+        }
+
+    def finalize(self, site, stats):
+        eps = site.layer.epsilon
+        mu, s2 = stats["input"]
+        d = (stats["moving_mean"] - mu) / np.sqrt(s2 + eps)
+        r = np.sqrt((stats["moving_variance"] + eps) / (s2 + eps))
+        return {
+            "bn_mean_shift": float(np.mean(np.abs(d))),
+            "bn_std_ratio": float(np.exp(np.max(np.abs(np.log(r))))),
+            "bn_d": d,
+            "bn_r": r,
+            "bn_input_mean": mu,
+            "bn_input_variance": s2,
+        }
+
+
+class ActivationSample(Reducer):
+    """A fixed-size, evenly strided sample of output values, for histograms."""
+
+    name = "sample"
+    merge = {"values": "sample"}
+
+    def __init__(self, size=SAMPLE_SIZE):
+        self.size = size
+
+    def applies(self, site):
+        return site.kind is not None
+
+    def reduce(self, site, inputs, pre, outputs):
+        flat = keras.ops.reshape(keras.ops.cast(outputs, "float32"), (-1,))
+        n = keras.ops.shape(flat)[0]
+        idx = keras.ops.cast(
+            keras.ops.linspace(0.0, keras.ops.cast(n - 1, "float32"), self.size), "int32"
+        )
+        return {"values": keras.ops.reshape(keras.ops.take(flat, idx), (self.size,))}
+
+    def finalize(self, site, stats):
+        return {"activation_values": stats["values"]}

@@ -1,0 +1,179 @@
+"""Which layers a probe watches, and what kind of activation each one ends with.
+
+Layer selection lives here once: the monitors, `diagnose`, `lsuv_init` and
+`recalibrate_batchnorm` all ask these functions.
+"""
+
+import dataclasses
+
+import keras
+
+from keras_initkit.probe.intercept import has_activation
+
+# Bounded activations and their (low, high) asymptotes.
+BOUNDED = {
+    "sigmoid": (0.0, 1.0),
+    "hard_sigmoid": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+    "hard_tanh": (-1.0, 1.0),
+    "softsign": (-1.0, 1.0),
+}
+# Rectifiers: output <= 0 exactly when the pre-activation is <= 0. "dead" for the
+# ones whose negative side is flat zero, "inactive" for the leaky variants.
+RECTIFIERS = {
+    "relu": "dead",
+    "relu6": "dead",
+    "leaky_relu": "inactive",
+    "elu": "inactive",
+    "selu": "inactive",
+    "prelu": "inactive",
+}
+KERNEL_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.EinsumDense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Site:
+    """A watched layer: its display name and what its output is.
+
+    Attributes:
+        layer: the Keras layer.
+        name: unique display name (the layer name, prefixed with its parent's name
+            when two watched layers share a name).
+        activation: canonical name of the activation the layer's output ends with,
+            or `None` for a linear output.
+        kind: `"bounded"`, `"dead"`, `"inactive"` or `None` (not judged).
+        channel_axis: the unit axis of the output (last axis, or 1 for
+            `channels_first` layers).
+    """
+
+    layer: keras.layers.Layer
+    name: str
+    activation: str | None
+    kind: str | None
+    channel_axis: int
+
+    @property
+    def bounds(self):
+        return BOUNDED.get(self.activation)
+
+    @property
+    def is_batchnorm(self):
+        return isinstance(self.layer, keras.layers.BatchNormalization)
+
+    @property
+    def has_kernel(self):
+        return getattr(self.layer, "kernel", None) is not None or isinstance(
+            self.layer, KERNEL_LAYERS
+        )
+
+
+def activation_name(layer):
+    """Canonical activation name a layer's output ends with, or None if linear."""
+    if isinstance(layer, keras.layers.ReLU):
+        if layer.negative_slope:
+            return "leaky_relu"
+        return "relu6" if layer.max_value == 6 else "relu"
+    if isinstance(layer, keras.layers.LeakyReLU):
+        return "leaky_relu"
+    if isinstance(layer, keras.layers.ELU):
+        return "elu"
+    if isinstance(layer, keras.layers.PReLU):
+        return "prelu"
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    if has_activation(layer):
+        fn = layer.activation
+        return getattr(fn, "__name__", type(fn).__name__)
+    return None
+
+
+def all_layers(model):
+    """Every layer inside `model`, nested models and custom blocks included.
+
+    Uses Keras' private `_flatten_layers`: no public API walks the sublayers of
+    subclassed models and custom layers.
+    """
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
+
+
+def _leaf(layer):
+    return not isinstance(layer, keras.Model)
+
+
+def make_sites(model, layers):
+    """Build `Site`s for `layers` (layer objects of `model`) with unique names."""
+    parents = {}
+    for parent in [model, *all_layers(model)]:
+        for child in parent._flatten_layers(include_self=False, recursive=False):
+            parents.setdefault(id(child), parent)
+    counts = {}
+    for layer in layers:
+        counts[layer.name] = counts.get(layer.name, 0) + 1
+    sites = []
+    for layer in layers:
+        name = layer.name
+        parent = parents.get(id(layer))
+        if counts[name] > 1 and parent is not None and parent is not model:
+            name = f"{parent.name}/{name}"
+        act = activation_name(layer)
+        if act in BOUNDED:
+            kind = "bounded"
+        else:
+            kind = RECTIFIERS.get(act)
+        channels_first = getattr(layer, "data_format", None) == "channels_first"
+        sites.append(Site(layer, name, act, kind, 1 if channels_first else -1))
+    return sites
+
+
+def resolve_layers(model, layers=None, *, where=None, argument="layers"):
+    """Resolve `layers` (names or layer objects, or None for all) to layer objects.
+
+    `where(layer) -> bool` filters the default selection. Unknown names raise
+    `ValueError` listing what is available.
+    """
+    candidates = [layer for layer in all_layers(model) if _leaf(layer)]
+    if layers is None:
+        return [layer for layer in candidates if where is None or where(layer)]
+    if isinstance(layers, (str, keras.layers.Layer)):
+        layers = [layers]
+    by_name = {layer.name: layer for layer in candidates}
+    ids = {id(layer) for layer in candidates}
+    chosen = []
+    for item in layers:
+        if isinstance(item, keras.layers.Layer):
+            if id(item) not in ids:
+                raise ValueError(
+                    f"Argument `{argument}` names a layer that is not part of the "
+                    f"model. Received: {argument} containing layer '{item.name}'"
+                )
+            chosen.append(item)
+        elif isinstance(item, str):
+            if item not in by_name:
+                raise ValueError(
+                    f"Argument `{argument}` must name layers of the model "
+                    f"(available: {sorted(by_name)}). Received: '{item}'"
+                )
+            chosen.append(by_name[item])
+        else:
+            raise ValueError(
+                f"Argument `{argument}` must contain layer names or layer objects. "
+                f"Received: {item!r} of type {type(item).__name__}"
+            )
+    return chosen
