@@ -1,0 +1,385 @@
+"""The probe engine: interception, layer selection, data handling, reductions."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_initkit import probe
+from keras_initkit.probe import engine as engine_module
+
+ALL_REDUCERS = [
+    probe.ActivationMoments(),
+    probe.Saturation(),
+    probe.DeadUnits(),
+    probe.BatchNormStatistics(),
+    probe.ActivationSample(),
+]
+
+
+def _x(n=64, d=8, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)).astype("float32")
+
+
+def _mlp(activation="tanh", depth=3, width=16, d=8):
+    inp = keras.Input((d,))
+    h = inp
+    for _ in range(depth):
+        h = keras.layers.Dense(width, activation=activation)(h)
+    return keras.Model(inp, keras.layers.Dense(2)(h))
+
+
+def _snapshot(model):
+    return [np.array(v.numpy()) for v in model.variables]
+
+
+def _assert_same(before, model):
+    after = _snapshot(model)
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+# Interception -------------------------------------------------------------------------
+
+
+def test_intercept_sees_actual_inputs_and_restores():
+    model = _mlp()
+    x = _x()
+    seen = {}
+
+    def hook(layer, call, args, kwargs):
+        seen[layer.name] = keras.ops.convert_to_numpy(args[0])
+        return call(*args, **kwargs)
+
+    layers = model.layers[1:]
+    with probe.intercept(layers, hook):
+        out = model(x)
+    np.testing.assert_allclose(seen[layers[0].name], x)
+    # The second layer's input is the first layer's output.
+    np.testing.assert_allclose(seen[layers[1].name], layers[0](x), rtol=1e-6)
+    assert all("call" not in layer.__dict__ for layer in layers)
+    np.testing.assert_allclose(model(x), out)
+
+
+def test_intercept_restores_when_forward_raises():
+    model = _mlp()
+    target = model.layers[2]
+
+    def hook(layer, call, args, kwargs):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with probe.intercept([target], hook):
+            model(_x())
+    assert "call" not in target.__dict__
+    model(_x())  # still works
+
+
+def test_intercept_nests():
+    layer = keras.layers.Dense(3)
+    layer.build((None, 2))
+    log = []
+
+    def outer(lyr, call, args, kwargs):
+        log.append("outer")
+        return call(*args, **kwargs)
+
+    def inner(lyr, call, args, kwargs):
+        log.append("inner")
+        return call(*args, **kwargs)
+
+    with probe.intercept([layer], outer):
+        with probe.intercept([layer], inner):
+            layer(np.ones((1, 2), "float32"))
+        assert layer.__dict__["call"] is not None
+        layer(np.ones((1, 2), "float32"))
+    assert log == ["inner", "outer", "outer"]
+    assert "call" not in layer.__dict__
+
+
+def test_call_split_gives_pre_activation():
+    layer = keras.layers.Dense(4, activation="relu")
+    x = _x(8, 3)
+    layer.build(x.shape)
+    pre, out = probe.call_split(layer, layer.call, (x,), {})
+    expected = x @ layer.kernel.numpy() + layer.bias.numpy()
+    np.testing.assert_allclose(pre, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, np.maximum(expected, 0), rtol=1e-5, atol=1e-6)
+    assert layer.activation is keras.activations.relu
+
+
+# Selection ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layer, name, kind",
+    [
+        (keras.layers.Dense(2, activation="tanh"), "tanh", "bounded"),
+        (keras.layers.Dense(2, activation="sigmoid"), "sigmoid", "bounded"),
+        (keras.layers.Activation("softsign"), "softsign", "bounded"),
+        (keras.layers.Conv2D(2, 3, activation="relu"), "relu", "dead"),
+        (keras.layers.ReLU(), "relu", "dead"),
+        (keras.layers.ReLU(max_value=6.0), "relu6", "dead"),
+        (keras.layers.ReLU(negative_slope=0.1), "leaky_relu", "inactive"),
+        (keras.layers.LeakyReLU(), "leaky_relu", "inactive"),
+        (keras.layers.ELU(), "elu", "inactive"),
+        (keras.layers.Dense(2, activation="gelu"), "gelu", None),
+        (keras.layers.Dense(2), None, None),
+        (keras.layers.BatchNormalization(), None, None),
+    ],
+)
+def test_activation_classification(layer, name, kind):
+    model = keras.Sequential([keras.Input((4, 4, 2)), layer])
+    (site,) = probe.make_sites(model, [layer])
+    assert site.activation == name
+    assert site.kind == kind
+
+
+def test_resolve_layers_errors():
+    model = _mlp()
+    with pytest.raises(ValueError, match="Received: 'nope'"):
+        probe.resolve_layers(model, ["nope"])
+    with pytest.raises(ValueError, match="Received: 3"):
+        probe.resolve_layers(model, [3])
+    stranger = keras.layers.Dense(2)
+    with pytest.raises(ValueError, match="not part of the model"):
+        probe.resolve_layers(model, [stranger])
+    first = model.layers[1]
+    assert probe.resolve_layers(model, first.name) == [first]
+
+
+def test_duplicate_names_in_nested_models_are_prefixed():
+    def block(name):
+        inp = keras.Input((4,))
+        return keras.Model(inp, keras.layers.Dense(4, activation="relu", name="d")(inp), name=name)
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, block("b2")(block("b1")(inp)))
+    result = probe.Probe(model, [probe.DeadUnits()]).run(_x(16, 4))
+    assert set(result.metrics) == {"b1/d", "b2/d"}
+
+
+# Models of every shape ----------------------------------------------------------------
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.a = keras.layers.Dense(8, activation="relu")
+        self.shared = keras.layers.Dense(8, activation="tanh")
+        self.out = keras.layers.Dense(2)
+
+    def call(self, x):
+        h = self.shared(self.a(x))
+        return self.out(self.shared(h))  # `shared` is called twice
+
+
+def _functional_branches():
+    a, b = keras.Input((8,), name="a"), keras.Input((6,), name="b")
+    ha = keras.layers.Dense(8, activation="relu", name="ha")(a)
+    hb = keras.layers.Dense(8, activation="tanh", name="hb")(b)
+    res = keras.layers.Add()([ha, keras.layers.Dense(8, name="skip")(ha)])
+    cat = keras.layers.Concatenate()([res, hb])
+    bn = keras.layers.BatchNormalization(name="bn")(cat)
+    return keras.Model(
+        [a, b], [keras.layers.Dense(2, name="o1")(bn), keras.layers.Dense(1, name="o2")(cat)]
+    )
+
+
+def test_multi_input_multi_output_functional():
+    model = _functional_branches()
+    x = [_x(32, 8), _x(32, 6, seed=1)]
+    result = probe.Probe(model, ALL_REDUCERS).run(x)
+    names = [s.name for s in result.sites]
+    assert names.index("ha") < names.index("skip") < names.index("bn")
+    assert "dead_fraction" in result.metrics["ha"]
+    assert "saturated_fraction" in result.metrics["hb"]
+    assert "bn_mean_shift" in result.metrics["bn"]
+    # Not judged -> absent, never a fake 0.
+    assert "dead_fraction" not in result.metrics["hb"]
+    assert "saturated_fraction" not in result.metrics["skip"]
+
+
+def test_subclassed_model_and_shared_layer_first_call():
+    model = Subclassed()
+    x = _x(32, 8)
+    model(x)
+    result = probe.Probe(model, [probe.ActivationMoments()]).run(x)
+    assert [s.name for s in result.sites] == [model.a.name, model.shared.name, model.out.name]
+    first = model.shared(model.a(x))
+    assert result.metrics[model.shared.name]["activation_std"] == pytest.approx(
+        float(np.std(first)), rel=1e-4
+    )
+
+
+def test_nested_sequential_inside_functional():
+    inner = keras.Sequential(
+        [keras.layers.Dense(8, activation="relu"), keras.layers.Dense(8, activation="sigmoid")]
+    )
+    inp = keras.Input((8,))
+    model = keras.Model(inp, keras.layers.Dense(2)(inner(inp)))
+    result = probe.Probe(model, [probe.Saturation(), probe.DeadUnits()]).run(_x())
+    assert {s.layer.name for s in result.sites} >= {inner.layers[0].name, inner.layers[1].name}
+
+
+# Statistics ---------------------------------------------------------------------------
+
+
+def test_forced_dead_layer_is_exactly_dead_and_moments_match_numpy():
+    inp = keras.Input((5,))
+    dead = keras.layers.Dense(
+        7,
+        activation="relu",
+        kernel_initializer="ones",
+        bias_initializer=keras.initializers.Constant(-100.0),
+    )
+    alive = keras.layers.Dense(
+        7, activation="relu", kernel_initializer=keras.initializers.Identity(), name="alive"
+    )
+    model = keras.Model(inp, alive(dead(inp)))
+    x = np.abs(_x(40, 5)) + 0.1
+    result = probe.Probe(model, [probe.DeadUnits(), probe.ActivationMoments()]).run(x)
+    assert result.metrics[dead.name]["dead_fraction"] == 1.0
+    assert result.metrics[dead.name]["firing_rate"] == 0.0
+    assert "dead_fraction" in result.metrics["alive"]
+    out = keras.ops.convert_to_numpy(dead(x))
+    assert result.metrics[dead.name]["activation_std"] == pytest.approx(float(out.std()), abs=1e-6)
+
+
+def test_saturation_counts_and_percentile():
+    # An Activation layer applied to known values: sigmoid of +-10 saturates, of 0 does not.
+    values = np.array([[-10.0, 0.0, 10.0, 10.0]] * 8, "float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Activation("sigmoid")])
+    m = probe.Probe(model, [probe.Saturation()]).run(values).metrics[model.layers[0].name]
+    assert m["saturated_low"] == pytest.approx(0.25)
+    assert m["saturated_high"] == pytest.approx(0.5)
+    assert m["saturated_fraction"] == pytest.approx(0.75)
+    assert m["abs_p98"] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_batches_pool_exactly_like_one_batch():
+    inp = keras.Input((6,))
+    bn = keras.layers.BatchNormalization()
+    h = keras.layers.Dense(6, activation="relu")(inp)
+    model = keras.Model(inp, bn(keras.layers.Dense(6)(h)))
+    x = _x(100, 6) * 3 + 1
+    one = probe.Probe(model, ALL_REDUCERS[:4]).run(x)
+    many = probe.Probe(model, ALL_REDUCERS[:4], batch_size=30).run(x)  # 30, 30, 30, 10
+    assert many.source == "100 samples in 4 batch(es)"
+    for site, metrics in one.metrics.items():
+        for key, value in metrics.items():
+            np.testing.assert_allclose(many.metrics[site][key], value, rtol=1e-4, atol=1e-6)
+    # BN input moments against NumPy on the layer's actual input.
+    inner = keras.Model(inp, bn.input)
+    actual = keras.ops.convert_to_numpy(inner(x))
+    np.testing.assert_allclose(one.metrics[bn.name]["bn_input_variance"], actual.var(0), rtol=1e-4)
+
+
+def test_bn_mismatch_definition():
+    bn = keras.layers.BatchNormalization(epsilon=1e-3)
+    model = keras.Sequential([keras.Input((3,)), bn])
+    bn.moving_mean.assign([1.0, 0.0, 0.0])
+    bn.moving_variance.assign([4.0, 1.0, 1.0])
+    x = _x(2000, 3)
+    m = probe.Probe(model, [probe.BatchNormStatistics()]).run(x).metrics[bn.name]
+    mu, s2 = x.mean(0), x.var(0)
+    d = (np.array([1.0, 0, 0]) - mu) / np.sqrt(s2 + 1e-3)
+    r = np.sqrt((np.array([4.0, 1, 1]) + 1e-3) / (s2 + 1e-3))
+    np.testing.assert_allclose(m["bn_d"], d, rtol=1e-4, atol=1e-5)
+    assert m["bn_mean_shift"] == pytest.approx(np.abs(d).mean(), rel=1e-4)
+    assert m["bn_std_ratio"] == pytest.approx(np.exp(np.abs(np.log(r)).max()), rel=1e-4)
+
+
+def test_probe_changes_no_state_and_transfers_once(monkeypatch):
+    inp = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="relu")(inp)
+    h = keras.layers.Dropout(0.5, seed=3)(h)
+    h = keras.layers.BatchNormalization()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="sigmoid")(h))
+    model.compile("adam", "mse")
+    model.fit(_x(), np.zeros((64, 2)), epochs=1, verbose=0)
+    before = _snapshot(model) + [np.array(v.numpy()) for v in model.optimizer.variables]
+    transfers = []
+    real = keras.ops.convert_to_numpy
+    monkeypatch.setattr(
+        engine_module.keras.ops, "convert_to_numpy", lambda t: transfers.append(1) or real(t)
+    )
+    probe.Probe(model, ALL_REDUCERS, batch_size=16).run(_x())
+    assert len(transfers) == 1
+    monkeypatch.undo()
+    after = _snapshot(model) + [np.array(v.numpy()) for v in model.optimizer.variables]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_compiled_and_eager_agree():
+    model = _mlp("sigmoid")
+    x = _x()
+    compiled = probe.Probe(model, ALL_REDUCERS).run(x)
+    eager = probe.Probe(model, ALL_REDUCERS, compile=False).run(x)
+    for site, metrics in compiled.metrics.items():
+        for key, value in metrics.items():
+            np.testing.assert_allclose(eager.metrics[site][key], value, rtol=1e-5, atol=1e-6)
+
+
+# Data ---------------------------------------------------------------------------------
+
+
+class _PyData(keras.utils.PyDataset):
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return self.x[i * 10 : (i + 1) * 10], np.zeros((10, 1))
+
+
+def test_data_sources_agree():
+    model = _mlp()
+    x = _x(30)
+    reducers = [probe.ActivationMoments()]
+    ref = probe.Probe(model, reducers).run(x).metric("activation_std")
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(30))).batch(10)
+    for data in (ds, _PyData(x), tf.constant(x), (x, np.zeros(30))):
+        got = probe.Probe(model, reducers).run(data).metric("activation_std")
+        for k, v in ref.items():
+            assert got[k] == pytest.approx(v, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (np.full((4, 8), np.nan, "float32"), "must be finite"),
+        (np.zeros((0, 8), "float32"), "at least one sample"),
+        ([np.zeros((4, 8)), np.zeros((3, 8))], "same number of samples"),
+        ((np.zeros((4, 8)), np.zeros((3, 1))), "same number of samples"),
+        ("abc", "Received: data of type str"),
+        (None, "Received: data=None"),
+        ((np.zeros((4, 8)),) * 4, "tuple of length 4"),
+        (np.float32(1.0), "Received"),
+    ],
+)
+def test_bad_data(data, match):
+    with pytest.raises(ValueError, match=match):
+        probe.as_batches(data)
+
+
+def test_infinite_and_empty_datasets():
+    inf = tf.data.Dataset.from_tensor_slices(_x(4)).batch(2).repeat()
+    with pytest.raises(ValueError, match="infinite"):
+        probe.as_batches(inf)
+    assert len(probe.as_batches(inf, max_batches=3)[0]) == 3
+    empty = tf.data.Dataset.from_tensor_slices(_x(4)).batch(2).take(0)
+    with pytest.raises(ValueError, match="no batches"):
+        probe.as_batches(empty)
+    with pytest.raises(ValueError, match="max_batches=0"):
+        probe.as_batches(_x(4), max_batches=0)
+
+
+def test_bad_probe_arguments():
+    with pytest.raises(ValueError, match="batch_size=0"):
+        probe.Probe(_mlp(), [], batch_size=0)
