@@ -43,6 +43,7 @@ def _assert_same(before, model):
 # Interception -------------------------------------------------------------------------
 
 
+@pytest.mark.backend_agnostic
 def test_intercept_sees_actual_inputs_and_restores():
     model = _mlp()
     x = _x()
@@ -62,6 +63,7 @@ def test_intercept_sees_actual_inputs_and_restores():
     np.testing.assert_allclose(model(x), out)
 
 
+@pytest.mark.backend_agnostic
 def test_intercept_restores_when_forward_raises():
     model = _mlp()
     target = model.layers[2]
@@ -98,6 +100,7 @@ def test_intercept_nests():
     assert "call" not in layer.__dict__
 
 
+@pytest.mark.backend_agnostic
 def test_call_split_gives_pre_activation():
     layer = keras.layers.Dense(4, activation="relu")
     x = _x(8, 3)
@@ -187,6 +190,7 @@ def _functional_branches():
     )
 
 
+@pytest.mark.backend_agnostic
 def test_multi_input_multi_output_functional():
     model = _functional_branches()
     x = [_x(32, 8), _x(32, 6, seed=1)]
@@ -201,6 +205,7 @@ def test_multi_input_multi_output_functional():
     assert "saturated_fraction" not in result.metrics["skip"]
 
 
+@pytest.mark.backend_agnostic
 def test_subclassed_model_and_shared_layer_first_call():
     model = Subclassed()
     x = _x(32, 8)
@@ -213,6 +218,7 @@ def test_subclassed_model_and_shared_layer_first_call():
     )
 
 
+@pytest.mark.backend_agnostic
 def test_nested_sequential_inside_functional():
     inner = keras.Sequential(
         [keras.layers.Dense(8, activation="relu"), keras.layers.Dense(8, activation="sigmoid")]
@@ -226,6 +232,7 @@ def test_nested_sequential_inside_functional():
 # Statistics ---------------------------------------------------------------------------
 
 
+@pytest.mark.backend_agnostic
 def test_forced_dead_layer_is_exactly_dead_and_moments_match_numpy():
     inp = keras.Input((5,))
     dead = keras.layers.Dense(
@@ -247,6 +254,7 @@ def test_forced_dead_layer_is_exactly_dead_and_moments_match_numpy():
     assert result.metrics[dead.name]["activation_std"] == pytest.approx(float(out.std()), abs=1e-6)
 
 
+@pytest.mark.backend_agnostic
 def test_saturation_counts_and_percentile():
     # An Activation layer applied to known values: sigmoid of +-10 saturates, of 0 does not.
     values = np.array([[-10.0, 0.0, 10.0, 10.0]] * 8, "float32")
@@ -258,6 +266,7 @@ def test_saturation_counts_and_percentile():
     assert m["abs_p98"] == pytest.approx(1.0, abs=2e-3)
 
 
+@pytest.mark.backend_agnostic
 def test_batches_pool_exactly_like_one_batch():
     inp = keras.Input((6,))
     bn = keras.layers.BatchNormalization()
@@ -276,6 +285,7 @@ def test_batches_pool_exactly_like_one_batch():
     np.testing.assert_allclose(one.metrics[bn.name]["bn_input_variance"], actual.var(0), rtol=1e-4)
 
 
+@pytest.mark.backend_agnostic
 def test_bn_mismatch_definition():
     bn = keras.layers.BatchNormalization(epsilon=1e-3)
     model = keras.Sequential([keras.Input((3,)), bn])
@@ -313,6 +323,7 @@ def test_probe_changes_no_state_and_transfers_once(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.backend_agnostic
 def test_compiled_and_eager_agree():
     model = _mlp("sigmoid")
     x = _x()
@@ -350,6 +361,7 @@ def test_data_sources_agree():
             assert got[k] == pytest.approx(v, rel=1e-4)
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize(
     "data, match",
     [

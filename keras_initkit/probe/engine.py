@@ -6,7 +6,8 @@ applies to, what it computes on device from a layer's input, pre-activation and 
 and how the merged values become reported metrics. The probe intercepts the selected
 layers during a `training=False` forward pass, packs every reduction into one float32
 vector, and brings that vector to the host once per call. On TensorFlow the pass is a
-`tf.function` traced once per input signature; on other backends it runs eagerly.
+`tf.function`, on JAX a `jax.jit` function, traced once per input signature; on other
+backends it runs eagerly.
 
 Rules worth knowing:
 - A layer called several times in one forward pass (a shared layer) is measured on
@@ -112,7 +113,7 @@ class Probe:
             applies to.
         batch_size: split array data into chunks of this many samples; None runs
             all samples at once.
-        compile: trace the pass into one compiled function (TensorFlow only);
+        compile: trace the pass into one compiled function (TensorFlow and JAX);
             otherwise run eagerly.
     """
 
@@ -136,7 +137,7 @@ class Probe:
             self._plan = {k: v for k, v in self._plan.items() if v[1]}
         self._layout = None
         self._order = None
-        self._compile = compile and keras.backend.backend() == "tensorflow"
+        self._compile = compile
         self._fn = None
 
     @property
@@ -187,13 +188,32 @@ class Probe:
         )
 
     def _function(self):
-        if self._fn is None:
-            if self._compile:
-                import tensorflow as tf  # the compiled path is TensorFlow's
+        """The forward pass, compiled once per input signature where the backend can.
 
-                self._fn = tf.function(self._forward, reduce_retracing=True)
-            else:
-                self._fn = self._forward
+        TensorFlow: a `tf.function` over the stateful model. JAX: `jax.jit` over the
+        pass run in a `keras.StatelessScope` fed with the variables' current values,
+        so later weight updates are seen without retracing. Other backends: eager.
+        """
+        if self._fn is not None:
+            return self._fn
+        backend = keras.backend.backend()
+        if self._compile and backend == "tensorflow":
+            import tensorflow as tf
+
+            self._fn = tf.function(self._forward, reduce_retracing=True)
+        elif self._compile and backend == "jax":
+            import jax
+
+            variables = list(self.model.variables)
+
+            def stateless(values, x):
+                with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                    return self._forward(x)
+
+            jitted = jax.jit(stateless)
+            self._fn = lambda x: jitted([v.value for v in variables], x)
+        else:
+            self._fn = self._forward
         return self._fn
 
     def _unpack(self, vector):

@@ -76,13 +76,17 @@ class Saturation(Reducer):
         bins = keras.ops.cast(
             keras.ops.clip(keras.ops.abs(a) / top * HIST_BINS, 0, HIST_BINS - 1), "int32"
         )
-        hist = keras.ops.bincount(keras.ops.reshape(bins, (-1,)), minlength=HIST_BINS)
+        flat = keras.ops.reshape(bins, (-1,))
+        # segment_sum with a static segment count: a static shape on every backend
+        # (bincount's length is dynamic under jax.jit and tf.function).
+        hist = keras.ops.segment_sum(
+            keras.ops.ones_like(flat, dtype="float32"), flat, num_segments=HIST_BINS
+        )
         n = keras.ops.cast(keras.ops.size(a), "float32")
         return {
             "low": keras.ops.mean(keras.ops.cast(a <= low + margin, "float32")),
             "high": keras.ops.mean(keras.ops.cast(a >= high - margin, "float32")),
-            # bincount's length is dynamic in a trace; it is exactly HIST_BINS here.
-            "hist": keras.ops.reshape(keras.ops.cast(hist, "float32") / n, (HIST_BINS,)),
+            "hist": keras.ops.reshape(hist / n, (HIST_BINS,)),
         }
 
     def finalize(self, site, stats):
