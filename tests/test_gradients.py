@@ -1,0 +1,191 @@
+"""Per-layer gradient norms: exact values, pooling over batches, and no state change."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_initkit.probe.gradients import GradientProbe, layer_gradients
+
+TF_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="compares against tf.GradientTape"
+)
+
+
+def _data(n=48, d_in=5, d_out=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d_in)).astype("float32")
+    y = rng.normal(size=(n, d_out)).astype("float32")
+    return x, y
+
+
+def _numpy(variable):
+    return np.array(keras.ops.convert_to_numpy(variable))
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("batch_size", [None, 20])
+def test_linear_dense_matches_closed_form_gradient(batch_size):
+    x, y = _data()
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="linear")])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    kernel, bias = (_numpy(v) for v in model.layers[0].weights)
+    # mse = mean over samples and units of (xW + b - y)^2
+    residual = x @ kernel + bias - y
+    scale = 2.0 / residual.size
+    g_kernel, g_bias = scale * x.T @ residual, scale * residual.sum(axis=0)
+    expected = np.sqrt(np.sum(g_kernel**2) + np.sum(g_bias**2))
+
+    result = layer_gradients(model, (x, y), batch_size=batch_size)
+
+    values = result.metrics["linear"]
+    np.testing.assert_allclose(values["gradient_norm"], expected, rtol=1e-5)
+    w_norm = np.sqrt(np.sum(kernel**2) + np.sum(bias**2))
+    np.testing.assert_allclose(values["weight_norm"], w_norm, rtol=1e-6)
+    np.testing.assert_allclose(values["update_ratio"], 0.05 * expected / w_norm, rtol=1e-5)
+    np.testing.assert_allclose(result.loss, np.mean(residual**2), rtol=1e-5)
+    np.testing.assert_allclose(result.learning_rate, 0.05, rtol=1e-6)
+
+
+def _small_net(dropout=0.0, regularizer=None):
+    inputs = keras.Input((5,))
+    h = keras.layers.Dense(8, activation="tanh", name="hidden", kernel_regularizer=regularizer)(
+        inputs
+    )
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.Dropout(dropout, seed=3)(h)
+    outputs = keras.layers.Dense(3, name="out")(h)
+    return keras.Model(inputs, outputs)
+
+
+@TF_ONLY
+def test_matches_hand_computed_gradient_tape():
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    x, y = _data()
+    model = _small_net(regularizer=keras.regularizers.L2(0.01))
+    model.compile(optimizer="adam", loss="mse")
+
+    result = layer_gradients(model, (x, y), batch_size=16)
+
+    with tf.GradientTape() as tape:
+        pred = model(x, training=False)
+        loss = tf.reduce_mean(tf.square(pred - y)) + tf.add_n(model.losses)
+    grads = dict(
+        zip(
+            [id(v) for v in model.trainable_variables],
+            tape.gradient(loss, model.trainable_variables),
+        )
+    )
+    for name in ("hidden", "bn", "out"):
+        layer = model.get_layer(name)
+        expected = np.sqrt(
+            sum(float(tf.reduce_sum(grads[id(w)] ** 2)) for w in layer.trainable_weights)
+        )
+        np.testing.assert_allclose(result.metrics[name]["gradient_norm"], expected, rtol=1e-4)
+    np.testing.assert_allclose(result.loss, float(loss), rtol=1e-5)
+    assert [s.name for s in result.sites] == ["hidden", "bn", "out"]
+
+
+@TF_ONLY
+def test_explicit_loss_on_uncompiled_model_has_no_update_ratio():
+    import tensorflow as tf
+
+    x, y = _data()
+    model = _small_net()
+    result = layer_gradients(model, (x, y), loss=keras.losses.MeanAbsoluteError())
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.abs(model(x, training=False) - y))
+    g = tape.gradient(loss, model.get_layer("out").trainable_weights)
+    expected = np.sqrt(sum(float(tf.reduce_sum(t**2)) for t in g))
+    np.testing.assert_allclose(result.metrics["out"]["gradient_norm"], expected, rtol=1e-5)
+    assert "update_ratio" not in result.metrics["out"]
+    assert result.learning_rate is None
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("training", [False, True])
+def test_no_variable_changes_model_optimizer_or_seed_state(training):
+    keras.utils.set_random_seed(2)
+    x, y = _data()
+    model = _small_net(dropout=0.5)
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # builds optimizer and metric state
+    tracked = model.variables + model.optimizer.variables + model.metrics_variables
+    seeds = [
+        layer.seed_generator.state for layer in model.layers if hasattr(layer, "seed_generator")
+    ]
+    assert seeds
+    before = [_numpy(v).copy() for v in tracked + seeds]
+
+    result = layer_gradients(model, (x, y), training=training)
+
+    assert all(np.isfinite(m["gradient_norm"]) for m in result.metrics.values())
+    for old, v in zip(before, tracked + seeds):
+        np.testing.assert_array_equal(_numpy(v), old)
+
+
+@pytest.mark.backend_agnostic
+def test_training_mode_differs_only_through_batch_statistics():
+    x, y = _data()
+    model = _small_net()
+    model.compile(optimizer="sgd", loss="mse")
+    inference = layer_gradients(model, (x, y)).metric("gradient_norm")
+    training = layer_gradients(model, (x, y), training=True).metric("gradient_norm")
+    # At init the moving statistics (0, 1) are not the batch's: the gradients differ.
+    assert not np.isclose(inference["hidden"], training["hidden"], rtol=1e-3)
+
+
+@pytest.mark.backend_agnostic
+def test_nested_model_reports_leaf_layers_once():
+    x, y = _data()
+    inner = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(4, name="inner_dense")], name="block"
+    )
+    inputs = keras.Input((5,))
+    outputs = keras.layers.Dense(3, name="head")(inner(inputs))
+    model = keras.Model(inputs, outputs)
+    probe = GradientProbe(model, loss="mse")
+    result = probe.run((x, y))
+    assert set(result.metrics) == {"inner_dense", "head"}
+    again = probe.run((x, y))  # the compiled step is reused
+    assert again.metrics == result.metrics
+
+
+@pytest.mark.backend_agnostic
+def test_frozen_layers_and_layer_selection():
+    x, y = _data()
+    model = _small_net()
+    model.get_layer("hidden").trainable = False
+    result = layer_gradients(model, (x, y), loss="mse")
+    assert "hidden" not in result.metrics
+    only = layer_gradients(model, (x, y), loss="mse", layers=["out"])
+    assert set(only.metrics) == {"out"}
+
+
+@pytest.mark.backend_agnostic
+def test_bad_input_raises_value_error():
+    x, y = _data()
+    model = _small_net()
+    with pytest.raises(ValueError, match="Received"):
+        GradientProbe(model)  # uncompiled, no loss
+    with pytest.raises(ValueError, match="Received"):
+        layer_gradients(model, x, loss="mse")  # no targets
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="Received"):
+        layer_gradients(model, (bad, y), loss="mse")
+    with pytest.raises(ValueError, match="Received"):
+        layer_gradients(model, (x[:0], y[:0]), loss="mse")
+    with pytest.raises(ValueError, match="Received"):
+        layer_gradients(model, (x, y), loss=3)
+    unbuilt = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="Received"):
+        layer_gradients(unbuilt, (x, y), loss="mse")
+
+
+def test_unsupported_backend_fails_at_construction(monkeypatch):
+    model = _small_net()
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(NotImplementedError, match="torch"):
+        GradientProbe(model, loss="mse")
