@@ -3,4 +3,19 @@
 Each engineer adds their own import line and `__all__` entry here (keep sorted).
 """
 
-__all__ = []
+from keras_initkit.callbacks.base import InitkitWarning, Monitor
+from keras_initkit.callbacks.batchnorm import BatchNormMonitor
+from keras_initkit.callbacks.dead_units import DeadUnitMonitor
+from keras_initkit.callbacks.gradient import GradientMonitor
+from keras_initkit.callbacks.saturation import SaturationMonitor
+from keras_initkit.callbacks.training import TrainingMonitor
+
+__all__ = [
+    "BatchNormMonitor",
+    "DeadUnitMonitor",
+    "GradientMonitor",
+    "InitkitWarning",
+    "Monitor",
+    "SaturationMonitor",
+    "TrainingMonitor",
+]
