@@ -5,7 +5,7 @@ Shared by `lsuv_init`, the monitors, `diagnose` and `recalibrate_batchnorm`.
 
 from keras_initkit.probe.data import as_batches
 from keras_initkit.probe.engine import Probe, ProbeResult, Reducer, moments
-from keras_initkit.probe.intercept import call_split, has_activation, intercept
+from keras_initkit.probe.intercept import call_linear, call_split, has_activation, intercept
 from keras_initkit.probe.reducers import (
     ActivationMoments,
     ActivationSample,
@@ -40,6 +40,7 @@ __all__ = [
     "activation_name",
     "all_layers",
     "as_batches",
+    "call_linear",
     "call_split",
     "has_activation",
     "intercept",

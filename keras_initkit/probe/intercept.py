@@ -49,6 +49,21 @@ def has_activation(layer):
     return callable(fn) and fn is not keras.activations.linear
 
 
+def call_linear(layer, call, args, kwargs):
+    """Run `call` with the layer's own `activation` switched off: the pre-activation.
+
+    For a layer without one (see `has_activation`) this is the plain output.
+    """
+    if not has_activation(layer):
+        return call(*args, **kwargs)
+    fn = layer.activation
+    object.__setattr__(layer, "activation", keras.activations.linear)
+    try:
+        return call(*args, **kwargs)
+    finally:
+        object.__setattr__(layer, "activation", fn)
+
+
 def call_split(layer, call, args, kwargs):
     """Run `call` and return `(pre_activation, output)`.
 
@@ -56,13 +71,5 @@ def call_split(layer, call, args, kwargs):
     activation is switched off for the call and applied afterwards, so the pre-activation
     comes for free; for any other layer both are the plain output.
     """
-    if not has_activation(layer):
-        out = call(*args, **kwargs)
-        return out, out
-    fn = layer.activation
-    object.__setattr__(layer, "activation", keras.activations.linear)
-    try:
-        pre = call(*args, **kwargs)
-    finally:
-        object.__setattr__(layer, "activation", fn)
-    return pre, fn(pre)
+    pre = call_linear(layer, call, args, kwargs)
+    return pre, (layer.activation(pre) if has_activation(layer) else pre)
