@@ -5,24 +5,26 @@ connections) is trained on scikit-learn's bundled 8x8 digits, once per entry of
 `RUNS`, with the same data, seed, optimizer and epochs. Only the hidden layers'
 `kernel_initializer` changes (the softmax head keeps Keras' default):
 
-- `keras-default`: `glorot_uniform`, Keras' default. Its variance `1 / 64` per
-  weight halves the signal's variance at every ReLU layer, so after 32 layers
-  the output barely depends on the input and training crawls.
+- `keras-default`: `glorot_uniform`, Keras' default. Its weight variance
+  `1 / 64` halves the signal's mean square at every ReLU layer (a factor 2^-32
+  after 32 layers), so the output barely depends on the input and training
+  crawls.
 - `normalized`: `keras_initkit.initializers.Normalized(gain=sqrt(2))`, each
-  unit's fan-in vector of norm sqrt(2): the He scale (`he_normal` would give
-  the same variance). The signal's scale is now kept, yet at this depth a
-  random product of 32 matrices still mixes inputs badly: better, not good.
+  unit's fan-in vector of norm sqrt(2): the He scale (`he_normal` gives the
+  same variance). The signal's scale is now kept, but the singular values of
+  a product of 32 random ReLU layers spread far apart (Pennington et al.,
+  2017): better, not good.
 - `identity`: `keras_initkit.initializers.Identity()`: every hidden layer
-  starts as the identity map, so the net starts out as a shallow one, passes
-  signal and gradient through all 32 layers unchanged and trains at once
-  (Le et al., 2015).
+  starts as the identity map, so the net starts out computing `relu(x)` into
+  the head, passes signal and gradient through all 32 layers unchanged and
+  trains from the first epoch (Le et al., 2015).
 
 It prints a table (final train loss, validation accuracy, fit time) and writes
 TensorBoard logs to `<log_dir>/<run name>`; view them with
 `tensorboard --logdir logs/demo`.
 
     python examples/demo.py               # about a minute on 2 CPU cores
-    python examples/demo.py --quick       # a few seconds: a smoke test
+    python examples/demo.py --quick       # a smoke test: 4 layers, 1 epoch
 
 To add a run, append a `Run` to `RUNS`: a name, a zero-argument factory for
 the hidden layers' `kernel_initializer`, and optionally a function returning
