@@ -1,0 +1,531 @@
+"""Training monitors: the statistics they report, TensorBoard, logs, warnings, no side effects."""
+
+import csv
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+import keras_initkit
+from keras_initkit.callbacks import (
+    BatchNormMonitor,
+    DeadUnitMonitor,
+    GradientMonitor,
+    InitkitWarning,
+    SaturationMonitor,
+    TrainingMonitor,
+)
+from keras_initkit.probe.gradients import layer_gradients
+
+MONITORS = [SaturationMonitor, DeadUnitMonitor, BatchNormMonitor, TrainingMonitor]
+
+
+def _normal(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _measure(monitor, model):
+    """One measurement through the Keras callback interface, without fitting."""
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    monitor.on_train_end()
+    return monitor.latest
+
+
+def _mixed_model(momentum=0.99):
+    """tanh, ReLU, batch norm, dropout and a linear head: something for every monitor."""
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="tanh", name="tanh")(inputs)
+    h = keras.layers.Dense(16, activation="relu", name="relu")(h)
+    h = keras.layers.BatchNormalization(momentum=momentum, name="bn")(h)
+    h = keras.layers.Dropout(0.3, seed=5)(h)
+    outputs = keras.layers.Dense(1, name="head")(h)
+    return keras.Model(inputs, outputs)
+
+
+def _events(log_dir):
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(str(log_dir), "initkit"), size_guidance={"tensors": 0}
+    )
+    acc.Reload()
+    return acc
+
+
+def _series(acc, tag):
+    return [(e.step, float(np.asarray(e.tensor_proto.float_val)[0])) for e in acc.Tensors(tag)]
+
+
+# The statistics --------------------------------------------------------------------------
+
+
+def test_forced_dead_layer_is_exactly_dead_and_he_layer_is_alive():
+    # Two inputs: positive data into a negative kernel (dead by construction), and
+    # zero-mean data into a He-initialized layer.
+    pos, gauss = keras.Input((6,), name="pos"), keras.Input((6,), name="gauss")
+    dead = keras.layers.Dense(
+        12, activation="relu", kernel_initializer=keras.initializers.Constant(-0.5), name="dead"
+    )(pos)
+    alive = keras.layers.Dense(
+        12, activation="relu", kernel_initializer=keras.initializers.HeNormal(seed=1), name="he"
+    )(gauss)
+    outputs = keras.layers.Dense(1)(keras.layers.Concatenate()([dead, alive]))
+    model = keras.Model({"pos": pos, "gauss": gauss}, outputs)
+    rng = np.random.default_rng(0)
+    data = {
+        "pos": rng.uniform(0.01, 1.0, size=(256, 6)).astype("float32"),
+        "gauss": _normal(256, 6),
+    }
+    monitor = DeadUnitMonitor(data, verbose=0)
+    with pytest.warns(InitkitWarning, match=r"dead \(step 0\): 100% of units dead \(12 of 12\)"):
+        latest = _measure(monitor, model)
+    assert latest["dead"]["dead_fraction"] == 1.0
+    assert latest["dead"]["firing_rate"] == 0.0
+    assert latest["he"]["dead_fraction"] == 0.0
+    assert [f.layer for f in monitor.findings] == ["dead"]
+
+
+def test_tanh_saturation_matches_gaussian_prediction_and_lsuv_removes_it():
+    keras.utils.set_random_seed(3)
+    depth, delta = 6, 0.01
+    model = keras.Sequential(
+        [keras.Input((16,))]
+        + [
+            keras.layers.Dense(
+                64,
+                activation="tanh",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=1.0),
+            )
+            for _ in range(depth)
+        ]
+        + [keras.layers.Dense(1)]
+    )
+    x = _normal(512, 16)
+    monitor = SaturationMonitor(x, delta=delta, verbose=0)
+    with pytest.warns(InitkitWarning, match="tanh outputs saturated"):
+        latest = _measure(monitor, model)
+    # A value is saturated when |tanh z| >= 1 - 2·delta (delta is relative to the
+    # range 2), i.e. |z| >= atanh(1 - 2·delta); z ~ N(0, σ²) with σ measured here.
+    threshold = math.atanh(1 - 2 * delta)
+    a = x
+    for layer in model.layers[:depth]:
+        kernel, bias = layer.get_weights()
+        z = a @ kernel + bias
+        a = np.tanh(z)
+        predicted = math.erfc(threshold / (z.std() * math.sqrt(2)))
+        if layer is not model.layers[0]:  # deep layers: inputs are ±1-ish, z Gaussian
+            assert latest[layer.name]["saturated_fraction"] == pytest.approx(predicted, abs=0.03)
+            assert predicted > 0.5
+    keras_initkit.lsuv_init(model, x, verbose=0)
+    latest = _measure(monitor, model)
+    for layer in model.layers[:depth]:
+        assert latest[layer.name]["saturated_fraction"] < 0.1
+
+
+def test_narrow_deep_relu_net_is_flagged_dead():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((2,))]
+        + [
+            keras.layers.Dense(2, activation="relu", kernel_initializer="he_normal")
+            for _ in range(20)
+        ]
+        + [keras.layers.Dense(1)]
+    )
+    monitor = DeadUnitMonitor(_normal(256, 2), verbose=0)
+    with pytest.warns(InitkitWarning, match="of units dead"):
+        latest = _measure(monitor, model)
+    deepest = [latest[layer.name]["dead_fraction"] for layer in model.layers[10:20]]
+    assert max(deepest) >= 0.5
+    assert {f.rule for f in monitor.findings} == {"dead_fraction"}
+
+
+def test_batchnorm_momentum_flagged_after_5_steps_not_after_many():
+    keras.utils.set_random_seed(1)
+    model = _mixed_model(momentum=0.99)
+    # Several steps per execution: callbacks see every 5th batch, steps still count 1 each.
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=5)
+    monitor = BatchNormMonitor(_normal(128, 8), verbose=0)
+    x, y = _normal(40, 8, seed=1), _normal(40, 1, seed=2)
+    with pytest.warns(InitkitWarning, match=r"after 5 updates at momentum 0.99, .* 95%"):
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert [f.rule for f in monitor.findings] == ["bn_init_weight"]
+    assert monitor.latest["bn"]["bn_init_weight"] == pytest.approx(0.99**5)
+    x, y = _normal(300, 8, seed=3), _normal(300, 1, seed=4)
+    model.fit(x, y, batch_size=1, epochs=1, callbacks=[monitor], verbose=0)
+    # Steps continue across fits: 5 + 300 updates; 0.99^305 < 0.05.
+    assert monitor.latest["bn"]["bn_init_weight"] == pytest.approx(0.99**305)
+    assert "bn_init_weight" not in {f.rule for f in monitor.findings}
+
+
+def test_batchnorm_mismatch_matches_definition_and_frozen_layer_is_flagged():
+    model = _mixed_model()
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.full(16, 0.5, "float32"))
+    bn.moving_variance.assign(np.full(16, 4.0, "float32"))
+    bn.trainable = False
+    x = _normal(200, 8)
+    monitor = BatchNormMonitor(x, verbose=0)
+    with pytest.warns(InitkitWarning, match="trainable=False"):
+        latest = _measure(monitor, model)
+    bn_input = keras.Model(model.inputs, model.get_layer("relu").output).predict(x, verbose=0)
+    mu, s2 = bn_input.mean(axis=0), bn_input.var(axis=0)
+    d = (0.5 - mu) / np.sqrt(s2 + bn.epsilon)
+    r = np.sqrt((4.0 + bn.epsilon) / (s2 + bn.epsilon))
+    assert latest["bn"]["bn_mean_shift"] == pytest.approx(np.mean(np.abs(d)), rel=1e-4)
+    assert latest["bn"]["bn_std_ratio"] == pytest.approx(
+        np.exp(np.max(np.abs(np.log(r)))), rel=1e-4
+    )
+    assert "bn_init_weight" not in latest["bn"]  # frozen: no updates to count
+    assert [f.rule for f in monitor.findings] == ["frozen"]
+
+
+def test_gradient_monitor_matches_gradient_probe_and_flags_vanishing_and_exploding():
+    keras.utils.set_random_seed(2)
+    small = keras.initializers.RandomNormal(stddev=0.05)
+    model = keras.Sequential(
+        [keras.Input((8,))]
+        + [keras.layers.Dense(16, activation="sigmoid", kernel_initializer=small) for _ in range(8)]
+        + [keras.layers.Dense(1, name="out")]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(1e4), loss="mse")
+    data = (_normal(64, 8), _normal(64, 1, seed=1))
+    monitor = GradientMonitor(data, verbose=0)
+    with pytest.warns(InitkitWarning):
+        latest = _measure(monitor, model)
+    expected = layer_gradients(model, data).metrics
+    for name, values in expected.items():
+        assert latest[name]["gradient_norm"] == pytest.approx(values["gradient_norm"], rel=1e-5)
+        assert latest[name]["update_ratio"] == pytest.approx(values["update_ratio"], rel=1e-5)
+    rules = {(f.layer, f.rule) for f in monitor.findings}
+    first = model.layers[0].name
+    assert (first, "vanishing") in rules
+    assert ("out", "exploding") in rules  # lr 1e4: an SGD step larger than the weights
+    assert ("out", "vanishing") not in rules
+
+
+def test_layers_argument_skips_what_a_monitor_cannot_judge():
+    model = _mixed_model()
+    monitor = SaturationMonitor(_normal(64, 8), layers=["tanh", "relu"], verbose=0)
+    with pytest.warns(InitkitWarning, match="cannot judge layer 'relu'"):
+        latest = _measure(monitor, model)
+    assert set(latest) == {"tanh"}  # absent, not a fake 0
+    latest = _measure(TrainingMonitor(_normal(64, 8), layers=["head"], verbose=0), model)
+    assert set(latest) == {"head"} and set(latest["head"]) == {"activation_mean", "activation_std"}
+
+
+# Model kinds -----------------------------------------------------------------------------
+
+
+def test_nested_subclassed_and_mixed_precision_models():
+    inner = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(8, activation="tanh", name="dense")], name="block"
+    )
+    inputs = keras.Input((8,))
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="dense")(inner(inputs))
+    nested = keras.Model(inputs, outputs)
+    latest = _measure(SaturationMonitor(_normal(64, 8), verbose=0), nested)
+    assert set(latest) == {"block/dense", "dense"}
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(8, activation="relu", name="hidden")
+            self.out = keras.layers.Dense(1, name="out")
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    model = Subclassed()
+    model(_normal(2, 8))
+    latest = _measure(TrainingMonitor(_normal(64, 8), verbose=0), model)
+    assert set(latest) == {"hidden", "out"} and "dead_fraction" in latest["hidden"]
+
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = _mixed_model()
+        model.compile(optimizer="adam", loss="mse")
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    x = _normal(64, 8)
+    monitor = TrainingMonitor(x, update_freq=2, verbose=0)
+    model.fit(x, _normal(64, 1), batch_size=16, callbacks=[monitor], verbose=0)
+    reference = keras.Model(model.inputs, model.get_layer("tanh").output).predict(x, verbose=0)
+    expected = np.mean(np.abs(reference.astype("float32")) >= 0.98)
+    assert monitor.latest["tanh"]["saturated_fraction"] == pytest.approx(expected, abs=1e-6)
+    assert set(monitor.latest) == {"tanh", "relu", "bn", "head"}
+
+
+# TensorBoard, logs ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted_log_dir(tmp_path_factory):
+    """Two fits (steps continue) with TrainingMonitor next to keras' TensorBoard."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    keras.utils.set_random_seed(4)
+    model = _mixed_model()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = _normal(64, 8), _normal(64, 1, seed=1)
+    monitor = TrainingMonitor(
+        x[:32], log_dir=log_dir, update_freq=3, histograms=True, gradients=False, verbose=0
+    )
+    csv_path = log_dir / "history.csv"
+    histories = []
+    for _ in range(2):
+        histories.append(
+            model.fit(
+                x,
+                y,
+                batch_size=16,
+                epochs=2,
+                validation_data=(x[:16], y[:16]),
+                callbacks=[
+                    monitor,
+                    keras.callbacks.CSVLogger(str(csv_path), append=True),
+                    keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq=2),
+                ],
+                verbose=0,
+            )
+        )
+    return log_dir, monitor, histories, csv_path
+
+
+def test_tags_steps_and_values_read_back_with_tensorboard_reader(fitted_log_dir):
+    log_dir, monitor, _, _ = fitted_log_dir
+    acc = _events(log_dir)
+    tags = set(acc.Tags()["tensors"])
+    expected = {
+        "activation_mean/tanh",
+        "activation_std/relu",
+        "saturated_fraction/tanh",
+        "saturated_low/tanh",
+        "abs_p98/tanh",
+        "dead_fraction/relu",
+        "firing_rate/relu",
+        "bn_mean_shift/bn",
+        "bn_std_ratio/bn",
+        "bn_init_weight/bn",
+        "activation_mean/head",
+        "activations/tanh",
+        "activations/relu",
+    }
+    assert expected <= tags
+    assert not any(t.endswith("/dropout") or "dead_fraction/tanh" == t for t in tags)
+    # 4 batches per epoch, 2 epochs per fit, 2 fits: global steps 0..16; updates at
+    # train begin, every 3 batches and at each epoch end, each step written once.
+    steps = [step for step, _ in _series(acc, "saturated_fraction/tanh")]
+    assert steps == [0, 3, 4, 6, 8, 9, 12, 15, 16]
+    last = _series(acc, "bn_mean_shift/bn")[-1][1]
+    assert last == pytest.approx(monitor.latest["bn"]["bn_mean_shift"], rel=1e-6)
+    metadata = acc.SummaryMetadata("activations/tanh").plugin_data.plugin_name
+    assert metadata == "histograms"
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    assert charts["saturated_fraction"] == ["^saturated_fraction/"]
+    assert charts["bn_std_ratio"] == ["^bn_std_ratio/"]
+    # Nothing of ours in keras' own runs, and theirs are intact.
+    train = event_accumulator.EventAccumulator(str(log_dir / "train"), size_guidance={"tensors": 0})
+    train.Reload()
+    assert not any(
+        "/" in t and t.split("/")[0] in {"saturated_fraction"} for t in train.Tags()["tensors"]
+    )
+    assert "epoch_loss" in train.Tags()["tensors"]
+
+
+def test_history_and_csv_logger_get_per_layer_keys(fitted_log_dir):
+    _, monitor, histories, csv_path = fitted_log_dir
+    history = histories[-1].history
+    for key in [
+        "saturated_fraction/tanh",
+        "dead_fraction/relu",
+        "bn_mean_shift/bn",
+        "bn_std_ratio/bn",
+    ]:
+        assert len(history[key]) == 2
+    assert history["dead_fraction/relu"][-1] == monitor.latest["relu"]["dead_fraction"]
+    assert "activation_mean/tanh" not in history  # only headline metrics go to logs
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 2 and float(rows[-1]["saturated_fraction/tanh"]) == pytest.approx(
+        history["saturated_fraction/tanh"][-1]
+    )
+
+
+def test_no_logs_when_opted_out_and_no_files_without_log_dir(tmp_path, monkeypatch):
+    model = _mixed_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x = _normal(32, 8)
+    monitor = DeadUnitMonitor(x, add_to_logs=False, verbose=0)
+    monkeypatch.chdir(tmp_path)
+    history = model.fit(x, _normal(32, 1), batch_size=16, callbacks=[monitor], verbose=0)
+    assert set(history.history) == {"loss"}
+    assert monitor.latest["relu"]["dead_fraction"] >= 0
+    assert os.listdir(tmp_path) == []
+
+
+# Never change training; no leaks ---------------------------------------------------------
+
+
+def _train(callbacks):
+    keras.utils.set_random_seed(11)
+    model = _mixed_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    x, y = _normal(48, 8, seed=5), _normal(48, 1, seed=6)
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=True, callbacks=callbacks, verbose=0)
+    return [np.array(v) for v in model.variables + model.optimizer.variables]
+
+
+def test_fit_with_all_monitors_ends_with_bit_identical_weights(tmp_path):
+    x, y = _normal(32, 8, seed=7), _normal(32, 1, seed=8)
+    every = [
+        TrainingMonitor((x, y), log_dir=tmp_path, update_freq=1, histograms=True, gradients=True),
+        SaturationMonitor(x, update_freq=2),
+        DeadUnitMonitor(x, update_freq=3),
+        BatchNormMonitor(x, update_freq=1),
+        GradientMonitor((x, y), update_freq=2),
+    ]
+    for monitor in every:
+        monitor.verbose = 0
+    with_monitors = _train(every)
+    without = _train([])
+    assert len(with_monitors) == len(without)
+    for a, b in zip(with_monitors, without):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
+def test_no_file_handles_leak_over_50_fits(tmp_path):
+    model = _mixed_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _normal(8, 8), _normal(8, 1)
+    monitor = TrainingMonitor(x, log_dir=tmp_path, verbose=0)
+
+    def fit():
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+
+    fit()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        fit()
+    assert len(os.listdir("/proc/self/fd")) <= before
+    # Steps continue across fits, each written once (files of one second load in name
+    # order, which is not creation order past 10 writers: compare sorted).
+    steps = [s for s, _ in _series(_events(tmp_path), "dead_fraction/relu")]
+    assert sorted(steps) == list(range(52))
+
+
+def test_warns_once_per_layer_per_fit():
+    pos = keras.Input((4,))
+    dead = keras.layers.Dense(
+        4, activation="relu", kernel_initializer=keras.initializers.Constant(-1.0), name="dead"
+    )(pos)
+    model = keras.Model(pos, keras.layers.Dense(1)(dead))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.abs(_normal(24, 4)) + 0.1
+    monitor = DeadUnitMonitor(x, update_freq=1, verbose=0)
+    for _ in range(2):
+        with pytest.warns(InitkitWarning) as record:
+            model.fit(x, _normal(24, 1), batch_size=8, epochs=2, callbacks=[monitor], verbose=0)
+        assert len([w for w in record if "dead (step" in str(w.message)]) == 1
+
+
+# Bad input: ValueError at construction or train begin, never mid-training ---------------
+
+
+@pytest.mark.parametrize("cls", MONITORS)
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"update_freq": 0}, "update_freq=0"),
+        ({"update_freq": -3}, "update_freq=-3"),
+        ({"update_freq": 2.5}, "update_freq=2.5"),
+        ({"update_freq": "batch"}, "update_freq='batch'"),
+        ({"update_freq": True}, "update_freq=True"),
+        ({"layers": [3]}, "Received: 3"),
+        ({"verbose": 5}, "verbose=5"),
+    ],
+)
+def test_bad_common_arguments(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        cls(_normal(8, 8), **kwargs)
+    assert "Received" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (SaturationMonitor, {"saturation_threshold": 1.5}),
+        (SaturationMonitor, {"saturation_threshold": -0.1}),
+        (SaturationMonitor, {"delta": 0.7}),
+        (DeadUnitMonitor, {"dead_threshold": 2}),
+        (DeadUnitMonitor, {"dead_threshold": -1}),
+        (BatchNormMonitor, {"init_weight_threshold": 1.01}),
+        (BatchNormMonitor, {"mean_shift_threshold": -0.5}),
+        (BatchNormMonitor, {"std_ratio_threshold": 0.9}),
+        (TrainingMonitor, {"dead_threshold": 1.2}),
+        (TrainingMonitor, {"vanishing_threshold": 3.0}),
+        (GradientMonitor, {"exploding_threshold": 0}),
+    ],
+)
+def test_bad_thresholds(cls, kwargs):
+    name, value = next(iter(kwargs.items()))
+    data = (_normal(8, 8), _normal(8, 1))
+    with pytest.raises(ValueError, match=f"Received: {name}={value}"):
+        cls(data, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (np.full((4, 8), np.nan, "float32"), "must be finite"),
+        (np.array([[1.0, np.inf]], "float32"), "must be finite"),
+        (np.zeros((0, 8), "float32"), "at least one sample"),
+        ("not data", "Received: data of type str"),
+    ],
+)
+def test_bad_probe_data_at_construction(data, match):
+    with pytest.raises(ValueError, match=match) as info:
+        TrainingMonitor(data)
+    assert "Received" in str(info.value)
+
+
+def test_gradient_monitor_needs_targets():
+    with pytest.raises(ValueError, match="need targets.*Received"):
+        GradientMonitor(_normal(8, 8))
+    with pytest.raises(ValueError, match="need targets.*Received"):
+        TrainingMonitor(_normal(8, 8), gradients=True)
+
+
+def test_unwritable_log_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="Received: log_dir=.*is a file"):
+        TrainingMonitor(_normal(8, 8), log_dir=blocker / "logs")
+    with pytest.raises(ValueError, match="Received: log_dir=5"):
+        TrainingMonitor(_normal(8, 8), log_dir=5)
+
+
+@pytest.mark.parametrize("problem", ["shape", "layer", "log_dir"])
+def test_problems_found_at_train_begin_stop_before_any_step(tmp_path, problem):
+    model = _mixed_model()
+    model.compile(optimizer="sgd", loss="mse")
+    kwargs = {"verbose": 0}
+    data = _normal(16, 8)
+    if problem == "shape":
+        data, match = _normal(16, 5), "(?s)does not fit model .*Received: data with input shape"
+    elif problem == "layer":
+        kwargs["layers"], match = ["tanh", "no_such_layer"], "Received: 'no_such_layer'"
+    else:
+        kwargs["log_dir"], match = tmp_path / "logs", "Received: log_dir="
+    monitor = TrainingMonitor(data, **kwargs)
+    if problem == "log_dir":
+        (tmp_path / "logs").write_text("now a file")
+    with pytest.raises(ValueError, match=match):
+        model.fit(_normal(16, 8), _normal(16, 1), callbacks=[monitor], verbose=0)
+    assert int(model.optimizer.iterations) == 0
