@@ -1,0 +1,263 @@
+"""recalibrate_batchnorm: exact population statistics, in forward order, nothing else changed."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initkit.batchnorm as batchnorm
+from keras_initkit import RecalibrationReport, recalibrate_batchnorm
+
+
+def _numpy(variable):
+    return np.array(keras.ops.convert_to_numpy(variable))
+
+
+def _x(n=150, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, d)) * 3.0 + 1.5).astype("float32")
+
+
+def _chain(depth=3, dropout=0.0):
+    inputs = keras.Input((6,))
+    h = inputs
+    for i in range(depth):
+        h = keras.layers.Dense(8, name=f"dense_{i}")(h)
+        h = keras.layers.BatchNormalization(name=f"bn_{i}")(h)
+        h = keras.layers.ReLU()(h)
+    h = keras.layers.Dropout(dropout, seed=1)(h)
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+
+
+def _stale_chain():
+    """A chain whose moving statistics are off, with built optimizer and seed state."""
+    keras.utils.set_random_seed(0)
+    model = _chain(dropout=0.3)
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(size=8).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, size=8).astype("float32"))
+    return model, _x()
+
+
+def _input_moments(model, layer_name, x):
+    """Population mean and biased variance of a BN layer's input, at inference."""
+    features = keras.Model(model.inputs[0], model.get_layer(layer_name).input)
+    a = _numpy(features(x, training=False)).astype(np.float64)
+    return a.mean(axis=0), a.var(axis=0)
+
+
+def test_moving_statistics_become_population_statistics_of_concatenated_data():
+    model, x = _stale_chain()
+    report = recalibrate_batchnorm(model, x, batch_size=64, verbose=0)  # 3 uneven batches
+
+    assert report.source == "150 samples in 3 batch(es)"
+    for name in ("bn_0", "bn_1", "bn_2"):
+        # Measured with the upstream layers as recalibrated: the inference fixpoint.
+        mean, var = _input_moments(model, name, x)
+        layer = model.get_layer(name)
+        np.testing.assert_allclose(_numpy(layer.moving_mean), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(_numpy(layer.moving_variance), var, rtol=1e-4, atol=1e-5)
+        assert report.before[name]["bn_mean_shift"] > 0.05
+        assert report.after[name]["bn_mean_shift"] < 1e-3
+        assert abs(report.after[name]["bn_std_ratio"] - 1.0) < 1e-3
+    assert report.layers == ["bn_0", "bn_1", "bn_2"]
+    assert 2 <= report.passes <= 4  # a chain of 3: at most depth + 1 passes
+
+
+def test_nothing_but_moving_statistics_changes():
+    model, x = _stale_chain()
+    moving = {
+        id(v)
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for v in (layer.moving_mean, layer.moving_variance)
+    }
+    others = [v for v in model.variables + model.optimizer.variables if id(v) not in moving]
+    seeds = [model.layers[-2].seed_generator.state]
+    before = [_numpy(v).copy() for v in others + seeds]
+
+    recalibrate_batchnorm(model, x, verbose=0)
+
+    for old, v in zip(before, others + seeds):
+        np.testing.assert_array_equal(_numpy(v), old)
+
+
+def test_recalibrated_model_is_a_fixpoint():
+    model, x = _stale_chain()
+    recalibrate_batchnorm(model, x, verbose=0)
+    stats = [_numpy(v).copy() for v in model.non_trainable_variables]
+    again = recalibrate_batchnorm(model, x, verbose=0)
+    assert again.passes == 1
+    for old, v in zip(stats, model.non_trainable_variables):
+        np.testing.assert_array_equal(_numpy(v), old)
+
+
+class SubclassedNet(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(5)
+        self.norm = keras.layers.BatchNormalization()
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x, training=False):
+        return self.out(keras.ops.tanh(self.norm(self.dense(x), training=training)))
+
+
+def _sequential():
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(5), keras.layers.BatchNormalization()]
+    )
+
+
+def _nested():
+    inner = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(5), keras.layers.BatchNormalization()],
+        name="inner",
+    )
+    inputs = keras.Input((6,))
+    h = keras.layers.BatchNormalization(name="outer_bn")(keras.layers.ReLU()(inner(inputs)))
+    return keras.Model(inputs, h)
+
+
+def _conv():
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(3, 3),
+            keras.layers.BatchNormalization(),
+        ]
+    )
+
+
+def _subclassed():
+    model = SubclassedNet()
+    model(_x(2))
+    return model
+
+
+@pytest.mark.parametrize("build", [_sequential, _nested, _subclassed, _conv])
+def test_model_kinds(build):
+    model = build()
+    x = _x(40) if build is not _conv else _x(40 * 12).reshape(40, 6, 6, 2)
+    report = recalibrate_batchnorm(model, x, batch_size=16, verbose=0)
+    assert report.layers
+    for name in report.layers:
+        assert report.before[name]["bn_mean_shift"] > 0.05
+        assert report.after[name]["bn_mean_shift"] < 1e-3
+        assert abs(report.after[name]["bn_std_ratio"] - 1.0) < 1e-3
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, size):
+        super().__init__()
+        self.x, self.size = x, size
+
+    def __len__(self):
+        return -(-len(self.x) // self.size)
+
+    def __getitem__(self, i):
+        chunk = self.x[i * self.size : (i + 1) * self.size]
+        return chunk, chunk[:, :1]
+
+
+def _tf_dataset(x):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(32)
+
+
+@pytest.mark.parametrize("kind", ["array", "tuple", "tf.data", "PyDataset"])
+def test_data_sources_give_the_same_statistics(kind):
+    if kind == "tf.data" and keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.data needs TensorFlow")
+    x = _x(100)
+    data = {
+        "array": lambda: x,
+        "tuple": lambda: (x, x[:, :1]),
+        "tf.data": lambda: _tf_dataset(x),
+        "PyDataset": lambda: _Batches(x, 32),
+    }[kind]()
+    model = _sequential()
+    recalibrate_batchnorm(model, data, verbose=0)
+    mean, var = _input_moments(model, model.layers[1].name, x)
+    np.testing.assert_allclose(_numpy(model.layers[1].moving_mean), mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_numpy(model.layers[1].moving_variance), var, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["array", "PyDataset"])
+def test_num_samples_uses_only_the_first_samples(kind):
+    x = _x(100)
+    model = _sequential()
+    data = x if kind == "array" else _Batches(x, 32)
+    report = recalibrate_batchnorm(model, data, num_samples=40, verbose=0)
+    assert report.source.startswith("40 samples")
+    mean, var = _input_moments(model, model.layers[1].name, x[:40])
+    np.testing.assert_allclose(_numpy(model.layers[1].moving_mean), mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_numpy(model.layers[1].moving_variance), var, rtol=1e-4, atol=1e-5)
+
+
+def test_model_without_batchnorm_warns_and_changes_nothing():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    before = [_numpy(v).copy() for v in model.variables]
+    with pytest.warns(UserWarning, match="no BatchNormalization"):
+        report = recalibrate_batchnorm(model, _x(10), verbose=0)
+    assert report.layers == [] and report.passes == 0
+    assert "nothing was changed" in str(report)
+    for old, v in zip(before, model.variables):
+        np.testing.assert_array_equal(_numpy(v), old)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_interrupt_part_way_restores_statistics(monkeypatch, error):
+    model, x = _stale_chain()
+    stats = [_numpy(v).copy() for v in model.non_trainable_variables]
+    run_batches = batchnorm.Probe.run_batches
+    calls = []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # two passes have assigned statistics by now
+            raise error("stop")
+        return run_batches(self, *args, **kwargs)
+
+    monkeypatch.setattr(batchnorm.Probe, "run_batches", failing)
+    with pytest.raises(error):
+        recalibrate_batchnorm(model, x, verbose=0)
+    for old, v in zip(stats, model.non_trainable_variables):
+        np.testing.assert_array_equal(_numpy(v), old)
+
+
+def test_report_is_printable_and_serializable(capsys):
+    model, x = _stale_chain()
+    report = recalibrate_batchnorm(model, x, verbose=1)
+    printed = capsys.readouterr().out
+    assert printed.count("recalibrate_batchnorm pass") == report.passes
+    assert isinstance(report, RecalibrationReport)
+    text = str(report)
+    assert all(name in text for name in report.layers)
+    assert json.loads(json.dumps(report.to_dict()))["layers"] == report.layers
+
+
+def test_bad_input_raises_value_error():
+    model = _sequential()
+    x = _x(10)
+    bad = x.copy()
+    bad[3, 1] = np.inf
+    for kwargs in (
+        {"data": bad},
+        {"data": x[:0]},
+        {"data": x, "num_samples": 0},
+        {"data": x, "layers": [model.layers[0].name]},
+        {"data": x, "verbose": 3},
+        {"data": _x(10, d=4)},
+    ):
+        with pytest.raises(ValueError, match="Received"):
+            recalibrate_batchnorm(model, **kwargs)
