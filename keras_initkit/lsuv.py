@@ -190,7 +190,7 @@ def _kernel_of(layer):
     if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
         return getattr(layer, "pointwise_kernel", None), layer.pointwise_initializer
     if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        return getattr(layer, "depthwise_kernel", None), layer.depthwise_initializer
+        return getattr(layer, "kernel", None), layer.depthwise_initializer
     try:
         kernel = getattr(layer, "kernel", None)
     except AttributeError:  # Dense & co. raise it before they are built
