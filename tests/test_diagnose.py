@@ -1,0 +1,194 @@
+"""diagnose: one model per finding, a healthy model with none, the report's forms, bad input."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initkit
+from keras_initkit import HealthReport, diagnose
+from keras_initkit.health import DEFAULT_THRESHOLDS, flagged, symmetric_units
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(128, 12)).astype("float32")
+Y = RNG.integers(0, 3, size=128)
+
+
+def _mlp(activation="relu", kernel="he_normal", bias="zeros", depth=3, width=16, batchnorm=False):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    h = inputs
+    for i in range(depth):
+        h = keras.layers.Dense(
+            width,
+            activation=None if batchnorm else activation,
+            kernel_initializer=kernel,
+            bias_initializer=bias,
+            name=f"dense_{i}",
+        )(h)
+        if batchnorm:
+            h = keras.layers.BatchNormalization(name=f"bn_{i}")(h)
+            h = keras.layers.Activation(activation, name=f"act_{i}")(h)
+    outputs = keras.layers.Dense(3, name="out")(h)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    return model
+
+
+def _kinds(report):
+    return {(f.layer, f.kind) for f in report.findings}
+
+
+def test_healthy_model_has_no_findings():
+    report = diagnose(_mlp(), X, Y)
+    assert report.ok, str(report)
+    assert report.findings == []
+    assert set(report.metrics) == {"dense_0", "dense_1", "dense_2", "out"}
+    assert 1e-3 < report.gradient_ratio < 1e3
+    assert report.metrics["dense_1"]["dead_fraction"] == 0.0
+    assert report.metrics["dense_1"]["symmetric_fraction"] == 0.0
+    assert "No findings" in str(report)
+
+
+def test_saturated_tanh_with_huge_weights_then_lsuv_fixes_it():
+    model = _mlp("tanh", keras.initializers.RandomNormal(stddev=4.0))
+    report = diagnose(model, X, Y)
+    assert {("dense_0", "saturated"), ("dense_1", "saturated"), ("dense_2", "saturated")} <= (
+        _kinds(report)
+    )
+    finding = next(f for f in report.findings if f.layer == "dense_1")
+    assert finding.value == report.metrics["dense_1"]["saturated_fraction"] > 0.5
+    assert "dense_1" in finding.message and "lsuv_init" in finding.message
+    assert f"{finding.value:.0%}" in finding.message
+
+    keras_initkit.lsuv_init(model, X, verbose=0)
+    assert not any(f.kind == "saturated" for f in diagnose(model, X, Y).findings)
+
+
+def test_dead_relu_layer_is_fully_dead():
+    model = _mlp(bias=keras.initializers.Constant(-20.0))
+    report = diagnose(model, X)
+    for name in ("dense_0", "dense_1", "dense_2"):
+        assert report.metrics[name]["dead_fraction"] == 1.0
+        assert (name, "dead") in _kinds(report)
+    message = next(f.message for f in report.findings if f.layer == "dense_0")
+    assert message.startswith("dense_0: 100% of units dead")
+    assert "He initialization" in message
+
+
+def test_constant_kernel_is_symmetric_but_output_layer_is_not_judged():
+    model = _mlp(kernel=keras.initializers.Constant(0.1))
+    model.get_layer("out").kernel.assign(np.zeros((16, 3), "float32"))
+    report = diagnose(model, X, Y)
+    for name in ("dense_0", "dense_1", "dense_2"):
+        assert report.metrics[name]["symmetric_fraction"] == 1.0
+        assert (name, "symmetric") in _kinds(report)
+    assert "symmetric_fraction" not in report.metrics["out"]
+
+
+def test_symmetry_counts_identical_columns_and_biases():
+    layer = keras.layers.Dense(4)
+    layer.build((None, 3))
+    layer.kernel.assign(np.array([[1, 1, 2, 1], [0, 0, 0, 0], [3, 3, 3, 3]], "float32"))
+    assert symmetric_units(layer) == (3, 4)  # columns 0, 1, 3 equal
+    layer.bias.assign(np.array([0, 1, 0, 0], "float32"))
+    assert symmetric_units(layer) == (2, 4)  # the bias tells unit 1 apart
+    conv = keras.layers.Conv2D(3, 2, kernel_initializer="zeros")
+    conv.build((None, 4, 4, 2))
+    assert symmetric_units(conv) == (3, 3)
+
+
+def test_batchnorm_mismatch_after_a_few_steps():
+    model = _mlp(batchnorm=True)
+    x = X * 4.0 + 3.0  # inputs far from the initial moving statistics (0, 1)
+    model.fit(x, Y, epochs=1, batch_size=64, verbose=0)  # 2 steps at momentum 0.99
+    report = diagnose(model, x)
+    assert ("bn_0", "bn_mismatch") in _kinds(report)
+    bn = report.metrics["bn_0"]
+    assert flagged("bn_mean_shift", bn["bn_mean_shift"]) or flagged(
+        "bn_std_ratio", bn["bn_std_ratio"]
+    )
+    assert "recalibrate_batchnorm" in next(
+        f.message for f in report.findings if f.kind == "bn_mismatch"
+    )
+    keras_initkit.recalibrate_batchnorm(model, x, verbose=0)
+    assert not any(f.kind == "bn_mismatch" for f in diagnose(model, x).findings)
+
+
+def test_vanishing_gradients_in_a_deep_sigmoid_net():
+    model = _mlp("sigmoid", keras.initializers.RandomNormal(stddev=0.05), depth=8)
+    report = diagnose(model, X, Y)
+    assert report.gradient_ratio < 1e-3
+    finding = next(f for f in report.findings if f.kind == "vanishing_gradients")
+    assert finding.layer == "dense_0"
+    assert finding.value == report.gradient_ratio
+    norms = [report.metrics[f"dense_{i}"]["gradient_norm"] for i in range(8)]
+    assert norms == sorted(norms)  # shrinking towards the input
+
+
+def test_vanishing_activations_through_depth():
+    model = _mlp("tanh", keras.initializers.RandomNormal(stddev=0.05), depth=6)
+    report = diagnose(model, X)
+    finding = next(f for f in report.findings if f.kind == "vanishing_activations")
+    assert finding.value < 1 / DEFAULT_THRESHOLDS["activation_std_ratio"]
+    stds = [report.metrics[f"dense_{i}"]["activation_std"] for i in range(6)]
+    assert finding.layer == "dense_5"  # the most extreme hidden layer: the deepest
+    np.testing.assert_allclose(finding.value, stds[5] / stds[0], rtol=1e-6)
+
+
+def test_thresholds_override():
+    model = _mlp("tanh", keras.initializers.RandomNormal(stddev=4.0))
+    report = diagnose(model, X, thresholds={"saturated_fraction": 1.0})
+    assert not any(f.kind == "saturated" for f in report.findings)
+    assert report.thresholds["saturated_fraction"] == 1.0
+
+
+def test_report_forms():
+    model = _mlp(bias=keras.initializers.Constant(-20.0))
+    report = diagnose(model, X, Y)
+    assert isinstance(report, HealthReport) and not report.ok
+    text = str(report)
+    assert "100%!" in text  # flagged values are marked
+    assert all(f.message in text for f in report.findings)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["ok"] is False
+    assert data["layers"]["dense_0"]["dead_fraction"] == 1.0
+    assert {f["kind"] for f in data["findings"]} >= {"dead"}
+    markdown = report.to_markdown()
+    assert "| layer |" in markdown and "**dead**" in markdown
+
+
+def test_builds_unbuilt_sequential_and_changes_nothing():
+    model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+    report = diagnose(model, X)
+    assert model.built and report.ok
+    assert report.gradient_ratio is None  # no targets: no gradient pass
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    before = [np.array(v.numpy()).copy() for v in model.variables + model.optimizer.variables]
+    diagnose(model, X, keras.utils.to_categorical(Y, 3))
+    after = [np.array(v.numpy()) for v in model.variables + model.optimizer.variables]
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(new, old)
+
+
+def test_bad_input_raises_value_error():
+    model = _mlp()
+    uncompiled = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3)])
+    nan = X.copy()
+    nan[0, 0] = np.nan
+    cases = [
+        lambda: diagnose(uncompiled, X, Y),  # targets, no loss
+        lambda: diagnose(model, X[:, :5]),  # wrong shape
+        lambda: diagnose(model, nan),
+        lambda: diagnose(model, X[:0]),
+        lambda: diagnose(model, X, loss="mse"),  # a loss without targets
+        lambda: diagnose(model, X, thresholds={"dead": 0.1}),
+        lambda: diagnose(model, X, thresholds={"bn_std_ratio": 0.5}),
+    ]
+    for case in cases:
+        with pytest.raises(ValueError, match="Received"):
+            case()
