@@ -17,6 +17,7 @@ Rules worth knowing:
 """
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -220,7 +221,7 @@ class Probe:
         """Flat vector -> {site: {reducer: {stat: array}}}, by the traced layout."""
         out, start = {}, 0
         for (site, reducer, stat), shape in self._layout:
-            size = int(np.prod(shape))
+            size = math.prod(shape)
             value = vector[start : start + size].reshape(shape)
             out.setdefault(site, {}).setdefault(reducer, {})[stat] = value
             start += size
@@ -244,9 +245,10 @@ class Probe:
             vectors.append(fn(x))
             weights.append(keras.tree.flatten(x)[0].shape[0])
         # The one host transfer of this run.
-        host = keras.ops.convert_to_numpy(
-            vectors[0][None] if len(vectors) == 1 else keras.ops.stack(vectors)
-        )
+        if len(vectors) == 1:
+            host = keras.ops.convert_to_numpy(vectors[0])[None]
+        else:
+            host = keras.ops.convert_to_numpy(keras.ops.stack(vectors))
         per_batch = [self._unpack(row) for row in host.astype(np.float64)]
         weights = np.asarray(weights, dtype=np.float64)
         metrics = {}
@@ -256,12 +258,14 @@ class Probe:
             _, reducers = self._plan[id(site.layer)]
             values = {}
             for r in reducers:
-                merged = {
-                    stat: _merge(
-                        r.merge[stat], [b[site.name][r.name][stat] for b in per_batch], weights
-                    )
-                    for stat in per_batch[0][site.name][r.name]
-                }
+                merged = per_batch[0][site.name][r.name]
+                if len(per_batch) > 1:  # one batch: its values are the merged values
+                    merged = {
+                        stat: _merge(
+                            r.merge[stat], [b[site.name][r.name][stat] for b in per_batch], weights
+                        )
+                        for stat in merged
+                    }
                 values.update(r.finalize(site, merged))
             metrics[site.name] = values
         return ProbeResult(self.sites, metrics, source)
