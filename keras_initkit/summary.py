@@ -213,23 +213,42 @@ class SummaryWriter:
 
 
 class TFSummaryWriter(SummaryWriter):
-    """`tf.summary` file writer; each write in `record_if(True)` with `step=`."""
+    """`tf.summary` file writer; every write in `record_if(True)` with `step=`.
+
+    Serialized updates are queued and written `queue_size` at a time (and on every
+    `flush`), because leaving `writer.as_default()` flushes the file: with
+    `update_freq=1` a flush per batch would cost more than the rest of the write.
+    """
+
+    queue_size = 32
 
     def _open(self):
         import tensorflow as tf  # lazily: only the TensorFlow writer needs it
 
         self._tf = tf
+        self._pending = []
         return tf.summary.create_file_writer(self.logdir)
 
     def _append(self, step, summary):
+        self._pending.append((step, summary.SerializeToString()))
+        if len(self._pending) >= self.queue_size:
+            self._drain()
+
+    def _drain(self):
+        if not self._pending:
+            return
         tf = self._tf
         with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+            for step, data in self._pending:
+                tf.summary.experimental.write_raw_pb(data, step=step)
+        self._pending = []
 
     def _flush(self):
+        self._drain()
         self._writer.flush()
 
     def _close(self):
+        self._drain()
         self._writer.close()
 
 
