@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -27,7 +28,9 @@ pytestmark = [
 
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
 # JAX computes float64 as float32 unless jax_enable_x64 is set.
-HAS_FLOAT64 = keras.backend.standardize_dtype(ops.zeros((1,), "float64").dtype) == ("float64")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
+    HAS_FLOAT64 = keras.backend.standardize_dtype(ops.zeros((1,), "float64").dtype) == "float64"
 WIDE = "float64" if HAS_FLOAT64 else "float32"
 RANDOM = [DeltaOrthogonal, Sparse, Normalized]
 
@@ -367,10 +370,7 @@ def test_lsuv_marks_the_layer():
 # ---------------------------------------------------------------- seeds
 
 
-def random_cases():
-    return [cls for cls in RANDOM] + [LSUV]
-
-
+SEEDED = RANDOM + [LSUV]
 SEED_SHAPE = CONV2
 
 
@@ -378,7 +378,7 @@ def make(cls, seed):
     return cls(nonzero=5, seed=seed) if cls is Sparse else cls(seed=seed)
 
 
-@pytest.mark.parametrize("cls", random_cases(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", SEEDED, ids=lambda c: c.__name__)
 def test_int_seed_same_values_every_call(cls):
     a = make(cls, 21)
     np.testing.assert_array_equal(to_numpy(a(SEED_SHAPE)), to_numpy(a(SEED_SHAPE)))
@@ -388,7 +388,7 @@ def test_int_seed_same_values_every_call(cls):
     assert not np.array_equal(to_numpy(a(SEED_SHAPE)), to_numpy(c(SEED_SHAPE)))
 
 
-@pytest.mark.parametrize("cls", random_cases(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", SEEDED, ids=lambda c: c.__name__)
 def test_seed_generator_new_values_every_call(cls):
     init = make(cls, keras.random.SeedGenerator(23))
     assert not np.array_equal(to_numpy(init(SEED_SHAPE)), to_numpy(init(SEED_SHAPE)))
