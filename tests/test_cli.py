@@ -1,0 +1,185 @@
+"""keras-initkit: `report` on real event files (monitor-written and tf.summary-written), `demo`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initkit
+import keras_initkit.callbacks
+from keras_initkit import cli
+
+TF_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="writes event files with tf.summary"
+)
+
+
+def _run(*args, cwd=None):
+    """`python -m keras_initkit ARGS` in a fresh interpreter."""
+    root = str(Path(keras_initkit.__file__).resolve().parents[1])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "keras_initkit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def monitor_logs(tmp_path_factory):
+    """Real logs: a TrainingMonitor (with gradients) over a 3-epoch fit."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = rng.integers(0, 3, size=96)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu", name="hidden"),
+            keras.layers.Dense(
+                16,
+                activation="tanh",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=3.0),
+                name="saturating",
+            ),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    log_dir = tmp_path_factory.mktemp("logs") / "run_a"
+    monitor = keras_initkit.callbacks.TrainingMonitor(
+        (x[:64], y[:64]), log_dir=str(log_dir), gradients=True, verbose=0
+    )
+    with pytest.warns(keras_initkit.callbacks.InitkitWarning):
+        model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[monitor])
+    return log_dir, monitor.latest
+
+
+@pytest.fixture(scope="module")
+def tf_summary_logs(tmp_path_factory):
+    """Event files written with tf.summary under the DESIGN scheme: `<metric>/<layer>`."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("writes event files with tf.summary")
+    import tensorflow as tf
+
+    log_dir = tmp_path_factory.mktemp("tf_logs")
+    writer = tf.summary.create_file_writer(str(log_dir / "initkit"))
+    with writer.as_default():
+        for step, dead in enumerate([0.1, 0.4, 0.9]):
+            tf.summary.scalar("dead_fraction/block/dense_1", dead, step=step * 10)
+            tf.summary.scalar("activation_std/block/dense_1", 1.0 - 0.3 * step, step=step * 10)
+            tf.summary.histogram("activations/block/dense_1", np.arange(5.0), step=step * 10)
+    writer.close()
+    return log_dir
+
+
+def test_report_on_monitor_logs_subprocess(monitor_logs):
+    log_dir, latest = monitor_logs
+    proc = _run("report", log_dir, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    run = data["runs"]["initkit"]
+    assert data["thresholds"]["saturated_fraction"] == 0.2
+    saturated = run["saturating"]["saturated_fraction"]
+    assert saturated["flagged"] is True
+    assert saturated["last"] == pytest.approx(latest["saturating"]["saturated_fraction"], rel=1e-6)
+    # at train begin, then at the end of each of 3 epochs of 3 steps
+    assert (saturated["updates"], saturated["first_step"], saturated["last_step"]) == (4, 0, 9)
+    assert run["hidden"]["dead_fraction"]["flagged"] is False
+    assert run["head"]["gradient_norm"]["last"] == pytest.approx(
+        latest["head"]["gradient_norm"], rel=1e-6
+    )
+
+
+def test_report_text_and_markdown(monitor_logs):
+    log_dir, _ = monitor_logs
+    text = cli.report(str(log_dir), "text")
+    line = next(row for row in text.splitlines() if "saturated_fraction" in row)
+    assert line.count("!") == 2  # first and latest both flagged
+    assert "Run initkit: 3 layer(s)" in text
+    markdown = cli.report(str(log_dir), "markdown")
+    assert "| layer | metric | first | last | trend |" in markdown
+
+
+def test_report_finds_runs_below_the_log_dir(monitor_logs):
+    log_dir, _ = monitor_logs
+    text = cli.report(str(log_dir.parent), "text")  # <parent>/run_a/initkit
+    assert "Run run_a/initkit" in text
+
+
+@TF_ONLY
+def test_report_on_tf_summary_logs(tf_summary_logs, capsys):
+    assert cli.main(["report", str(tf_summary_logs), "--format", "json"]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"]["initkit"]
+    dead = run["block/dense_1"]["dead_fraction"]  # a nested layer name keeps its "/"
+    assert (dead["first"], dead["last"]) == pytest.approx((0.1, 0.9))
+    assert (dead["first_flagged"], dead["flagged"]) == (False, True)
+    assert dead["trend"] == "rising" and dead["change"] == pytest.approx(8.0)
+    assert run["block/dense_1"]["activation_std"]["trend"] == "falling"
+    assert set(run["block/dense_1"]) == {"dead_fraction", "activation_std"}  # no histogram
+    # LOGDIR/initkit can be given directly too.
+    assert cli.main(["report", str(tf_summary_logs / "initkit")]) == 0
+    assert "0.9!" in capsys.readouterr().out
+
+
+def test_missing_or_foreign_log_dir_exits_2(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nope")]) == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err and captured.out == ""
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["report", str(tmp_path / "empty")]) == 2
+    assert "no keras_initkit events" in capsys.readouterr().err
+
+
+@TF_ONLY
+def test_keras_tensorboard_logs_are_not_ours(tmp_path, capsys):
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+    with writer.as_default():
+        tf.summary.scalar("epoch_loss", 1.0, step=0)
+    writer.close()
+    assert cli.main(["report", str(tmp_path / "train")]) == 2
+    assert "no keras_initkit events" in capsys.readouterr().err
+
+
+def test_help_for_every_command(capsys):
+    for argv in (["--help"], ["report", "--help"]):
+        with pytest.raises(SystemExit) as exit:
+            cli.main(argv)
+        assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert "report" in out and "demo" in out and "--format" in out
+    for argv in (["report", "logs", "--format", "xml"], []):
+        with pytest.raises(SystemExit) as exit:
+            cli.main(argv)
+        assert exit.value.code == 2
+
+
+def test_demo_help_and_missing_demo(monkeypatch, capsys):
+    if cli.demo_script() is not None:
+        assert cli.main(["demo", "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "examples/demo.py" in out and "--quick" in out  # the demo's own options
+    monkeypatch.setattr(cli, "demo_script", lambda: None)
+    assert cli.main(["demo", "--help"]) == 0
+    assert "examples/demo.py" in capsys.readouterr().out
+    assert cli.main(["demo", "--quick"]) == 2
+    assert "tox -e demo" in capsys.readouterr().err
+
+
+def test_demo_forwards_arguments_and_exit_code(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "demo.py"
+    script.write_text("import sys\nprint('demo args', sys.argv[1:])\nsys.exit(3)\n")
+    monkeypatch.setattr(cli, "demo_script", lambda: str(script))
+    assert cli.main(["demo", "--quick", "--epochs", "1"]) == 3
+    assert "demo args ['--quick', '--epochs', '1']" in capsys.readouterr().out
