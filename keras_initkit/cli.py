@@ -1,14 +1,18 @@
 """The `keras-initkit` command (also `python -m keras_initkit`).
 
-    keras-initkit report LOGDIR [--format text|markdown|json]
+    keras-initkit report LOGDIR [--format text|markdown|json] [--all]
     keras-initkit demo [DEMO OPTIONS]
 
 `report` reads the event files the monitors write (`LOGDIR/initkit`, `LOGDIR` itself,
 or every `initkit` run below `LOGDIR`, e.g. one per demo run) with TensorBoard's own
-reader and prints, per run, layer and metric, the first and the latest value and the
-trend, marking flagged values with `!` under the same per-value rules as `diagnose`
-(`keras_initkit.health.DEFAULT_THRESHOLDS`). `demo` runs the repository's
-`examples/demo.py` with the given options.
+reader and prints, per run, layer and headline metric (`--all`: every metric), the
+first and the latest value and the trend (the relative change
+`(last − first) / |first|`; "flat" within 5%), marking flagged values with `!` under
+the same per-value rules as `diagnose` (`keras_initkit.health.DEFAULT_THRESHOLDS`).
+The cross-layer rules of `diagnose` (activation std and gradient norm through depth)
+need the layers' forward order and kernels, which event files do not record: `report`
+does not apply them. `demo` runs the repository's `examples/demo.py` with the given
+options (it is not part of the installed package).
 
 Exit codes: 0 success, 2 usage error, missing directory or no keras_initkit events.
 """
@@ -101,18 +105,23 @@ def read_run(path):
     return layers
 
 
-def summarize(layers, thresholds=None):
-    """Per layer and metric: first/last step and value, trend and flags."""
+def summarize(layers, thresholds=None, everything=False):
+    """Per layer and metric: first/last step and value, trend and flags.
+
+    Only the DESIGN metrics (`METRICS`) unless `everything`.
+    """
     out = {}
     for layer, metrics in layers.items():
         for metric, series in metrics.items():
+            if not everything and metric not in METRICS:
+                continue
             (first_step, first), (last_step, last) = series[0], series[-1]
-            if first != 0:
-                change = last / first - 1.0
-                trend = "flat" if abs(change) < FLAT else ("rising" if change > 0 else "falling")
+            change = (last - first) / abs(first) if first != 0 else None
+            scale = max(abs(first), abs(last))
+            if scale == 0 or abs(last - first) < FLAT * scale:
+                trend = "flat"
             else:
-                change = None
-                trend = "flat" if last == 0 else "rising" if last > 0 else "falling"
+                trend = "rising" if last > first else "falling"
             out.setdefault(layer, {})[metric] = {
                 "first": first,
                 "last": last,
@@ -188,13 +197,13 @@ def render_json(runs):
     return json.dumps({"thresholds": DEFAULT_THRESHOLDS, "runs": runs}, indent=2)
 
 
-def report(log_dir, fmt="text"):
+def report(log_dir, fmt="text", everything=False):
     """The report of `log_dir` as a string; raises `UsageError` when there is none."""
     runs = {}
     for label, path in find_runs(log_dir):
         layers = read_run(path)
         if layers:
-            runs[label] = summarize(layers)
+            runs[label] = summarize(layers, everything=everything)
     if not runs:
         raise UsageError(
             f"no keras_initkit events in {log_dir!r}: expected event files with "
@@ -255,6 +264,14 @@ def _parser():
         default="text",
         help="output format (default: text)",
     )
+    rep.add_argument(
+        "--all",
+        action="store_true",
+        dest="everything",
+        help="show every logged metric, not only the headline ones "
+        "(activation_mean/std, saturated/dead/inactive_fraction, bn_mean_shift, "
+        "bn_std_ratio, gradient_norm, update_ratio)",
+    )
     commands.add_parser(
         "demo",
         help="run the quick-start demo (examples/demo.py of a source checkout)",
@@ -277,7 +294,7 @@ def main(argv=None):
                 print()
             return run_demo(argv[1:])
         args = parser.parse_args(argv)
-        print(report(args.logdir, args.format))
+        print(report(args.logdir, args.format, args.everything))
         return 0
     except UsageError as error:
         print(f"keras-initkit: error: {error}", file=sys.stderr)

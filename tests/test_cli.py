@@ -183,3 +183,11 @@ def test_demo_forwards_arguments_and_exit_code(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "demo_script", lambda: str(script))
     assert cli.main(["demo", "--quick", "--epochs", "1"]) == 3
     assert "demo args ['--quick', '--epochs', '1']" in capsys.readouterr().out
+
+
+def test_all_shows_every_logged_metric(monitor_logs):
+    log_dir, _ = monitor_logs
+    headline = json.loads(cli.report(str(log_dir), "json"))["runs"]["initkit"]
+    everything = json.loads(cli.report(str(log_dir), "json", everything=True))["runs"]["initkit"]
+    assert set(headline["saturating"]) <= set(cli.METRICS)
+    assert {"saturated_low", "saturated_high", "weight_norm"} <= set(everything["saturating"])
