@@ -195,6 +195,7 @@ def recalibrate_batchnorm(
     ```
 
     Reference:
+
     - [Wu & Johnson, 2021. Rethinking "Batch" in BatchNorm](https://arxiv.org/abs/2105.07576)
     """
     if verbose == "auto":

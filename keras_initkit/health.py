@@ -477,6 +477,7 @@ def diagnose(
 
     A finding is reported when (defaults, `DEFAULT_THRESHOLDS`, overridable with
     `thresholds={rule: value}`):
+
     - `saturated_fraction` > 0.2 (share of values within 1% of an asymptote);
     - `dead_fraction` or `inactive_fraction` > 0.5 (units never positive);
     - `symmetric_fraction` > 0 in a hidden kernel layer (every kernel layer but the
@@ -517,6 +518,7 @@ def diagnose(
     ```
 
     Reference:
+
     - [Glorot & Bengio, 2010](https://proceedings.mlr.press/v9/glorot10a.html)
     - [He et al., 2015](https://arxiv.org/abs/1502.01852)
     - [Goodfellow, Bengio & Courville, 2016, §8.4](https://www.deeplearningbook.org/contents/optimization.html)
