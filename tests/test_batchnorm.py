@@ -51,6 +51,7 @@ def _input_moments(model, layer_name, x):
     return a.mean(axis=0), a.var(axis=0)
 
 
+@pytest.mark.backend_agnostic
 def test_moving_statistics_become_population_statistics_of_concatenated_data():
     model, x = _stale_chain()
     report = recalibrate_batchnorm(model, x, batch_size=64, verbose=0)  # 3 uneven batches
@@ -69,6 +70,7 @@ def test_moving_statistics_become_population_statistics_of_concatenated_data():
     assert 2 <= report.passes <= 4  # a chain of 3: at most depth + 1 passes
 
 
+@pytest.mark.backend_agnostic
 def test_nothing_but_moving_statistics_changes():
     model, x = _stale_chain()
     moving = {

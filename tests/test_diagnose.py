@@ -42,6 +42,7 @@ def _kinds(report):
     return {(f.layer, f.kind) for f in report.findings}
 
 
+@pytest.mark.backend_agnostic
 def test_healthy_model_has_no_findings():
     report = diagnose(_mlp(), X, Y)
     assert report.ok, str(report)
@@ -68,6 +69,7 @@ def test_saturated_tanh_with_huge_weights_then_lsuv_fixes_it():
     assert not any(f.kind == "saturated" for f in diagnose(model, X, Y).findings)
 
 
+@pytest.mark.backend_agnostic
 def test_dead_relu_layer_is_fully_dead():
     model = _mlp(bias=keras.initializers.Constant(-20.0))
     report = diagnose(model, X)
@@ -118,6 +120,7 @@ def test_batchnorm_mismatch_after_a_few_steps():
     assert not any(f.kind == "bn_mismatch" for f in diagnose(model, x).findings)
 
 
+@pytest.mark.backend_agnostic
 def test_vanishing_gradients_in_a_deep_sigmoid_net():
     model = _mlp("sigmoid", keras.initializers.RandomNormal(stddev=0.05), depth=8)
     report = diagnose(model, X, Y)

@@ -161,6 +161,9 @@ def test_frozen_layers_and_layer_selection():
     assert "hidden" not in result.metrics
     only = layer_gradients(model, (x, y), loss="mse", layers=["out"])
     assert set(only.metrics) == {"out"}
+    model.trainable = False
+    frozen = layer_gradients(model, (x, y), loss="mse")
+    assert frozen.metrics == {} and np.isfinite(frozen.loss)
 
 
 @pytest.mark.backend_agnostic

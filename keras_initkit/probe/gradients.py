@@ -273,9 +273,8 @@ class GradientProbe:
             ]
             out.append(keras.ops.sqrt(keras.ops.sum(keras.ops.stack(g2))))
             out.append(keras.ops.sqrt(keras.ops.sum(keras.ops.stack(w2))))
-        return keras.ops.concatenate(
-            [keras.ops.stack(out), keras.ops.cast(keras.ops.stack(extra), "float32")]
-        )
+        tail = keras.ops.cast(keras.ops.stack(extra), "float32")
+        return keras.ops.concatenate([keras.ops.stack(out), tail]) if out else tail
 
     def _learning_rate(self):
         optimizer = getattr(self.model, "optimizer", None)
