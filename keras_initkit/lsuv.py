@@ -38,7 +38,6 @@ _ZERO = 1e-12
 # Calls of the built-in kernel layers are linear in the kernel we scale (and in the
 # bias): rescaling by s maps the pre-activation z + b to s·z + b exactly.
 _LINEAR_CALLS = frozenset(cls.call for cls in KERNEL_LAYERS)
-_ARGUMENTS = ("layers", "target_variance", "tolerance", "max_iterations", "measure", "center")
 
 
 class LSUVWarning(UserWarning):
@@ -98,12 +97,14 @@ class LSUVReport:
         return all(layer.converged for layer in self.layers)
 
     def __getitem__(self, name):
+        """The `LayerResult` of the layer named `name`."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
         raise KeyError(f"No layer named {name!r} in this report.")
 
     def to_dict(self):
+        """The report as plain Python values (JSON-serializable)."""
         return {
             "source": self.source,
             "target_variance": self.target_variance,
@@ -273,34 +274,26 @@ class _Calibration:
         self.center = center
         self.bar = bar
         self.results = {}  # id(layer) -> LayerResult, in call order
-        self.snapshot = {}  # id(variable) -> (variable, host copy before any change)
+        self.snapshot = {}  # id(variable) -> (variable, its value before any change)
         self.pending = []  # (LayerResult, device variance), read in one transfer at the end
-        self.biases = {}  # id(layer) -> host bias of the built-in layers, read in one transfer
+        self.biases = {}  # id(layer) -> host copy of the bias of a built-in kernel layer
 
     def read_biases(self, layers):
-        """Bring the biases of the built-in kernel layers to the host, all at once."""
-        with_bias = [
-            layer
-            for layer in layers
-            if _is_linear(layer) and getattr(layer, "bias", None) is not None
-        ]
-        if not with_bias:
-            return
-        flat = keras.ops.concatenate(
-            [keras.ops.reshape(keras.ops.cast(layer.bias, "float32"), (-1,)) for layer in with_bias]
-        )
-        host = keras.ops.convert_to_numpy(flat).astype(np.float64)
-        start = 0
-        for layer in with_bias:
-            size = int(np.prod(layer.bias.shape))
-            self.biases[id(layer)] = host[start : start + size]
-            start += size
+        """Bring the biases of the built-in kernel layers to the host, before the pass."""
+        for layer in layers:
+            bias = getattr(layer, "bias", None)
+            if _is_linear(layer) and bias is not None:
+                self.biases[id(layer)] = keras.ops.convert_to_numpy(bias).astype(np.float64)
 
     def keep(self, variable):
-        """Snapshot `variable` on the host before its first change; return the copy."""
+        """Copy `variable` before its first change; return the copy.
+
+        The copy stays on the device: `keras.ops.copy` is a real copy on every
+        backend (TensorFlow copies a variable's buffer on write while a read of it
+        is alive, JAX arrays are immutable, torch clones).
+        """
         if id(variable) not in self.snapshot:
-            copy = np.array(keras.ops.convert_to_numpy(variable), copy=True)
-            self.snapshot[id(variable)] = (variable, copy)
+            self.snapshot[id(variable)] = (variable, keras.ops.copy(variable))
         return self.snapshot[id(variable)][1]
 
     def assign(self, variable, value):
@@ -376,10 +369,10 @@ class _Calibration:
             )
             beta = keras.ops.reshape(keras.ops.cast(bias, "float32"), shape)
         else:
-            stats, mean, beta, b = keras.ops.reshape(total, (1,)), None, None, None
+            stats, mean, beta, b = total, None, None, None
         # The one host read of this layer (variance, and unit means if needed).
         host = keras.ops.convert_to_numpy(stats).astype(np.float64)
-        v, m = float(host[0]), host[1:]
+        v, m = float(host.ravel()[0]), host.ravel()[1:]
         w = max(v - float(np.var(m)), 0.0) if mean is not None else v
 
         def transform(s):
@@ -427,7 +420,7 @@ class _Calibration:
         def measure(s):
             if s != 1.0:
                 original = self.keep(kernel)
-                self.assign(kernel, (original * s).astype(original.dtype))
+                self.assign(kernel, original * keras.ops.cast(s, original.dtype))
                 latest["pre"], latest["out"] = call_split(layer, call, args, kwargs)
             return float(self.variance(latest["out" if self.post else "pre"]))
 
@@ -487,7 +480,7 @@ def lsuv_init(
     variance after calibration is measured on that tensor (it differs from a
     re-run only by float rounding).
 
-    Targets are the layers whose kernel initializer is an
+    Targets are the layers whose kernel initializer is a
     `keras_initkit.initializers.LSUV` instance or, when the model has none,
     every `Dense`, `EinsumDense`, `Conv*`, `Conv*Transpose`, `SeparableConv*`
     (its pointwise kernel) and `DepthwiseConv*` (its depthwise kernel) layer.
