@@ -103,14 +103,20 @@ def test_explicit_loss_on_uncompiled_model_has_no_update_ratio():
     assert result.learning_rate is None
 
 
-@pytest.mark.backend_agnostic
-@pytest.mark.parametrize("training", [False, True])
-def test_no_variable_changes_model_optimizer_or_seed_state(training):
+@pytest.fixture(scope="module")
+def trained():
     keras.utils.set_random_seed(2)
     x, y = _data()
     model = _small_net(dropout=0.5)
     model.compile(optimizer="adam", loss="mse", metrics=["mae"])
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # builds optimizer and metric state
+    return model, x, y
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("training", [False, True])
+def test_no_variable_changes_model_optimizer_or_seed_state(trained, training):
+    model, x, y = trained
     tracked = model.variables + model.optimizer.variables + model.metrics_variables
     seeds = [
         layer.seed_generator.state for layer in model.layers if hasattr(layer, "seed_generator")
