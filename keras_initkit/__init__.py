@@ -1,6 +1,10 @@
-"""keras_initkit: initializers Keras lacks, and diagnostics that show why a deep net won't train."""
+"""keras_initkit: initializers Keras lacks, and diagnostics that show why a deep net won't train.
 
-from keras_initkit import initializers
+`import keras_initkit` imports every module that registers a serializable class, so
+`keras.saving.load_model` works in a fresh process after that one import.
+"""
+
+from keras_initkit import callbacks, initializers, probe
 from keras_initkit.batchnorm import RecalibrationReport, recalibrate_batchnorm
 from keras_initkit.health import HealthReport, diagnose
 from keras_initkit.lsuv import LSUVReport, lsuv_init
@@ -11,8 +15,10 @@ __all__ = [
     "LSUVReport",
     "RecalibrationReport",
     "__version__",
+    "callbacks",
     "diagnose",
     "initializers",
     "lsuv_init",
+    "probe",
     "recalibrate_batchnorm",
 ]

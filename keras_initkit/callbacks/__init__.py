@@ -1,7 +1,4 @@
-"""`model.fit` callbacks: LSUV at train begin, and the training monitors.
-
-Each engineer adds their own import line and `__all__` entry here (keep sorted).
-"""
+"""`model.fit` callbacks: LSUV at train begin, and the training monitors."""
 
 from keras_initkit.callbacks.base import InitkitWarning, Monitor
 from keras_initkit.callbacks.batchnorm import BatchNormMonitor
