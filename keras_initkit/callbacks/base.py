@@ -239,7 +239,7 @@ class Monitor(keras.callbacks.Callback):
     # -- setup ----------------------------------------------------------------------
 
     def _setup(self):
-        """Build the probe for `self.model` (once per model) and validate the data."""
+        """Build the probe for `self.model` (once per model)."""
         model = self.model
         if self._probe is not None and self._probe_model is model:
             return
@@ -323,6 +323,11 @@ class Monitor(keras.callbacks.Callback):
 
     def _update(self, epoch_end):
         step = self._step
+        # Inside a JAX fit the weights live outside the variables between epochs (the
+        # variables are purged); Keras' hook for callbacks puts them back first.
+        sync = getattr(self.model, "jax_state_sync", None)
+        if callable(sync):
+            sync()
         scalars, result = self._measure()
         self.latest = scalars
         self._last_update = step
@@ -396,7 +401,9 @@ class Monitor(keras.callbacks.Callback):
             iterations = getattr(optimizer, "iterations", None)
             self._step = 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
         self._setup()
-        self._update(epoch_end=False)  # validates the data against the model
+        # Measured at every train begin, also when no step was taken since the last
+        # update: the weights may have changed in between (load_weights, lsuv_init).
+        self._update(epoch_end=False)  # the first one validates the data against the model
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._step

@@ -30,11 +30,12 @@ def check_seed(seed):
         seed = keras.saving.deserialize_keras_object(seed)
     if seed is None or isinstance(seed, keras.random.SeedGenerator):
         return seed
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+    # [0, 2**32): the int seeds every backend accepts (JAX takes a uint32).
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and 0 <= seed < 2**32:
         return int(seed)
     raise ValueError(
-        "Argument `seed` must be an int, a `keras.random.SeedGenerator` or "
-        f"None. Received: seed={seed!r} (of type {type(seed).__name__})"
+        "Argument `seed` must be an int in [0, 2**32), a `keras.random.SeedGenerator` "
+        f"or None. Received: seed={seed!r} (of type {type(seed).__name__})"
     )
 
 
@@ -75,6 +76,8 @@ def compute_dtype(dtype):
 def check_shape(name, shape, min_rank, max_rank=None, hint=""):
     """Returns `shape` as a tuple of ints; raises if its rank is out of range."""
     shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"`{name}` needs non-negative dimensions. Received: shape={shape}")
     if len(shape) < min_rank or (max_rank is not None and len(shape) > max_rank):
         ranks = f"{min_rank} to {max_rank}" if max_rank else f"at least {min_rank}"
         raise ValueError(
