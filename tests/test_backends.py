@@ -1,0 +1,284 @@
+"""Every Keras backend: initializers, lsuv_init, the probe, and the monitors' event files.
+
+Two kinds of tests:
+
+- `backend_agnostic` ones run on the backend the session selected (`tox -e py311`:
+  TensorFlow, `tox -e jax`, `tox -e torch`).
+- Cross-backend ones (TensorFlow session only) run the same measurement in a fresh
+  interpreter per other backend with TensorFlow made unimportable, and compare: the
+  deterministic initializers give identical kernels, the probe and `lsuv_init` the same
+  numbers, the monitors the same TensorBoard tags and steps, all without TensorFlow.
+"""
+
+import importlib.util
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+import keras_initkit as ik
+from keras_initkit import summary
+from keras_initkit.callbacks import GradientMonitor, TrainingMonitor
+from keras_initkit.probe import Probe, Reducer
+
+BACKEND = keras.backend.backend()
+
+
+def _normal(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
+
+
+def _events(log_dir):
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(str(log_dir), "initkit"), size_guidance={"tensors": 0, "histograms": 0}
+    )
+    acc.Reload()
+    return acc
+
+
+class OutputVariance(Reducer):
+    """Variance of a layer's pre-activation: re-measures what lsuv_init calibrated."""
+
+    name = "variance"
+    merge = {"pre": "mean"}
+
+    def reduce(self, site, inputs, pre, outputs):
+        pre = keras.ops.cast(pre, "float32")
+        return {"pre": keras.ops.mean(keras.ops.square(pre - keras.ops.mean(pre)))}
+
+    def finalize(self, site, stats):
+        return {"pre": float(stats["pre"])}
+
+
+# ------------------------------------------------------------------ this backend
+
+LAYER_CASES = {
+    "Identity": ik.initializers.Identity(),
+    "ZerO": ik.initializers.ZerO(),
+    "DeltaOrthogonal": ik.initializers.DeltaOrthogonal(seed=3),
+    "Sparse": ik.initializers.Sparse(nonzero=5, seed=3),
+    "Normalized": ik.initializers.Normalized(gain=2.0, seed=3),
+    "LSUV": ik.initializers.LSUV(seed=3),
+}
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("name", LAYER_CASES)
+def test_initializer_in_a_conv_layer(name):
+    """A 3x3 'same' conv with 4 -> 4 channels, kernel from each initializer."""
+    layer = keras.layers.Conv2D(
+        4, 3, padding="same", use_bias=False, kernel_initializer=LAYER_CASES[name]
+    )
+    x = _normal(2, 5, 5, 4)
+    y = _numpy(layer(x))
+    w = _numpy(layer.kernel)
+    assert np.all(np.isfinite(y))
+    if name in ("Identity", "ZerO"):  # in == out: the identity map, exactly
+        np.testing.assert_array_equal(y, x)
+    elif name == "DeltaOrthogonal":  # an orthogonal map at every pixel: norms kept
+        np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), 1e-5)
+    elif name == "Sparse":
+        np.testing.assert_array_equal(np.count_nonzero(w.reshape(-1, 4), axis=0), 5)
+    elif name == "Normalized":
+        np.testing.assert_allclose(np.linalg.norm(w.reshape(-1, 4), axis=0), 2.0, rtol=1e-5)
+    else:  # LSUV: orthogonal columns of the flattened (36, 4) kernel
+        flat = w.reshape(-1, 4)
+        np.testing.assert_allclose(flat.T @ flat, np.eye(4), atol=1e-5)
+
+
+@pytest.mark.backend_agnostic
+def test_lsuv_init_converges_and_re_measures_within_tolerance():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.Flatten(),
+            *[
+                keras.layers.Dense(
+                    24,
+                    activation="tanh",
+                    kernel_initializer=ik.initializers.LSUV(seed=i),
+                    name=f"dense{i}",
+                )
+                for i in range(6)
+            ],
+            keras.layers.Dense(1, kernel_initializer=ik.initializers.LSUV(seed=9), name="head"),
+        ]
+    )
+    x = _normal(64, 6, 6, 3, seed=2) * 3.0
+    report = ik.lsuv_init(model, x, tolerance=0.05, verbose=0)
+    assert report.converged
+    assert [r.name for r in report.layers] == [f"dense{i}" for i in range(6)] + ["head"]
+    measured = Probe(model, [OutputVariance()], layers=[r.name for r in report.layers]).run(x)
+    for r in report.layers:
+        assert abs(measured.metrics[r.name]["pre"] - 1.0) <= 0.05 * 1.001
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
+def test_monitors_write_event_files_read_back_by_tensorboard(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="tanh", name="tanh"),
+            keras.layers.Dense(16, activation="relu", name="relu"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(1, name="head"),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _normal(32, 8, seed=3), _normal(32, 1, seed=4)
+    gradients = BACKEND != "torch"
+    monitor = TrainingMonitor(
+        (x, y),
+        log_dir=tmp_path,
+        update_freq=1,
+        histograms=True,
+        gradients=gradients,
+        verbose=0,
+    )
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[monitor], verbose=0)
+    writer = summary.create_writer(tmp_path)
+    expected = (
+        summary.TFSummaryWriter if BACKEND == "tensorflow" else summary.EventFileSummaryWriter
+    )
+    assert type(writer) is expected
+    acc = _events(tmp_path)
+    tags = set(acc.Tags()["tensors"]) | set(acc.Tags()["histograms"])
+    wanted = {
+        "saturated_fraction/tanh",
+        "dead_fraction/relu",
+        "bn_mean_shift/bn",
+        "activation_std/head",
+        "activations/tanh",
+    }
+    if gradients:
+        wanted |= {"gradient_norm/tanh", "update_ratio/head"}
+    assert wanted <= tags
+    steps = [e.step for e in acc.Tensors("dead_fraction/relu")]
+    assert steps == list(range(9))  # train begin, then every one of 4 + 4 batches
+    last = acc.Tensors("dead_fraction/relu")[-1].tensor_proto.float_val[0]
+    assert last == pytest.approx(monitor.latest["relu"]["dead_fraction"])
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch backend only")
+def test_gradients_on_torch_raise_a_clear_error():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = GradientMonitor((_normal(4, 3), _normal(4, 1)), verbose=0)
+    with pytest.raises(NotImplementedError, match="backend='torch'"):
+        model.fit(_normal(4, 3), _normal(4, 1), callbacks=[monitor], verbose=0)
+
+
+# ------------------------------------------------------------------ across backends
+
+# Run in this process and, verbatim, in a child per backend: results compared as JSON.
+MEASURE = """
+import os, sys, tempfile
+import keras
+import numpy as np
+import keras_initkit as ik
+from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation
+from tensorboard.backend.event_processing import event_accumulator
+
+
+def measure():
+    out = {"backend": keras.backend.backend()}
+    numpy = lambda t: keras.ops.convert_to_numpy(t).tolist()
+    out["identity"] = numpy(ik.initializers.Identity(gain=2.0)((3, 3, 2, 4)))
+    out["zero"] = numpy(ik.initializers.ZerO()((3, 3, 3, 8)))
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="tanh", name="tanh"),
+        keras.layers.Dense(16, activation="relu", name="relu"),
+        keras.layers.Dense(4, activation="sigmoid", name="sigmoid"),
+        keras.layers.Dense(1, name="head"),
+    ])
+    model.set_weights(
+        [(rng.normal(size=w.shape) * 0.8).astype("float32") for w in model.get_weights()]
+    )
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    result = Probe(model, [ActivationMoments(), Saturation(), DeadUnits()]).run(x)
+    out["probe"] = {
+        site: {k: float(v) for k, v in values.items() if np.ndim(v) == 0}
+        for site, values in result.metrics.items()
+    }
+    report = ik.lsuv_init(model, x, verbose=0)
+    out["lsuv"] = {r.name: [r.scale, r.variance_after, r.iterations] for r in report.layers}
+    model.compile(optimizer="sgd", loss="mse")
+    log_dir = tempfile.mkdtemp()
+    monitor = ik.callbacks.TrainingMonitor(
+        x, log_dir=log_dir, update_freq=3, histograms=True, verbose=0
+    )
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, callbacks=[monitor], verbose=0)
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(log_dir, "initkit"), size_guidance={"tensors": 0}
+    )
+    acc.Reload()
+    out["tags"] = sorted(acc.Tags()["tensors"])
+    out["steps"] = [e.step for e in acc.Tensors("saturated_fraction/tanh")]
+    out["tensorflow_imported"] = sys.modules.get("tensorflow") is not None
+    return out
+"""
+
+CHILD = (
+    "import sys\n"
+    "sys.modules['tensorflow'] = None  # unimportable: `import tensorflow` raises ImportError\n"
+    + MEASURE
+    + "\nimport json\nprint('RESULT' + json.dumps(measure()))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    namespace = {}
+    exec(MEASURE, namespace)
+    return json.loads(json.dumps(namespace["measure"]()))
+
+
+def _available(backend):
+    module = {"jax": "jax", "torch": "torch"}[backend]
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="compares other backends with TensorFlow")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
+def test_backend_without_tensorflow_matches_tensorflow(backend, reference, run_python, monkeypatch):
+    if not _available(backend):
+        pytest.skip(f"{backend} is not installed")
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    stdout = run_python(CHILD, timeout=400)
+    other = json.loads(stdout.split("RESULT", 1)[1])
+    assert other["backend"] == backend
+    assert not other["tensorflow_imported"]
+    # Deterministic initializers: the very same kernels.
+    assert other["identity"] == reference["identity"]
+    assert other["zero"] == reference["zero"]
+    # The probe: the same statistics (ulp-level differences in tanh/sigmoid).
+    assert other["probe"].keys() == reference["probe"].keys()
+    for site, values in reference["probe"].items():
+        assert other["probe"][site].keys() == values.keys()
+        for metric, value in values.items():
+            assert other["probe"][site][metric] == pytest.approx(value, rel=1e-4, abs=2e-3)
+    # lsuv_init: the same scales and variances, in as many iterations.
+    assert other["lsuv"].keys() == reference["lsuv"].keys()
+    for name, (scale, variance, iterations) in reference["lsuv"].items():
+        assert other["lsuv"][name][0] == pytest.approx(scale, rel=1e-4)
+        assert other["lsuv"][name][1] == pytest.approx(variance, rel=1e-4)
+        assert other["lsuv"][name][2] == iterations
+    # The monitors: the same event tags at the same steps, written without TensorFlow.
+    assert other["tags"] == reference["tags"]
+    assert other["steps"] == reference["steps"] == [0, 3, 4, 6, 8]
