@@ -86,68 +86,69 @@ def submodel_lsuv(model, x, layers):
     return scales, seconds
 
 
-def timed(fn, repeats):
-    times = []
-    result = None
-    for _ in range(repeats):
-        start = time.perf_counter()
+class Case:
+    """One model, its batch, its initial weights and the timings gathered so far."""
+
+    def __init__(self, model, x, baseline_layers=None):
+        self.model, self.x, self.baseline_layers = model, x, baseline_layers
+        self.name = model.name
+        self.initial = model.get_weights()
+        self.layers = targets_of(model)
+        self.forward, self.ours, self.ratio = [], [], []  # (wall, cpu) per round
+        self.report = None
+
+    def clock(self, fn):
+        wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        return (time.perf_counter() - wall, time.process_time() - cpu), result
 
+    def warm_up(self):
+        self.model(self.x, training=False)
+        self.model.set_weights(self.initial)
+        ik.lsuv_init(self.model, self.x, verbose=0)  # first-time op kernels
 
-def bench(model, x, repeats, baseline_layers=None):
-    """Time forward, lsuv_init and the sub-model baseline on `model` from one start."""
-    initial = model.get_weights()
-    layers = targets_of(model)
-    model(x, training=False)  # warm up
-    forward, _ = timed(lambda: model(x, training=False), max(repeats, 5))
+    def round(self):
+        """One forward pass (best of 3) and one lsuv_init from the initial weights."""
+        forward = min(
+            (self.clock(lambda: self.model(self.x, training=False))[0] for _ in range(3)),
+            key=lambda t: t[0],
+        )
+        self.model.set_weights(self.initial)
+        ours, self.report = self.clock(lambda: ik.lsuv_init(self.model, self.x, verbose=0))
+        self.forward.append(forward)
+        self.ours.append(ours)
+        self.ratio.append((ours[0] / forward[0], ours[1] / forward[1]))
 
-    def ours():
-        model.set_weights(initial)
-        start = time.perf_counter()
-        report = ik.lsuv_init(model, x, verbose=0)
-        return time.perf_counter() - start, report
+    def baseline(self):
+        """Run the sub-model approach once; compare its kernels with lsuv_init's."""
+        ours_scales = [self.report[layer.name].scale for layer in self.layers]
+        self.model.set_weights(self.initial)
+        measured = self.layers[: self.baseline_layers]
+        base_scales, seconds = submodel_lsuv(self.model, self.x, measured)
+        self.model.set_weights(self.initial)
+        self.extrapolated = len(measured) < len(self.layers)
+        self.t_base = sum(seconds)
+        if self.extrapolated:
+            # The sub-model for layer i has i layers: fit seconds_i = a + b·i on the
+            # measured layers and add the fit for the others.
+            b, a = np.polyfit(np.arange(1, len(seconds) + 1), seconds, 1)
+            n = len(self.layers)
+            self.t_base += sum(a + b * i for i in range(len(seconds) + 1, n + 1))
+        self.agree = max(abs(a - b) / b for a, b in zip(base_scales, ours_scales))
 
-    ours()  # warm-up: first-time op kernels
-    runs = [ours() for _ in range(repeats)]
-    t_ours = statistics.median(t for t, _ in runs)
-    report = runs[-1][1]
-    ours_scales = [report[layer.name].scale for layer in layers]  # model.layers order
-
-    model.set_weights(initial)
-    measured = layers if baseline_layers is None else layers[:baseline_layers]
-    base_scales, seconds = submodel_lsuv(model, x, measured)
-    t_base = sum(seconds)
-    extrapolated = len(measured) < len(layers)
-    if extrapolated:
-        # The sub-model for layer i has i layers: fit seconds_i = a + b·i on the
-        # measured layers and sum the fit over all of them.
-        b, a = np.polyfit(np.arange(1, len(seconds) + 1), seconds, 1)
-        t_base = sum(seconds) + sum(a + b * i for i in range(len(seconds) + 1, len(layers) + 1))
-    agree = max(abs(a - b) / b for a, b in zip(base_scales, ours_scales))
-    model.set_weights(initial)
-    return {
-        "model": model.name,
-        "targets": len(layers),
-        "forward": forward,
-        "ours": t_ours,
-        "baseline": t_base,
-        "extrapolated": extrapolated,
-        "agree": agree,
-        "converged": report.converged,
-    }
+    def median(self, values, cpu=False):
+        return statistics.median(v[1 if cpu else 0] for v in values)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small models, one repeat")
+    parser.add_argument("--quick", action="store_true", help="small models, one round")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     if args.quick:
-        depths, repeats, with_resnet = (10, 20), 1, False
+        depths, rounds, with_resnet = (10, 20), 1, False
     else:
-        depths, repeats, with_resnet = (25, 50, 100, 200), 3, True
+        depths, rounds, with_resnet = (25, 50, 100, 200), 5, True
     # The full sub-model baseline at depth 200 takes ~25 min on 2 cores: time its first
     # 50 layers and extrapolate (flagged with * in the table).
     partial = {200: 50}
@@ -155,50 +156,64 @@ def main():
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s)"
         + (" [--quick]" if args.quick else "")
+        + f", load average {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
-    rows = []
     x_mlp = rng.standard_normal((256, 256)).astype("float32")
-    for depth in depths:
-        rows.append(bench(mlp(depth), x_mlp, repeats, partial.get(depth)))
-        print(f"  done {rows[-1]['model']}", flush=True)
+    cases = [Case(mlp(depth), x_mlp, partial.get(depth)) for depth in depths]
     if with_resnet:
-        x_img = rng.standard_normal((32, 64, 64, 3)).astype("float32")
-        rows.append(bench(resnet50(), x_img, repeats))
-        print("  done resnet50", flush=True)
+        cases.append(Case(resnet50(), rng.standard_normal((32, 64, 64, 3)).astype("float32")))
+    for case in cases:
+        case.warm_up()
+    # Interleaved rounds (rotating the order) so that load from other processes hits
+    # every model alike; ratios are medians of per-round ratios.
+    for r in range(rounds):
+        for case in cases[r % len(cases) :] + cases[: r % len(cases)]:
+            case.round()
+    print(f"  {rounds} round(s) of forward + lsuv_init done", flush=True)
+    for case in cases:
+        case.baseline()
+        print(f"  baseline {case.name} done", flush=True)
 
     header = (
         f"{'model':<10} {'targets':>7} {'forward s':>10} {'lsuv_init s':>12} "
-        f"{'x forward':>10} {'sub-model s':>12} {'speed-up':>9} {'agree':>8}"
+        f"{'x forward':>10} {'(cpu)':>6} {'sub-model s':>12} {'speed-up':>9} {'agree':>8}"
     )
     print("\n" + header + "\n" + "-" * len(header))
-    for r in rows:
-        star = "*" if r["extrapolated"] else ""
+    for c in cases:
+        ours = c.median(c.ours)
         print(
-            f"{r['model']:<10} {r['targets']:>7} {r['forward']:>10.4f} {r['ours']:>12.4f} "
-            f"{r['ours'] / r['forward']:>10.2f} {r['baseline']:>11.2f}{star:1} "
-            f"{r['baseline'] / r['ours']:>8.0f}x {r['agree']:>8.1e}"
+            f"{c.name:<10} {len(c.layers):>7} {c.median(c.forward):>10.4f} {ours:>12.4f} "
+            f"{c.median(c.ratio):>10.2f} {c.median(c.ratio, cpu=True):>6.2f} "
+            f"{c.t_base:>11.1f}{'*' if c.extrapolated else ' '} "
+            f"{c.t_base / ours:>8.0f}x {c.agree:>8.1e}"
         )
-    if any(r["extrapolated"] for r in rows):
+    print(
+        f"times: medians over {rounds} interleaved round(s); x forward: median of the "
+        "per-round ratio lsuv_init / forward pass (wall; cpu = process CPU time)"
+    )
+    if any(c.extrapolated for c in cases):
         print(
             "* baseline timed on the first 50 layers only, extrapolated to all of them "
             "by a linear fit of seconds per layer against its depth (a sub-model of "
             "depth i costs ~a + b·i)"
         )
-    by_depth = {r["model"]: r for r in rows}
+    by_name = {c.name: c for c in cases}
     checks = []
-    if "mlp100" in by_depth and "mlp200" in by_depth:
-        ratio = by_depth["mlp200"]["ours"] / by_depth["mlp100"]["ours"]
-        print(f"\nt(200)/t(100) = {ratio:.2f}")
-        speedup = by_depth["mlp100"]["baseline"] / by_depth["mlp100"]["ours"]
+    if "mlp100" in by_name and "mlp200" in by_name:
+        pairs = zip(by_name["mlp200"].ours, by_name["mlp100"].ours)
+        scaling = [(a[0] / b[0], a[1] / b[1]) for a, b in pairs]
+        wall = statistics.median(r[0] for r in scaling)
+        cpu = statistics.median(r[1] for r in scaling)
+        print(f"\nt(200)/t(100) = {wall:.2f} (cpu {cpu:.2f}), median of per-round ratios")
+        speedup = by_name["mlp100"].t_base / by_name["mlp100"].median(by_name["mlp100"].ours)
         checks.append(("speed-up over sub-models at depth 100 >= 100x", speedup >= 100))
-        checks.append(("t(200)/t(100) <= 2.5", ratio <= 2.5))
-    for r in rows:
-        checks.append(
-            (f"{r['model']}: lsuv_init <= 5 forward passes", r["ours"] / r["forward"] <= 5)
-        )
-        checks.append((f"{r['model']}: same kernels as the baseline", r["agree"] < 1e-3))
-        checks.append((f"{r['model']}: all layers converged", r["converged"]))
-    print()
+        checks.append(("t(200)/t(100) <= 2.5", wall <= 2.5))
+    for c in cases:
+        checks.append((f"{c.name}: lsuv_init <= 5 forward passes", c.median(c.ratio) <= 5))
+        checks.append((f"{c.name}: same kernels as the baseline", c.agree < 1e-3))
+        checks.append((f"{c.name}: all layers converged", c.report.converged))
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (other processes share the CPUs)\n")
     for name, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
 
