@@ -22,6 +22,8 @@ from keras_initkit.callbacks import (
 from keras_initkit.probe.gradients import layer_gradients
 
 MONITORS = [SaturationMonitor, DeadUnitMonitor, BatchNormMonitor, TrainingMonitor]
+# Unhealthy models on purpose: findings not asserted with pytest.warns are expected.
+pytestmark = pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
 
 
 def _normal(*shape, seed=0):
@@ -284,9 +286,11 @@ def fitted_log_dir(tmp_path_factory):
                 epochs=2,
                 validation_data=(x[:16], y[:16]),
                 callbacks=[
+                    # Keras' TensorBoard first, as documented: it copies every logs key
+                    # it sees into its own run as epoch_<key>.
+                    keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq=2),
                     monitor,
                     keras.callbacks.CSVLogger(str(csv_path), append=True),
-                    keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq=2),
                 ],
                 verbose=0,
             )
@@ -332,7 +336,7 @@ def test_tags_steps_and_values_read_back_with_tensorboard_reader(fitted_log_dir)
     train = event_accumulator.EventAccumulator(str(log_dir / "train"), size_guidance={"tensors": 0})
     train.Reload()
     assert not any(
-        "/" in t and t.split("/")[0] in {"saturated_fraction"} for t in train.Tags()["tensors"]
+        "fraction" in t or t.startswith(("bn_", "activation")) for t in train.Tags()["tensors"]
     )
     assert "epoch_loss" in train.Tags()["tensors"]
 
@@ -399,7 +403,6 @@ def test_fit_with_all_monitors_ends_with_bit_identical_weights(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
-@pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
 def test_no_file_handles_leak_over_50_fits(tmp_path):
     model = _mixed_model()
     model.compile(optimizer="sgd", loss="mse")

@@ -27,11 +27,20 @@ from keras_initkit.probe import ActivationSample, Probe, as_batches, make_sites,
 from keras_initkit.probe.gradients import GradientProbe
 
 # Custom Scalars categories, in display order.
-CATEGORIES = ("Activations", "Saturation", "Dead units", "Batch norm", "Gradients")
+CATEGORIES = ("Saturation", "Dead units", "Batch norm", "Gradients", "Activations")
 
 
 class InitkitWarning(UserWarning):
-    """A training-health finding of a keras_initkit monitor (a layer crossed a threshold)."""
+    """A training-health finding of a keras_initkit monitor (a layer crossed a threshold).
+
+    Issued once per layer, rule and fit. Filter it like any warning:
+
+    ```python
+    import warnings
+
+    warnings.filterwarnings("error", category=keras_initkit.callbacks.InitkitWarning)
+    ```
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +99,8 @@ def _check_layers(layers):
 class Monitor(keras.callbacks.Callback):
     """Base class of the training monitors: probe a fixed batch, report, warn.
 
-    At train begin (validating the model against the probe data) and then every
-    `update_freq`, the monitor runs its model on the probe data with `training=False`
+    At every train begin (the first one also validates the probe data against the
+    model), every `update_freq` batches and at every epoch end, the monitor runs its model on the probe data with `training=False`
     semantics, computes each watched layer's statistics on device, and brings them to
     the host in one transfer. It then writes them to TensorBoard as `<metric>/<layer>`
     in the run `<log_dir>/initkit`, adds the headline metrics to the epoch `logs` as
@@ -119,7 +128,8 @@ class Monitor(keras.callbacks.Callback):
         histograms: also write a sample of each watched layer's output values as a
             histogram `activations/<layer>`. Defaults to `False`.
         add_to_logs: add `<metric>/<layer>` values to the epoch `logs` (so `History`,
-            `CSVLogger` and `EarlyStopping` placed after this callback see them).
+            `CSVLogger` and `EarlyStopping` placed after this callback see them; place
+            `keras.callbacks.TensorBoard` before it, or it copies them into its run).
             Defaults to `True`.
         verbose: `0` for silence on the console (warnings are still issued through
             `warnings.warn`), `1` to also print each finding. Defaults to `1`.
@@ -127,6 +137,27 @@ class Monitor(keras.callbacks.Callback):
             samples; `None` runs it at once. Defaults to `None`.
         max_batches: use at most this many batches of a dataset. Defaults to `None`
             (all; an infinite dataset needs it).
+
+    ```python
+    class ScaleMonitor(keras_initkit.callbacks.Monitor):
+        log_metrics = ("activation_std",)
+        layout = {"Activations": ("activation_std",)}
+
+        def reducers(self):
+            return [keras_initkit.probe.ActivationMoments()]
+
+        def judges(self, site):
+            return site.has_kernel
+
+        def report(self, site, values, step):
+            return {"activation_std": values["activation_std"]}
+
+        def check(self, site, scalars, step, epoch_end):
+            if scalars["activation_std"] > 100:
+                yield "exploding", "output std above 100: activations explode."
+
+    model.fit(x, y, callbacks=[ScaleMonitor(x[:256], log_dir="logs")])
+    ```
     """
 
     log_metrics = ()
@@ -339,14 +370,16 @@ class Monitor(keras.callbacks.Callback):
                     for site, values in result.metrics.items()
                     if "activation_values" in values
                 }
-            self._writer.write(
-                step,
-                scalars={
-                    f"{metric}/{site}": value
-                    for site, metrics in scalars.items()
-                    for metric, value in metrics.items()
-                },
-                histograms=histograms,
+            self._writing(
+                lambda writer: writer.write(
+                    step,
+                    scalars={
+                        f"{metric}/{site}": value
+                        for site, metrics in scalars.items()
+                        for metric, value in metrics.items()
+                    },
+                    histograms=histograms,
+                )
             )
             self._last_written = step
         self._check(epoch_end)
@@ -375,8 +408,52 @@ class Monitor(keras.callbacks.Callback):
                 chosen.extend(m for m in metrics if m in present and m not in chosen)
         layout = {c: layout[c] for c in CATEGORIES if layout.get(c)}
         if layout:
-            self._writer.write(self._step, layout=layout)
+            self._writing(lambda writer: writer.write(self._step, layout=layout))
         self._layout_written = True
+
+    def _writing(self, action, reopen=True):
+        """Run `action(writer)`; a failing log directory never stops training.
+
+        If the directory was removed (and `reopen`), warn and start a new event file in
+        a recreated one (updates since the last flush are lost). If writing fails
+        (unwritable, disk full, the path is now a file), warn and stop writing for this
+        fit: logs and findings go on.
+        """
+        writer = self._writer
+        try:
+            action(writer)
+            if os.path.isdir(writer.logdir):
+                return
+            error = FileNotFoundError(f"the directory {writer.logdir!r} was removed")
+        except Exception as e:  # TensorFlow's file errors are not OSErrors
+            error = e
+        self._writer = None
+        try:
+            writer.close()
+        except Exception:
+            pass  # what it held is lost either way
+        removed = isinstance(error, FileNotFoundError) and not os.path.exists(writer.logdir)
+        if reopen and removed:
+            try:
+                os.makedirs(writer.logdir)
+            except OSError:
+                pass
+            else:
+                self._writer = summary.create_writer(self.log_dir)
+                self._layout_written = False
+                warnings.warn(
+                    f"{type(self).__name__}: the TensorBoard log directory {writer.logdir!r} "
+                    "was removed during training; writing to a new event file there "
+                    "(summaries since the last flush are lost).",
+                    stacklevel=3,
+                )
+                return
+        warnings.warn(
+            f"{type(self).__name__} stopped writing TensorBoard summaries to "
+            f"{writer.logdir!r} for this fit: {type(error).__name__}: {error}. Training "
+            "goes on; metrics still go to the logs.",
+            stacklevel=3,
+        )
 
     # -- Keras callback interface ---------------------------------------------------
 
@@ -427,11 +504,13 @@ class Monitor(keras.callbacks.Callback):
         if self._writer is not None:
             if not self._layout_written:
                 self._write_layout()
-            self._writer.flush()
+            if self._writer is not None:
+                self._writing(lambda writer: writer.flush())
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             if not self._layout_written:
                 self._write_layout()
-            self._writer.close()
+            if self._writer is not None:
+                self._writing(lambda writer: writer.close(), reopen=False)
             self._writer = None

@@ -55,7 +55,8 @@ class TrainingMonitor(Monitor):
     monitor = keras_initkit.callbacks.TrainingMonitor(x_val[:512], log_dir="logs")
     model.fit(
         x, y, epochs=10,
-        callbacks=[monitor, keras.callbacks.TensorBoard(log_dir="logs")],
+        # Keras' TensorBoard first: it copies every logs key it sees into its run.
+        callbacks=[keras.callbacks.TensorBoard(log_dir="logs"), monitor],
     )
     # tensorboard --logdir logs: run "initkit", Custom Scalars groups each metric.
     ```
