@@ -125,8 +125,9 @@ class Monitor(keras.callbacks.Callback):
             the end of each epoch. Defaults to `"epoch"`.
         layers: layer names or layer objects to watch; `None` watches every layer the
             monitor can judge. Layers it cannot judge are skipped. Defaults to `None`.
-        histograms: also write a sample of each watched layer's output values as a
-            histogram `activations/<layer>`. Defaults to `False`.
+        histograms: also write a 1024-value sample of the output of each watched layer
+            that ends in a bounded or rectifier activation, as the histogram
+            `activations/<layer>`. Defaults to `False`.
         add_to_logs: add `<metric>/<layer>` values to the epoch `logs` (so `History`,
             `CSVLogger` and `EarlyStopping` placed after this callback see them; place
             `keras.callbacks.TensorBoard` before it, or it copies them into its run).

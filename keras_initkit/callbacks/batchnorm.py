@@ -42,8 +42,8 @@ class BatchNormMonitor(Monitor):
             end). Defaults to `"epoch"`.
         layers: names or layers to watch; `None` for every `BatchNormalization`
             layer. Defaults to `None`.
-        histograms: also write output-value histograms `activations/<layer>` for the
-            activation layers among `layers`. Defaults to `False`.
+        histograms: no effect here: histograms sample activation outputs, and
+            batch-norm layers have none. Defaults to `False`.
         mean_shift_threshold: warn when `bn_mean_shift` (in input standard
             deviations) is above this. Defaults to `0.5`.
         std_ratio_threshold: warn when `bn_std_ratio` is above this factor (> 1).
