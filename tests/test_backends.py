@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 import keras_initkit as ik
 from keras_initkit import summary
-from keras_initkit.callbacks import GradientMonitor, TrainingMonitor
+from keras_initkit.callbacks import TrainingMonitor
 from keras_initkit.probe import Probe, Reducer
 
 BACKEND = keras.backend.backend()
@@ -137,14 +137,8 @@ def test_monitors_write_event_files_read_back_by_tensorboard(tmp_path):
     )
     model.compile(optimizer="sgd", loss="mse")
     x, y = _normal(32, 8, seed=3), _normal(32, 1, seed=4)
-    gradients = BACKEND != "torch"
     monitor = TrainingMonitor(
-        (x, y),
-        log_dir=tmp_path,
-        update_freq=1,
-        histograms=True,
-        gradients=gradients,
-        verbose=0,
+        (x, y), log_dir=tmp_path, update_freq=1, histograms=True, gradients=True, verbose=0
     )
     model.fit(x, y, batch_size=8, epochs=2, callbacks=[monitor], verbose=0)
     writer = summary.create_writer(tmp_path)
@@ -160,24 +154,14 @@ def test_monitors_write_event_files_read_back_by_tensorboard(tmp_path):
         "bn_mean_shift/bn",
         "activation_std/head",
         "activations/tanh",
+        "gradient_norm/tanh",
+        "update_ratio/head",
     }
-    if gradients:
-        wanted |= {"gradient_norm/tanh", "update_ratio/head"}
     assert wanted <= tags
     steps = [e.step for e in acc.Tensors("dead_fraction/relu")]
     assert steps == list(range(9))  # train begin, then every one of 4 + 4 batches
     last = acc.Tensors("dead_fraction/relu")[-1].tensor_proto.float_val[0]
     assert last == pytest.approx(monitor.latest["relu"]["dead_fraction"])
-
-
-@pytest.mark.backend_agnostic
-@pytest.mark.skipif(BACKEND != "torch", reason="the torch backend only")
-def test_gradients_on_torch_raise_a_clear_error():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    monitor = GradientMonitor((_normal(4, 3), _normal(4, 1)), verbose=0)
-    with pytest.raises(NotImplementedError, match="backend='torch'"):
-        model.fit(_normal(4, 3), _normal(4, 1), callbacks=[monitor], verbose=0)
 
 
 # ------------------------------------------------------------------ across backends
@@ -189,6 +173,7 @@ import keras
 import numpy as np
 import keras_initkit as ik
 from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation
+from keras_initkit.probe.gradients import layer_gradients
 from tensorboard.backend.event_processing import event_accumulator
 
 
@@ -215,12 +200,14 @@ def measure():
         site: {k: float(v) for k, v in values.items() if np.ndim(v) == 0}
         for site, values in result.metrics.items()
     }
+    model.compile(optimizer="sgd", loss="mse")
+    gradients = layer_gradients(model, (x, y))
+    out["gradients"] = {s: m["gradient_norm"] for s, m in gradients.metrics.items()}
     report = ik.lsuv_init(model, x, verbose=0)
     out["lsuv"] = {r.name: [r.scale, r.variance_after, r.iterations] for r in report.layers}
-    model.compile(optimizer="sgd", loss="mse")
     log_dir = tempfile.mkdtemp()
     monitor = ik.callbacks.TrainingMonitor(
-        x, log_dir=log_dir, update_freq=3, histograms=True, verbose=0
+        (x, y), log_dir=log_dir, update_freq=3, histograms=True, gradients=True, verbose=0
     )
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, callbacks=[monitor], verbose=0)
     acc = event_accumulator.EventAccumulator(
@@ -273,6 +260,10 @@ def test_backend_without_tensorflow_matches_tensorflow(backend, reference, run_p
         assert other["probe"][site].keys() == values.keys()
         for metric, value in values.items():
             assert other["probe"][site][metric] == pytest.approx(value, rel=1e-4, abs=2e-3)
+    # Gradient norms of the same loss.
+    assert other["gradients"].keys() == reference["gradients"].keys()
+    for site, norm in reference["gradients"].items():
+        assert other["gradients"][site] == pytest.approx(norm, rel=1e-4)
     # lsuv_init: the same scales and variances, in as many iterations.
     assert other["lsuv"].keys() == reference["lsuv"].keys()
     for name, (scale, variance, iterations) in reference["lsuv"].items():

@@ -103,6 +103,8 @@ def centre_tap(matrix, shape):
     spatial = shape[:-2]
     if not spatial:
         return matrix
+    if 0 in spatial:  # no taps at all (one_hot into 0 classes fails on torch)
+        return ops.zeros(shape, dtype=matrix.dtype)
     index = 0
     for k in spatial:  # row-major flat index of the centre tap
         index = index * k + (k - 1) // 2

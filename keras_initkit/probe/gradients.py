@@ -27,7 +27,8 @@ trackers) are captured in a `keras.StatelessScope` and discarded. Either way eve
 model, optimizer and seed-generator variable is left bit-identical.
 
 Backends: TensorFlow (a `tf.GradientTape` inside a `tf.function`, traced once per input
-signature) and JAX (`jax.value_and_grad` of a stateless forward pass, jitted). The
+signature), JAX (`jax.value_and_grad` of a stateless forward pass, jitted) and torch
+(`torch.autograd.grad` of the same stateless pass, eager; no `.grad` is touched). The
 gradients of several batches are summed on device; the norms come to the host in one
 transfer per run.
 """
@@ -42,7 +43,7 @@ from keras_initkit.probe.data import as_batches
 from keras_initkit.probe.engine import ProbeResult
 from keras_initkit.probe.selection import make_sites, resolve_layers
 
-SUPPORTED_BACKENDS = ("tensorflow", "jax")
+SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 @dataclasses.dataclass
@@ -160,7 +161,7 @@ class GradientProbe:
         backend = keras.backend.backend()
         if backend not in SUPPORTED_BACKENDS:
             raise NotImplementedError(
-                "Gradient statistics support the TensorFlow and JAX backends only. "
+                "Gradient statistics support the TensorFlow, JAX and torch backends only. "
                 f"Received: backend='{backend}'"
             )
         if not model.built:
@@ -244,6 +245,25 @@ class GradientProbe:
 
             self._step = tf.function(step, reduce_retracing=True)
             self._norms = tf.function(self._norm_vector, reduce_retracing=True)
+        elif keras.backend.backend() == "torch":
+            import torch  # eager autograd; torch.autograd.grad leaves every `.grad` alone
+
+            def step(x, y):
+                with torch.enable_grad():
+                    values = [v.value for v in self._variables]
+                    mapping = list(zip(self._variables, values))
+                    with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+                        loss = self._loss_value(x, y)
+                    grads = torch.autograd.grad(loss, values, allow_unused=True) if values else []
+                zero = torch.zeros_like
+                return loss.detach(), [zero(v) if g is None else g for g, v in zip(grads, values)]
+
+            self._step = step
+            self._norms = lambda grads, weights, extra: self._norm_vector(
+                grads,
+                [w.detach() for w in weights],
+                [keras.ops.convert_to_tensor(e).detach() for e in extra],
+            )
         else:
             import jax  # the JAX path differentiates a stateless forward pass
 
