@@ -180,7 +180,7 @@ def monitored_pair(data, args, width=4, depth=10, epochs=3):
 
 
 def plot(widths, curves, runs, trials, samples):
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.4, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.5, 1]})
     depths = np.arange(1, MAX_DEPTH + 1)
     colors = plt.cm.viridis(np.linspace(0, 0.92, len(widths)))
     for width, color in zip(widths, colors):
@@ -197,7 +197,7 @@ def plot(widths, curves, runs, trials, samples):
         title=f"Born-dead ReLU nets, width N ({trials} nets per width)",
         ylim=(-0.02, 1.02),
     )
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     for kind, style in (("born_dead", "r-o"), ("alive", "g-s")):
         if kind in runs:
