@@ -17,8 +17,8 @@ momentum) twice, identical except for the convolution kernels:
 end of each epoch (TensorBoard tags `activation_std/<layer>`,
 `saturated_fraction/<layer>`, ...).
 
-    python examples/paper_delta_orthogonal.py            # ~6 minutes on 2 CPU cores
-    python examples/paper_delta_orthogonal.py --quick    # 50 layers, ~1 minute
+    python examples/paper_delta_orthogonal.py            # ~4 minutes on 2 CPU cores
+    python examples/paper_delta_orthogonal.py --quick    # 50 layers of 8 channels, ~1 minute
 
 Reference:
 - [Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington, 2018](https://arxiv.org/abs/1806.05393),

@@ -18,7 +18,7 @@ standard initialization (Keras `RandomUniform` with per-layer limits 1/sqrt(fan_
 and with Glorot's normalized initialization (Keras' `glorot_uniform`). The figure is
 drawn from the event files the monitor wrote.
 
-    python examples/paper_glorot.py            # ~5 minutes on 2 CPU cores
+    python examples/paper_glorot.py            # ~3-5 minutes on 2 CPU cores
     python examples/paper_glorot.py --quick    # sigmoid runs, first epoch only, ~30 s
 
 Reference:

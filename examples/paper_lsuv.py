@@ -16,7 +16,7 @@ end of each epoch (TensorBoard tags `activation_std/<layer>`, `dead_fraction/<la
 signal's second moment, so after 40 layers it is ~2^-40 of the input's: the output
 no longer depends on the input and Adam has nothing to follow.
 
-    python examples/paper_lsuv.py            # ~2 minutes on 2 CPU cores
+    python examples/paper_lsuv.py            # ~1 minute on 2 CPU cores
     python examples/paper_lsuv.py --quick    # ~40 seconds
 
 Reference:
