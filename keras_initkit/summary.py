@@ -16,6 +16,7 @@ histograms as the histogram plugin's `(buckets, 3)` tensors, and a Custom Scalar
 layout (one chart per metric, every layer of that metric on it).
 """
 
+import json
 import os
 import time
 
@@ -268,6 +269,26 @@ class EventFileSummaryWriter(SummaryWriter):
 
     def _close(self):
         self._writer.close()
+
+
+def is_chief(tf_config=None):
+    """Whether this process writes summaries in a multi-worker job.
+
+    Multi-worker `tf.distribute` jobs describe the cluster in the `TF_CONFIG` environment
+    variable (read when `tf_config` is None). The chief writes: the task of type
+    `"chief"`, or worker 0 when the cluster has no chief. Without `TF_CONFIG`, or without
+    a `task` in it, the process is alone and writes.
+    """
+    if tf_config is None:
+        tf_config = os.environ.get("TF_CONFIG", "")
+    config = json.loads(tf_config) if isinstance(tf_config, str) and tf_config else {}
+    task = (config or {}).get("task") or {}
+    if not task:
+        return True
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and "chief" not in (config.get("cluster") or {})
 
 
 def create_writer(log_dir):

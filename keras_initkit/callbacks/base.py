@@ -118,8 +118,9 @@ class Monitor(keras.callbacks.Callback):
             (tuples are read as `(x, y)`). A few hundred samples are plenty. Validated
             and copied once, at construction.
         log_dir: TensorBoard log directory; summaries go to `<log_dir>/initkit`.
-            `None` writes no summaries (logs and warnings still work). Defaults to
-            `None`.
+            `None` writes no summaries (logs and warnings still work). In a
+            multi-worker job only the chief writes (`TF_CONFIG`'s chief, or worker 0
+            without one). Defaults to `None`.
         update_freq: `"epoch"` to measure at the end of each epoch, or an int `N` to
             measure every `N` training batches (counted globally, across fits) and at
             the end of each epoch. Defaults to `"epoch"`.
@@ -464,7 +465,7 @@ class Monitor(keras.callbacks.Callback):
         if self._writer is not None:  # a previous fit ended without on_train_end
             self._writer.close()
             self._writer = None
-        if self.log_dir is not None:
+        if self.log_dir is not None and summary.is_chief():  # one writer per job
             try:
                 self._writer = summary.create_writer(self.log_dir)
                 os.makedirs(self._writer.logdir, exist_ok=True)
