@@ -217,7 +217,7 @@ def test_keyboard_interrupt_at_any_assignment_of_lsuv_init_restores_every_weight
     x = _normal(32, 5, 5, 2, seed=4) * 2.0
     model = _lsuv_model()
     total = _count_assigns(monkeypatch, lambda: ik.lsuv_init(model, x, center=center, verbose=0))
-    assert total >= 3  # kernels changed (and biases when centering)
+    assert total >= 2  # kernels changed (and biases when centering)
     for n in range(1, total + 1):
         model = _lsuv_model()
         before = [_numpy(v) for v in model.variables]
