@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from keras_initkit.probe import BatchNormStatistics, Probe, as_batches, resolve_layers
-from keras_initkit.probe.data import _is_tf_dataset
+from keras_initkit.probe.data import _is_tf_dataset, check_positive_int
 from keras_initkit.probe.gradients import check_inputs
 
 TOLERANCE = 1e-5
@@ -103,13 +103,7 @@ def _samples(x):
 
 def _take_samples(data, num_samples, batch_size):
     """Host `(x, y)` batches holding at most `num_samples` samples, and a description."""
-    if num_samples is not None and (
-        isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
-    ):
-        raise ValueError(
-            "Argument `num_samples` must be a positive int or None. "
-            f"Received: num_samples={num_samples!r}"
-        )
+    check_positive_int(num_samples, "num_samples")
     max_batches = None
     is_dataset = _is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset)
     if is_dataset and num_samples is not None:

@@ -24,6 +24,7 @@ import keras
 
 from keras_initkit import summary
 from keras_initkit.probe import ActivationSample, Probe, as_batches, make_sites, resolve_layers
+from keras_initkit.probe.data import check_positive_int
 from keras_initkit.probe.gradients import GradientProbe
 
 # Custom Scalars categories, in display order.
@@ -186,13 +187,7 @@ class Monitor(keras.callbacks.Callback):
                 'Argument `update_freq` must be "epoch" or a positive int (a number of '
                 f"batches). Received: update_freq={update_freq!r}"
             )
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(
-                "Argument `batch_size` must be a positive int or None. "
-                f"Received: batch_size={batch_size!r}"
-            )
+        check_positive_int(batch_size, "batch_size")
         if verbose not in (0, 1, 2, True, False):
             raise ValueError(f"Argument `verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.log_dir = summary.check_log_dir(log_dir)

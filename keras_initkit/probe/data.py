@@ -74,6 +74,15 @@ def _check_batch(x, argument, where=""):
     return sizes.pop()
 
 
+def check_positive_int(value, name):
+    """Return `value` if it is None or a positive int; else raise `ValueError`."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(
+            f"Argument `{name}` must be a positive int or None. Received: {name}={value!r}"
+        )
+    return value
+
+
 def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
     """Return `(batches, description)`: host (NumPy) `(x, y)` batches (`y` may be
     None) and a phrase saying what was taken, e.g. "512 samples in 1 batch" or "the first 1 of the
@@ -83,13 +92,7 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
     yield at most `max_batches` batches (all when None; an infinite dataset requires
     `max_batches`).
     """
-    if max_batches is not None and (
-        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-    ):
-        raise ValueError(
-            f"Argument `max_batches` must be a positive int or None. "
-            f"Received: max_batches={max_batches!r}"
-        )
+    check_positive_int(max_batches, "max_batches")
     if data is None:
         raise ValueError(f"Argument `{argument}` is required. Received: {argument}=None")
     if isinstance(data, keras.utils.PyDataset):

@@ -22,7 +22,7 @@ import math
 import keras
 import numpy as np
 
-from keras_initkit.probe.data import as_batches
+from keras_initkit.probe.data import as_batches, check_positive_int
 from keras_initkit.probe.intercept import call_split, intercept
 from keras_initkit.probe.selection import make_sites, resolve_layers
 
@@ -119,13 +119,7 @@ class Probe:
     """
 
     def __init__(self, model, reducers, *, layers=None, batch_size=None, compile=True):
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(
-                "Argument `batch_size` must be a positive int or None. "
-                f"Received: batch_size={batch_size!r}"
-            )
+        check_positive_int(batch_size, "batch_size")
         self.model = model
         self.reducers = list(reducers)
         self.batch_size = batch_size

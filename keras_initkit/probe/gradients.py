@@ -39,7 +39,7 @@ import inspect
 import keras
 import numpy as np
 
-from keras_initkit.probe.data import as_batches
+from keras_initkit.probe.data import as_batches, check_positive_int
 from keras_initkit.probe.engine import ProbeResult
 from keras_initkit.probe.selection import make_sites, resolve_layers
 
@@ -169,13 +169,7 @@ class GradientProbe:
                 "The model must be built before its gradients can be measured: call it "
                 f"on a batch or call `model.build(...)`. Received: unbuilt model '{model.name}'"
             )
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(
-                "Argument `batch_size` must be a positive int or None. "
-                f"Received: batch_size={batch_size!r}"
-            )
+        check_positive_int(batch_size, "batch_size")
         self.model = model
         self.loss = loss
         self.batch_size = batch_size
