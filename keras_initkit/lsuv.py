@@ -25,6 +25,7 @@ from keras_initkit.probe import (
     as_batches,
     call_linear,
     call_split,
+    check_inputs,
     has_activation,
     intercept,
     make_sites,
@@ -221,40 +222,6 @@ def _targets(model, layers):
     marked = resolve_layers(model, where=lambda layer: isinstance(_kernel_of(layer)[1], LSUV))
     marked = [layer for layer in marked if isinstance(_kernel_of(layer)[0], keras.Variable)]
     return marked or resolve_layers(model, where=lambda layer: isinstance(layer, KERNEL_LAYERS))
-
-
-def _model_inputs(model):
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    return list(inputs) if inputs else None
-
-
-def _check_shapes(model, x):
-    """Compare `x` with `model.inputs` (when the model has them) before the pass."""
-    inputs = _model_inputs(model)
-    if inputs is None:
-        return
-    if isinstance(x, dict) and all(t.name in x for t in inputs):
-        leaves = [(t.name, x[t.name]) for t in inputs]
-    else:
-        leaves = list(zip([t.name for t in inputs], keras.tree.flatten(x)))
-        if len(keras.tree.flatten(x)) != len(inputs):
-            raise ValueError(
-                f"Argument `x` must hold one array per model input ({len(inputs)}). "
-                f"Received: {len(keras.tree.flatten(x))} array(s)"
-            )
-    for (name, array), tensor in zip(leaves, inputs):
-        expected = tuple(tensor.shape)
-        got = tuple(array.shape)
-        if len(got) != len(expected) or any(
-            e is not None and e != g for e, g in zip(expected[1:], got[1:])
-        ):
-            raise ValueError(
-                f"Argument `x` does not fit the model's input '{name}': expected shape "
-                f"{expected}. Received: an array of shape {got}"
-            )
 
 
 def activate(layer, pre):
@@ -561,7 +528,7 @@ def lsuv_init(
                 f"{type(e).__name__}: {e}. Received: x of shape(s) "
                 f"{[tuple(a.shape) for a in keras.tree.flatten(batch)]}"
             ) from e
-    _check_shapes(model, batch)
+    check_inputs(model, [(batch, None)], argument="x")
     targets = _targets(model, layers)
     if not targets:
         raise ValueError(

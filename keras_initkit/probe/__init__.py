@@ -3,7 +3,7 @@
 Shared by `lsuv_init`, the monitors, `diagnose` and `recalibrate_batchnorm`.
 """
 
-from keras_initkit.probe.data import as_batches
+from keras_initkit.probe.data import as_batches, check_inputs, check_positive_int
 from keras_initkit.probe.engine import Probe, ProbeResult, Reducer, moments
 from keras_initkit.probe.intercept import call_linear, call_split, has_activation, intercept
 from keras_initkit.probe.reducers import (
@@ -42,6 +42,8 @@ __all__ = [
     "as_batches",
     "call_linear",
     "call_split",
+    "check_inputs",
+    "check_positive_int",
     "has_activation",
     "intercept",
     "make_sites",

@@ -142,3 +142,41 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
                 f"{keras.tree.flatten(y)[0].shape[0]} targets"
             )
     return batches, source
+
+
+def _model_inputs(model):
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return list(inputs) if inputs else None
+
+
+def check_inputs(model, batches, argument="data"):
+    """Raise `ValueError` when a batch does not fit `model.inputs` (when it has them).
+
+    Subclassed models declare no inputs: they are checked by their own first call.
+    """
+    inputs = _model_inputs(model)
+    if inputs is None:
+        return
+    for i, (x, _) in enumerate(batches):
+        if isinstance(x, dict) and all(t.name in x for t in inputs):
+            leaves = [x[t.name] for t in inputs]
+        else:
+            leaves = keras.tree.flatten(x)
+            if len(leaves) != len(inputs):
+                raise ValueError(
+                    f"Argument `{argument}` must hold one array per model input "
+                    f"({len(inputs)}). Received: {len(leaves)} array(s) in batch {i}"
+                )
+        for array, tensor in zip(leaves, inputs):
+            expected, got = tuple(tensor.shape), tuple(array.shape)
+            if len(got) != len(expected) or any(
+                e is not None and e != g for e, g in zip(expected[1:], got[1:])
+            ):
+                raise ValueError(
+                    f"Argument `{argument}` does not fit the model's input "
+                    f"'{tensor.name}' of shape {expected}. Received: an array of shape "
+                    f"{got} in batch {i}"
+                )
