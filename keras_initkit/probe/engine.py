@@ -34,11 +34,14 @@ class Reducer:
     `finalize`. `merge` maps each stat `reduce` returns to how per-batch values
     combine: `"mean"` (sample-weighted mean), `"max"`, `"min"`, `"last"`,
     `"moments"` (a `(2, ...)` stack of mean and biased variance, pooled exactly), or
-    `"sample"` (values concatenated).
+    `"sample"` (values concatenated). A reducer that reads only the layer's input
+    sets `needs = "inputs"`: it then runs before the layer (with `pre` and
+    `outputs` None), which keeps the probe's peak memory low.
     """
 
     name = "reducer"
     merge = {}
+    needs = "outputs"
 
     def applies(self, site):
         return True
@@ -83,6 +86,35 @@ def _merge(kind, values, weights):
         var = (w * (variances + (means - mean) ** 2)).sum(axis=0)
         return np.stack([mean, var])
     raise ValueError(f"Unknown merge kind. Received: {kind!r}")
+
+
+def _serial(fn, after, *args):
+    """`fn(*args)`, its ops made to wait for the tensors `after` (TensorFlow graphs).
+
+    TensorFlow's executor runs the forward chain ahead of the reductions that hang
+    off it, and independent reductions side by side, so every layer's activation and
+    every reduction's full-size temporaries would be alive at once. The probe chains
+    its steps instead (a layer's input reductions, the layer, its output reductions,
+    the next layer): its peak memory stays about that of the forward pass plus one
+    reduction's temporary. XLA (JAX) plans its own buffers; eager code frees as it goes.
+    """
+    after = [t for t in after if keras.ops.is_tensor(t)]
+    if not after or keras.backend.backend() != "tensorflow":
+        return fn(*args)
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return fn(*args)
+    with tf.control_dependencies(after):
+        return fn(*args)
+
+
+def _identity(x):
+    if keras.backend.backend() == "tensorflow" and keras.ops.is_tensor(x):
+        import tensorflow as tf
+
+        return tf.identity(x)
+    return x
 
 
 @dataclasses.dataclass
@@ -152,11 +184,22 @@ class Probe:
             site, reducers = self._plan[id(layer)]
             if site.name in collected:  # shared layer: measured on its first call
                 return call(*args, **kwargs)
-            pre, out = call_split(layer, call, args, kwargs)
             inputs = args[0] if args else next(iter(kwargs.values()))
-            collected[site.name] = {r.name: r.reduce(site, inputs, pre, out) for r in reducers}
+            # One step after the other (see `_serial`): reductions of the input, the
+            # layer, reductions of its output, then the next layer.
+            steps = [r for r in reducers if r.needs == "inputs"]
+            steps += [None] + [r for r in reducers if r.needs != "inputs"]
+            stats, pre, out, last = {}, None, None, []
+            for r in steps:
+                if r is None:
+                    pre, out = _serial(call_split, last, layer, call, args, kwargs)
+                    last = keras.tree.flatten(out)
+                else:
+                    stats[r.name] = _serial(r.reduce, last, site, inputs, pre, out)
+                    last = keras.tree.flatten(stats[r.name])
+            collected[site.name] = {r.name: stats[r.name] for r in reducers}
             order.append(site.name)
-            return out
+            return _serial(keras.tree.map_structure, last, _identity, out)
 
         layers = [site.layer for site, _ in self._plan.values()]
         with intercept(layers, hook):

@@ -7,8 +7,9 @@ Definitions (DESIGN.md, kept exactly):
 - Saturated (bounded activations): a value within `delta × (high − low)` of either
   asymptote. `saturated_fraction` is the share of saturated values; `saturated_low` and
   `saturated_high` split it by side; `abs_p98` is the 98th percentile of |a| (Glorot &
-  Bengio 2010, Fig. 3), read from a 1000-bin histogram of |a| (resolution 0.1% of the
-  range).
+  Bengio 2010, Fig. 3), read from a histogram of a in bins of 0.1% of max |a|
+  (resolution 0.1% of the range). Values within float32 rounding of a threshold may
+  fall on either side of it.
 - Dead (ReLU, ReLU6): a unit (channel) whose output is <= 0 for every sample and every
   position. `dead_fraction` = dead units / units. For leaky variants (LeakyReLU, ELU,
   SELU, PReLU, ReLU with a negative slope) the same rule on the sign, which equals the
@@ -57,7 +58,14 @@ class ActivationMoments(Reducer):
 
 
 class Saturation(Reducer):
-    """Saturated share of bounded activations, its side, and the 98th pct of |a|."""
+    """Saturated share of bounded activations, its side, and the 98th pct of |a|.
+
+    One pass over the values: a histogram of `a` over `[low, high]` in bins of width
+    `top / HIST_BINS` (`top` = the larger |bound|). When the margin
+    `delta × (high − low)` is a whole number of bins (the default `delta=0.01` is)
+    the two saturated sides are read off the histogram's end bins; otherwise they
+    are counted directly. |a|'s percentile comes from the same histogram.
+    """
 
     name = "saturation"
     merge = {"low": "mean", "high": "mean", "hist": "mean"}
@@ -68,42 +76,60 @@ class Saturation(Reducer):
     def applies(self, site):
         return site.kind == "bounded"
 
+    def _layout(self, site):
+        """`(bins, margin_bins)` over `[low, high]`; `margin_bins` None if unaligned."""
+        low, high = site.bounds
+        bins = round(HIST_BINS * (high - low) / max(abs(low), abs(high)))
+        k = self.delta * bins
+        return bins, (round(k) if abs(k - round(k)) < 1e-6 else None)
+
     def reduce(self, site, inputs, pre, outputs):
         low, high = site.bounds
+        bins, margin_bins = self._layout(site)
         a = keras.ops.cast(outputs, "float32")
-        margin = self.delta * (high - low)
-        top = max(abs(low), abs(high))
-        bins = keras.ops.cast(
-            keras.ops.clip(keras.ops.abs(a) * (HIST_BINS / top), 0, HIST_BINS - 1), "int32"
-        )
-        flat = keras.ops.reshape(bins, (-1,))
-        if keras.backend.backend() == "tensorflow":
-            # bincount is ~10x faster than segment_sum on CPU; the bins are clipped to
-            # [0, HIST_BINS), so its length is exactly HIST_BINS (reshaped below).
-            hist = keras.ops.cast(keras.ops.bincount(flat, minlength=HIST_BINS), "float32")
-        else:
-            # segment_sum with a static segment count: a static shape under jax.jit
-            # (bincount's length is dynamic there).
-            hist = keras.ops.segment_sum(
-                keras.ops.ones_like(flat, dtype="float32"), flat, num_segments=HIST_BINS
-            )
         n = keras.ops.cast(keras.ops.size(a), "float32")
-        return {
-            "low": keras.ops.mean(keras.ops.cast(a <= low + margin, "float32")),
-            "high": keras.ops.mean(keras.ops.cast(a >= high - margin, "float32")),
-            "hist": keras.ops.reshape(hist / n, (HIST_BINS,)),
-        }
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # One fused op (index + count); ~6x faster on CPU than the elementwise
+            # index computation and bincount it replaces.
+            counts = tf.histogram_fixed_width(a, [low, high], nbins=bins)
+        else:
+            # segment_sum with a static segment count: a static shape under jax.jit.
+            index = keras.ops.floor((a - low) * (bins / (high - low)))
+            flat = keras.ops.reshape(
+                keras.ops.cast(keras.ops.clip(index, 0, bins - 1), "int32"), (-1,)
+            )
+            counts = keras.ops.segment_sum(
+                keras.ops.ones_like(flat, dtype="float32"), flat, num_segments=bins
+            )
+        stats = {"hist": keras.ops.reshape(keras.ops.cast(counts, "float32") / n, (bins,))}
+        if margin_bins is None:
+            margin = self.delta * (high - low)
+            stats["low"] = keras.ops.mean(keras.ops.cast(a <= low + margin, "float32"))
+            stats["high"] = keras.ops.mean(keras.ops.cast(a >= high - margin, "float32"))
+        return stats
 
     def finalize(self, site, stats):
         low, high = site.bounds
-        top = max(abs(low), abs(high))
-        cdf = np.cumsum(stats["hist"])
-        p98 = (np.searchsorted(cdf, 0.98 * cdf[-1]) + 1) / HIST_BINS * top
+        bins, margin_bins = self._layout(site)
+        hist = stats["hist"]
+        if margin_bins is None:
+            sat_low, sat_high = float(stats["low"]), float(stats["high"])
+        else:
+            sat_low = float(hist[:margin_bins].sum())
+            sat_high = float(hist[bins - margin_bins :].sum())
+        # 98th percentile of |a|: order the bins by the largest |a| they hold.
+        edges = np.abs(np.linspace(low, high, bins + 1))
+        reach = np.maximum(edges[:-1], edges[1:])
+        order = np.argsort(reach, kind="stable")
+        cdf = np.cumsum(hist[order])
+        p98 = reach[order][min(np.searchsorted(cdf, 0.98 * cdf[-1]), bins - 1)]
         return {
-            "saturated_fraction": float(stats["low"] + stats["high"]),
-            "saturated_low": float(stats["low"]),
-            "saturated_high": float(stats["high"]),
-            "abs_p98": float(min(p98, top)),
+            "saturated_fraction": sat_low + sat_high,
+            "saturated_low": sat_low,
+            "saturated_high": sat_high,
+            "abs_p98": float(p98),
         }
 
 
@@ -134,6 +160,7 @@ class BatchNormStatistics(Reducer):
 
     name = "batchnorm"
     merge = {"input": "moments", "moving_mean": "last", "moving_variance": "last"}
+    needs = "inputs"
 
     def applies(self, site):
         return site.is_batchnorm
