@@ -29,6 +29,7 @@ from keras_initkit.probe import (
     has_activation,
     intercept,
     make_sites,
+    no_grad,
     resolve_layers,
 )
 
@@ -555,7 +556,7 @@ def lsuv_init(
     run = _Calibration(sites, target_variance, tolerance, max_iterations, measure, center, bar)
     run.read_biases(targets)
     try:
-        with intercept(targets, run.hook):
+        with intercept(targets, run.hook), no_grad():
             model(batch, training=False)
         run.finish()
     except BaseException as e:

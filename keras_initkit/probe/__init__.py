@@ -5,7 +5,13 @@ Shared by `lsuv_init`, the monitors, `diagnose` and `recalibrate_batchnorm`.
 
 from keras_initkit.probe.data import as_batches, check_inputs, check_positive_int
 from keras_initkit.probe.engine import Probe, ProbeResult, Reducer, moments
-from keras_initkit.probe.intercept import call_linear, call_split, has_activation, intercept
+from keras_initkit.probe.intercept import (
+    call_linear,
+    call_split,
+    has_activation,
+    intercept,
+    no_grad,
+)
 from keras_initkit.probe.reducers import (
     ActivationMoments,
     ActivationSample,
@@ -48,5 +54,6 @@ __all__ = [
     "intercept",
     "make_sites",
     "moments",
+    "no_grad",
     "resolve_layers",
 ]

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from keras_initkit.probe.data import as_batches, check_positive_int
-from keras_initkit.probe.intercept import call_split, intercept
+from keras_initkit.probe.intercept import call_split, intercept, no_grad
 from keras_initkit.probe.selection import make_sites, resolve_layers
 
 
@@ -202,7 +202,7 @@ class Probe:
             return _serial(keras.tree.map_structure, last, _identity, out)
 
         layers = [site.layer for site, _ in self._plan.values()]
-        with intercept(layers, hook):
+        with intercept(layers, hook), no_grad():
             self.model(x, training=False)
         keys = [
             (site, reducer, stat)
