@@ -1,6 +1,7 @@
 """Training monitors: the statistics they report, TensorBoard, logs, warnings, no side effects."""
 
 import csv
+import inspect
 import math
 import os
 
@@ -19,6 +20,7 @@ from keras_initkit.callbacks import (
     SaturationMonitor,
     TrainingMonitor,
 )
+from keras_initkit.health import DEFAULT_THRESHOLDS
 from keras_initkit.probe.gradients import layer_gradients
 
 MONITORS = [SaturationMonitor, DeadUnitMonitor, BatchNormMonitor, TrainingMonitor]
@@ -532,3 +534,27 @@ def test_problems_found_at_train_begin_stop_before_any_step(tmp_path, problem):
     with pytest.raises(ValueError, match=match):
         model.fit(_normal(16, 8), _normal(16, 1), callbacks=[monitor], verbose=0)
     assert int(model.optimizer.iterations) == 0
+
+
+# One set of default thresholds --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "monitor, argument, key",
+    [
+        (SaturationMonitor, "saturation_threshold", "saturated_fraction"),
+        (DeadUnitMonitor, "dead_threshold", "dead_fraction"),
+        (BatchNormMonitor, "mean_shift_threshold", "bn_mean_shift"),
+        (BatchNormMonitor, "std_ratio_threshold", "bn_std_ratio"),
+        (GradientMonitor, "exploding_threshold", "update_ratio"),
+        (TrainingMonitor, "saturation_threshold", "saturated_fraction"),
+        (TrainingMonitor, "dead_threshold", "dead_fraction"),
+        (TrainingMonitor, "mean_shift_threshold", "bn_mean_shift"),
+        (TrainingMonitor, "std_ratio_threshold", "bn_std_ratio"),
+        (TrainingMonitor, "exploding_threshold", "update_ratio"),
+    ],
+)
+def test_monitor_defaults_are_the_health_check_thresholds(monitor, argument, key):
+    # A monitor and `diagnose` must judge a layer alike: their defaults are one set.
+    default = inspect.signature(monitor.__init__).parameters[argument].default
+    assert default == DEFAULT_THRESHOLDS[key]
