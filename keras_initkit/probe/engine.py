@@ -109,6 +109,22 @@ def _serial(fn, after, *args):
         return fn(*args)
 
 
+# Chain a layer's steps (see `_serial`) when its input or output holds at least this
+# many values (64 KiB of float32). Below that, reductions are dispatch-bound, running
+# them beside the forward pass is faster (a 20-layer MLP's per-batch probe of 64
+# samples: ~20% less CPU), and keeping such activations alive costs next to nothing.
+CHAIN_MIN_SIZE = 2**14
+
+
+def _large(tensors):
+    """True when a tensor in `tensors` may hold CHAIN_MIN_SIZE values (unknown: yes)."""
+    for t in keras.tree.flatten(tensors):
+        shape = tuple(t.shape) if keras.ops.is_tensor(t) else ()
+        if shape and (None in shape or math.prod(shape) >= CHAIN_MIN_SIZE):
+            return True
+    return False
+
+
 def _identity(x):
     if keras.backend.backend() == "tensorflow" and keras.ops.is_tensor(x):
         import tensorflow as tf
@@ -190,13 +206,15 @@ class Probe:
             steps = [r for r in reducers if r.needs == "inputs"]
             steps += [None] + [r for r in reducers if r.needs != "inputs"]
             stats, pre, out, last = {}, None, None, []
+            chain = _large(inputs)
             for r in steps:
                 if r is None:
                     pre, out = _serial(call_split, last, layer, call, args, kwargs)
-                    last = keras.tree.flatten(out)
+                    chain = chain or _large(out)
+                    last = keras.tree.flatten(out) if chain else []
                 else:
                     stats[r.name] = _serial(r.reduce, last, site, inputs, pre, out)
-                    last = keras.tree.flatten(stats[r.name])
+                    last = keras.tree.flatten(stats[r.name]) if chain else []
             collected[site.name] = {r.name: stats[r.name] for r in reducers}
             order.append(site.name)
             return _serial(keras.tree.map_structure, last, _identity, out)
