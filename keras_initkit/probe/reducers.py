@@ -22,6 +22,8 @@ Definitions (DESIGN.md, kept exactly):
   which a channel's moving std is off (1.0 is a perfect match).
 """
 
+import functools
+
 import keras
 import numpy as np
 
@@ -55,6 +57,15 @@ class ActivationMoments(Reducer):
     def finalize(self, site, stats):
         mean, var = stats["moments"]
         return {"activation_mean": float(mean), "activation_std": float(np.sqrt(var))}
+
+
+@functools.cache
+def _abs_order(low, high, bins):
+    """`(reach, order)`: bins of `[low, high]` sorted by the largest |a| they hold."""
+    edges = np.abs(np.linspace(low, high, bins + 1))
+    reach = np.maximum(edges[:-1], edges[1:])
+    order = np.argsort(reach, kind="stable")
+    return reach[order], order
 
 
 class Saturation(Reducer):
@@ -119,12 +130,10 @@ class Saturation(Reducer):
         else:
             sat_low = float(hist[:margin_bins].sum())
             sat_high = float(hist[bins - margin_bins :].sum())
-        # 98th percentile of |a|: order the bins by the largest |a| they hold.
-        edges = np.abs(np.linspace(low, high, bins + 1))
-        reach = np.maximum(edges[:-1], edges[1:])
-        order = np.argsort(reach, kind="stable")
+        # 98th percentile of |a|: the bins ordered by the largest |a| they hold.
+        reach, order = _abs_order(low, high, bins)
         cdf = np.cumsum(hist[order])
-        p98 = reach[order][min(np.searchsorted(cdf, 0.98 * cdf[-1]), bins - 1)]
+        p98 = reach[min(np.searchsorted(cdf, 0.98 * cdf[-1]), bins - 1)]
         return {
             "saturated_fraction": sat_low + sat_high,
             "saturated_low": sat_low,
