@@ -7,6 +7,11 @@
   `LSUVCallback` and a `diagnose` call beforehand ends bit-identical, weights and
   optimizer state and history, to the same fit with `LSUVCallback` alone (the base
   case, one monitor at update_freq=1 on TensorFlow, is in test_monitors.py).
+- A gradient pass before the first `fit` leaves the compiled loss unbuilt: `fit`
+  builds it in a symbolic build that it skips when nothing is left to build, and that
+  build consumes random state (on JAX a shuffle from NumPy's global RNG), so a
+  compiled loss built beforehand changes the random draws of the whole fit (on JAX,
+  every epoch's batch order). Keras' own `evaluate` before `fit` does that.
 
 Across backends kernels differ: each backend has its own random number generator.
 """
@@ -26,6 +31,7 @@ from keras_initkit.callbacks import (
     SaturationMonitor,
     TrainingMonitor,
 )
+from keras_initkit.probe.gradients import GradientProbe
 
 # Runs in this process and in two fresh ones; prints sha256 digests as JSON.
 DIGESTS = """
@@ -143,12 +149,6 @@ def _fit(callbacks, before_fit=None):
 
 
 @pytest.mark.backend_agnostic
-@pytest.mark.xfail(
-    keras.backend.backend() == "jax",
-    reason="open bug: on JAX a fit with the monitors is not bit-identical to one without "
-    "(found at the end of session 1; under investigation, issue 7)",
-    strict=True,
-)
 @pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
 @pytest.mark.filterwarnings("ignore::keras_initkit.lsuv.LSUVWarning")
 def test_fit_with_every_monitor_lsuv_callback_and_diagnose_is_bit_identical(tmp_path):
@@ -171,12 +171,7 @@ def test_fit_with_every_monitor_lsuv_callback_and_diagnose_is_bit_identical(tmp_
         monitor.verbose = 0
 
     def diagnose(model, x, y):
-        # On torch, any `model.compute_loss` before the first fit (Keras' own, or the
-        # gradient pass of diagnose) builds the compiled loss early, and Keras' fit
-        # then draws different global-RNG dropout masks: a Keras-on-torch effect that
-        # diagnose cannot avoid (it consumes no RNG itself). Gradients are checked
-        # through the monitors there.
-        ik.diagnose(model, x, y if keras.backend.backend() != "torch" else None)
+        ik.diagnose(model, x, y)  # with targets: its gradient pass runs too
 
     watched, watched_history = _fit([LSUVCallback(x, verbose=0), *monitors], diagnose)
     plain, plain_history = _fit([LSUVCallback(x, verbose=0)])
@@ -188,3 +183,28 @@ def test_fit_with_every_monitor_lsuv_callback_and_diagnose_is_bit_identical(tmp_
     # The monitors did measure, at every step.
     assert monitors[0]._last_update == 15  # 5 batches x 3 epochs
     assert (tmp_path / "all" / "initkit").is_dir()
+
+
+@pytest.mark.backend_agnostic
+def test_gradients_before_fit_leave_the_compiled_loss_unbuilt_and_fit_unchanged():
+    # Keras' own `model.evaluate` before `fit` changes this fit on JAX and torch (it
+    # builds the compiled loss); a gradient probe must not.
+    x, y = _normal(24, 8, seed=3), _normal(24, 1, seed=4)
+    probes = []
+
+    def gradients(model, _x, _y):
+        probes.append(GradientProbe(model))
+        probes[0].run((x, y))
+        assert not model._compile_loss.built
+
+    probed, probed_history = _fit([], gradients)
+    plain, plain_history = _fit([])
+    for a, b in zip(probed, plain):
+        np.testing.assert_array_equal(a, b)
+    assert probed_history["loss"] == plain_history["loss"]
+    # After fit (compiled loss built) the same probe measures what a new one does.
+    model = probes[0].model
+    again = probes[0].run((x, y))
+    fresh = GradientProbe(model).run((x, y))
+    assert again.metrics == fresh.metrics
+    assert again.loss == fresh.loss

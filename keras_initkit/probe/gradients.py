@@ -33,6 +33,7 @@ gradients of several batches are summed on device; the norms come to the host in
 transfer per run.
 """
 
+import contextlib
 import dataclasses
 import inspect
 
@@ -158,6 +159,7 @@ class GradientProbe:
         self.sites = [site for site, _ in self._groups]
         self._step = None
         self._norms = None
+        self._loss_copy = None  # (model's unbuilt compiled loss, the copy used instead)
 
     # -- the loss, shared by both backends -------------------------------------------
 
@@ -182,6 +184,40 @@ class GradientProbe:
                     keras.ops.stack([keras.ops.cast(e, value.dtype) for e in extra])
                 )
         return keras.ops.cast(value, "float32")
+
+    @contextlib.contextmanager
+    def _model_compile_loss_kept(self):
+        """Compute with a copy of the model's compiled loss while that is unbuilt.
+
+        Keras builds a compiled loss on its first call. A model whose compiled loss is
+        already built when `fit` starts skips fit's symbolic build, which consumes
+        random state (on JAX a shuffle from NumPy's global RNG): the fit's random draws
+        (on JAX every epoch's batch order), and so its weights, would change. A private
+        copy, built instead, leaves the model's unbuilt.
+        """
+        model = self.model
+        compiled = getattr(model, "_compile_loss", None)
+        if (
+            self._loss_fn is not None
+            or compiled is None
+            or getattr(compiled, "built", True)
+            or not hasattr(compiled, "_user_loss")
+        ):
+            yield
+            return
+        if self._loss_copy is None or self._loss_copy[0] is not compiled:
+            copy = type(compiled)(
+                compiled._user_loss,
+                compiled._user_loss_weights,
+                reduction=compiled.reduction,
+                output_names=compiled.output_names,
+            )
+            self._loss_copy = (compiled, copy)
+        model._compile_loss = self._loss_copy[1]
+        try:
+            yield
+        finally:
+            model._compile_loss = compiled
 
     def _build_step(self):
         if keras.backend.backend() == "tensorflow":
@@ -286,7 +322,8 @@ class GradientProbe:
         acc, total, loss_sum = None, 0.0, 0.0
         for x, y in batches:
             n = float(keras.tree.flatten(x)[0].shape[0])
-            loss, grads = self._step(x, y)
+            with self._model_compile_loss_kept():
+                loss, grads = self._step(x, y)
             scaled = [keras.ops.multiply(g, n) for g in grads]
             acc = scaled if acc is None else [a + s for a, s in zip(acc, scaled)]
             loss_sum = loss * n if total == 0 else loss_sum + loss * n
