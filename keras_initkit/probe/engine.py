@@ -201,22 +201,25 @@ class Probe:
             if site.name in collected:  # shared layer: measured on its first call
                 return call(*args, **kwargs)
             inputs = args[0] if args else next(iter(kwargs.values()))
-            # One step after the other (see `_serial`): reductions of the input, the
-            # layer, reductions of its output, then the next layer.
-            steps = [r for r in reducers if r.needs == "inputs"]
-            steps += [None] + [r for r in reducers if r.needs != "inputs"]
-            stats, pre, out, last = {}, None, None, []
+            # A large layer's steps run one after the other (see `_serial`): reductions
+            # of its input, the layer, reductions of its output, then the next layer.
+            stats, last = {}, []
             chain = _large(inputs)
-            for r in steps:
-                if r is None:
-                    pre, out = _serial(call_split, last, layer, call, args, kwargs)
-                    chain = chain or _large(out)
-                    last = keras.tree.flatten(out) if chain else []
-                else:
+            for r in reducers:
+                if r.needs == "inputs":
+                    stats[r.name] = _serial(r.reduce, last, site, inputs, None, None)
+                    last = keras.tree.flatten(stats[r.name]) if chain else []
+            pre, out = _serial(call_split, last, layer, call, args, kwargs)
+            chain = chain or _large(out)
+            last = keras.tree.flatten(out) if chain else []
+            for r in reducers:
+                if r.needs != "inputs":
                     stats[r.name] = _serial(r.reduce, last, site, inputs, pre, out)
                     last = keras.tree.flatten(stats[r.name]) if chain else []
             collected[site.name] = {r.name: stats[r.name] for r in reducers}
             order.append(site.name)
+            if not chain:
+                return out
             return _serial(keras.tree.map_structure, last, _identity, out)
 
         layers = [site.layer for site, _ in self._plan.values()]
