@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import shutil
-import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,13 +31,9 @@ DEFAULT_OUT = os.path.join("logs", "paper")
 def parse_args(argv, name, description):
     """The shared command line; `name` names the default log and output paths.
 
-    Also quiets TensorFlow's Python logger and shows each monitor finding once, as
-    the monitor prints it (`verbose=1`), not a second time through `warnings`.
+    Also quiets TensorFlow's Python logger.
     """
-    from keras_initkit.callbacks import InitkitWarning
-
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=InitkitWarning)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick", action="store_true", help="a smaller run (well under a minute) for tests"

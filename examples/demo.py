@@ -46,7 +46,6 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,10 +59,6 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import keras_initkit as ik  # noqa: E402
-
-# The monitors print each finding once (verbose=1); the matching InitkitWarning
-# would repeat it on stderr.
-warnings.simplefilter("ignore", ik.callbacks.InitkitWarning)
 
 WIDTH = 64
 ACTIVATION = "relu"

@@ -57,7 +57,7 @@ def monitor_logs(tmp_path_factory):
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     log_dir = tmp_path_factory.mktemp("logs") / "run_a"
     monitor = keras_initkit.callbacks.TrainingMonitor(
-        (x[:64], y[:64]), log_dir=str(log_dir), gradients=True, verbose=0
+        (x[:64], y[:64]), log_dir=str(log_dir), gradients=True
     )
     with pytest.warns(keras_initkit.callbacks.InitkitWarning):
         model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[monitor])

@@ -4,6 +4,7 @@ import csv
 import inspect
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -83,7 +84,7 @@ def test_forced_dead_layer_is_exactly_dead_and_he_layer_is_alive():
         "pos": rng.uniform(0.01, 1.0, size=(256, 6)).astype("float32"),
         "gauss": _normal(256, 6),
     }
-    monitor = DeadUnitMonitor(data, verbose=0)
+    monitor = DeadUnitMonitor(data, verbose=1)
     with pytest.warns(InitkitWarning, match=r"dead \(step 0\): 100% of units dead \(12 of 12\)"):
         latest = _measure(monitor, model)
     assert latest["dead"]["dead_fraction"] == 1.0
@@ -108,7 +109,7 @@ def test_tanh_saturation_matches_gaussian_prediction_and_lsuv_removes_it():
         + [keras.layers.Dense(1)]
     )
     x = _normal(512, 16)
-    monitor = SaturationMonitor(x, delta=delta, verbose=0)
+    monitor = SaturationMonitor(x, delta=delta, verbose=1)
     with pytest.warns(InitkitWarning, match="tanh outputs saturated"):
         latest = _measure(monitor, model)
     # A value is saturated when |tanh z| >= 1 - 2·delta (delta is relative to the
@@ -139,7 +140,7 @@ def test_narrow_deep_relu_net_is_flagged_dead():
         ]
         + [keras.layers.Dense(1)]
     )
-    monitor = DeadUnitMonitor(_normal(256, 2), verbose=0)
+    monitor = DeadUnitMonitor(_normal(256, 2), verbose=1)
     with pytest.warns(InitkitWarning, match="of units dead"):
         latest = _measure(monitor, model)
     deepest = [latest[layer.name]["dead_fraction"] for layer in model.layers[10:20]]
@@ -152,7 +153,7 @@ def test_batchnorm_momentum_flagged_after_5_steps_not_after_many():
     model = _mixed_model(momentum=0.99)
     # Several steps per execution: callbacks see every 5th batch, steps still count 1 each.
     model.compile(optimizer="sgd", loss="mse", steps_per_execution=5)
-    monitor = BatchNormMonitor(_normal(128, 8), verbose=0)
+    monitor = BatchNormMonitor(_normal(128, 8), verbose=1)
     x, y = _normal(40, 8, seed=1), _normal(40, 1, seed=2)
     with pytest.warns(InitkitWarning, match=r"after 5 updates at momentum 0.99, .* 95%"):
         model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
@@ -172,7 +173,7 @@ def test_batchnorm_mismatch_matches_definition_and_frozen_layer_is_flagged():
     bn.moving_variance.assign(np.full(16, 4.0, "float32"))
     bn.trainable = False
     x = _normal(200, 8)
-    monitor = BatchNormMonitor(x, verbose=0)
+    monitor = BatchNormMonitor(x, verbose=1)
     with pytest.warns(InitkitWarning, match="trainable=False"):
         latest = _measure(monitor, model)
     bn_input = keras.Model(model.inputs, model.get_layer("relu").output).predict(x, verbose=0)
@@ -197,7 +198,7 @@ def test_gradient_monitor_matches_gradient_probe_and_flags_vanishing_and_explodi
     )
     model.compile(optimizer=keras.optimizers.SGD(1e4), loss="mse")
     data = (_normal(64, 8), _normal(64, 1, seed=1))
-    monitor = GradientMonitor(data, verbose=0)
+    monitor = GradientMonitor(data, verbose=1)
     with pytest.warns(InitkitWarning):
         latest = _measure(monitor, model)
     expected = layer_gradients(model, data).metrics
@@ -433,11 +434,52 @@ def test_warns_once_per_layer_per_fit():
     model = keras.Model(pos, keras.layers.Dense(1)(dead))
     model.compile(optimizer="sgd", loss="mse")
     x = np.abs(_normal(24, 4)) + 0.1
-    monitor = DeadUnitMonitor(x, update_freq=1, verbose=0)
+    monitor = DeadUnitMonitor(x, update_freq=1, verbose=1)
     for _ in range(2):
         with pytest.warns(InitkitWarning) as record:
             model.fit(x, _normal(24, 1), batch_size=8, epochs=2, callbacks=[monitor], verbose=0)
         assert len([w for w in record if "dead (step" in str(w.message)]) == 1
+
+
+def test_findings_of_one_rule_are_one_warning_at_the_users_line_and_verbose_0_is_silent():
+    inputs = keras.Input((4,))
+    h = inputs
+    for i in range(12):  # each layer's output is 0 for every positive input
+        h = keras.layers.Dense(
+            4,
+            activation="relu",
+            kernel_initializer=keras.initializers.Constant(-1.0),
+            name=f"dead{i}",
+        )(h)
+    model = keras.Model(inputs, keras.layers.Dense(1)(h))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.abs(_normal(16, 4)) + 0.1, _normal(16, 1)
+
+    monitor = DeadUnitMonitor(x)
+    with pytest.warns(InitkitWarning) as record:
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    found = [w for w in record if issubclass(w.category, InitkitWarning)]
+    assert len(found) == 1  # one rule, one fix: one warning for the 12 layers
+    text = str(found[0].message).splitlines()
+    assert text[0] == (
+        "12 layers (step 0): try He or LSUV initialization (keras_initkit.lsuv_init), "
+        "a leaky activation, or a lower learning rate."
+    )
+    assert text[1:11] == [f"  dead{i}: 100% of units dead (4 of 4)" for i in range(10)]
+    assert text[11] == "  ... and 2 more (`monitor.findings` lists all)"
+    assert found[0].filename == __file__  # the fit call above, not keras_initkit's code
+    assert [f.layer for f in monitor.findings] == [f"dead{i}" for i in range(12)]
+    assert monitor.findings[0].message == (
+        "dead0 (step 0): 100% of units dead (4 of 4) — try He or LSUV initialization "
+        "(keras_initkit.lsuv_init), a leaky activation, or a lower learning rate."
+    )
+
+    quiet = DeadUnitMonitor(x, verbose=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[quiet], verbose=0)
+    assert not [w for w in record if issubclass(w.category, InitkitWarning)]
+    assert len(quiet.findings) == 12  # recorded all the same
 
 
 # Bad input: ValueError at construction or train begin, never mid-training ---------------

@@ -353,6 +353,7 @@ class _PyData(keras.utils.PyDataset):
         return self.x[i * 10 : (i + 1) * 10], np.zeros((10, 1))
 
 
+@pytest.mark.backend_agnostic
 def test_data_sources_agree():
     model = _mlp()
     x = _x(30)

@@ -18,6 +18,7 @@ warning once per layer, rule and fit.
 
 import dataclasses
 import os
+import sys
 import warnings
 
 import keras
@@ -29,6 +30,27 @@ from keras_initkit.probe.gradients import GradientProbe
 
 # Custom Scalars categories, in display order.
 CATEGORIES = ("Saturation", "Dead units", "Batch norm", "Gradients", "Activations")
+# A warning that groups several layers' findings lists at most this many of them.
+MAX_LISTED = 10
+_INTERNAL = ("keras_initkit", "keras", "tensorflow", "jax", "torch", "tf_keras")
+
+
+def _user_stacklevel():
+    """`warnings.warn`'s stacklevel that names the first frame outside Keras and us.
+
+    A finding is raised deep inside `model.fit`; pointing the warning at the user's
+    own line (usually the `fit` call) reads better than at this file, and makes
+    Python's per-location warning filters act on user code.
+    """
+    roots = tuple(
+        os.path.dirname(module.__file__) + os.sep
+        for name in _INTERNAL
+        if (module := sys.modules.get(name)) is not None and getattr(module, "__file__", None)
+    )
+    frame, level = sys._getframe(1), 1  # the frame that calls warnings.warn
+    while frame is not None and frame.f_code.co_filename.startswith(roots):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 2
 
 
 class InitkitWarning(UserWarning):
@@ -105,8 +127,9 @@ class Monitor(keras.callbacks.Callback):
     semantics, computes each watched layer's statistics on device, and brings them to
     the host in one transfer. It then writes them to TensorBoard as `<metric>/<layer>`
     in the run `<log_dir>/initkit`, adds the headline metrics to the epoch `logs` as
-    `<metric>/<layer>`, and warns (an `InitkitWarning`, plus a console line when
-    `verbose`) once per layer, rule and fit when a threshold is crossed. Training is
+    `<metric>/<layer>`, and records a `Finding` once per layer, rule and fit when a
+    threshold is crossed, with one `InitkitWarning` per rule listing the layers that
+    crossed it (pointing at the user's `fit` line; `verbose=0` only records). Training is
     never changed: no weight, batch-norm statistic, optimizer or random state moves.
 
     Subclasses override the hooks `reducers`, `judges`, `report` and `check`, and
@@ -134,8 +157,10 @@ class Monitor(keras.callbacks.Callback):
             `CSVLogger` and `EarlyStopping` placed after this callback see them; place
             `keras.callbacks.TensorBoard` before it, or it copies them into its run).
             Defaults to `True`.
-        verbose: `0` for silence on the console (warnings are still issued through
-            `warnings.warn`), `1` to also print each finding. Defaults to `1`.
+        verbose: `1` issues an `InitkitWarning` per rule and update that found
+            something (one line, or one line per layer when several layers share the
+            rule); `0` only records findings in `monitor.findings`. Warnings about the
+            monitor's own setup are always issued. Defaults to `1`.
         batch_size: run array probe data through the model in chunks of this many
             samples; `None` runs it at once. Defaults to `None`.
         max_batches: use at most this many batches of a dataset. Defaults to `None`
@@ -157,7 +182,7 @@ class Monitor(keras.callbacks.Callback):
 
         def check(self, site, scalars, step, epoch_end):
             if scalars["activation_std"] > 100:
-                yield "exploding", "output std above 100: activations explode."
+                yield "exploding", "output std above 100", "lower the learning rate."
 
     model.fit(x, y, callbacks=[ScaleMonitor(x[:256], log_dir="logs")])
     ```
@@ -239,10 +264,13 @@ class Monitor(keras.callbacks.Callback):
         return {}
 
     def check(self, site, scalars, step, epoch_end):
-        """`(rule, message)` findings for `site`, from its reported `scalars`.
+        """`(rule, observation, fix)` findings for `site`, from its `scalars`.
 
-        The message is prefixed with the layer's name and the `step` (global batch
-        count). `epoch_end` is True for the measurement at the end of an epoch.
+        `observation` says what was measured ("92% of units dead"), `fix` what to
+        try; findings of several layers that share a rule and fix are warned together,
+        the fix once. `(rule, message)` pairs are accepted too. Messages are prefixed
+        with the layer's name and the `step` (global batch count). `epoch_end` is
+        True for the measurement at the end of an epoch.
         """
         return ()
 
@@ -313,9 +341,7 @@ class Monitor(keras.callbacks.Callback):
         self._validated = False
 
     def _warn(self, message):
-        if self.verbose:
-            print(message)
-        warnings.warn(message, InitkitWarning, stacklevel=3)
+        warnings.warn(message, InitkitWarning, stacklevel=_user_stacklevel())
 
     # -- measuring and reporting ----------------------------------------------------
 
@@ -382,19 +408,36 @@ class Monitor(keras.callbacks.Callback):
         self._check(epoch_end)
 
     def _check(self, epoch_end):
+        """Record new findings; warn once per rule and fix, listing its layers."""
+        groups = {}
         for part, sites in self._assignment:
             for site in sites:
                 scalars = self.latest.get(site.name)
                 if not scalars:
                     continue
-                for rule, message in part.check(site, scalars, self._step, epoch_end):
+                for rule, observation, *fix in part.check(site, scalars, self._step, epoch_end):
                     key = (site.name, rule)
                     if key in self._warned:
                         continue
                     self._warned.add(key)
-                    text = f"{site.name} (step {self._step}): {message}"
+                    fix = fix[0] if fix else ""
+                    text = f"{site.name} (step {self._step}): {observation}"
+                    text += f" — {fix}" if fix else ""
                     self.findings.append(Finding(self._step, site.name, rule, text))
-                    self._warn(text)
+                    groups.setdefault((rule, fix), []).append((text, site.name, observation))
+        if not self.verbose:
+            return
+        for (_, fix), found in groups.items():
+            if len(found) == 1:
+                self._warn(found[0][0])
+                continue
+            lines = [f"{len(found)} layers (step {self._step}): {fix or 'see below'}"]
+            lines += [f"  {name}: {observation}" for _, name, observation in found[:MAX_LISTED]]
+            if len(found) > MAX_LISTED:
+                lines.append(
+                    f"  ... and {len(found) - MAX_LISTED} more (`monitor.findings` lists all)"
+                )
+            self._warn("\n".join(lines))
 
     def _write_layout(self):
         present = {m for metrics in self.latest.values() for m in metrics}
@@ -442,14 +485,14 @@ class Monitor(keras.callbacks.Callback):
                     f"{type(self).__name__}: the TensorBoard log directory {writer.logdir!r} "
                     "was removed during training; writing to a new event file there "
                     "(summaries since the last flush are lost).",
-                    stacklevel=3,
+                    stacklevel=_user_stacklevel(),
                 )
                 return
         warnings.warn(
             f"{type(self).__name__} stopped writing TensorBoard summaries to "
             f"{writer.logdir!r} for this fit: {type(error).__name__}: {error}. Training "
             "goes on; metrics still go to the logs.",
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
 
     # -- Keras callback interface ---------------------------------------------------

@@ -52,8 +52,8 @@ class BatchNormMonitor(Monitor):
             statistics is above this, in [0, 1]. Defaults to `0.05`.
         add_to_logs: add `bn_mean_shift/<layer>` and `bn_std_ratio/<layer>` to the
             epoch logs. Defaults to `True`.
-        verbose: `1` prints findings, `0` only issues `InitkitWarning`s. Defaults to
-            `1`.
+        verbose: `1` warns (`InitkitWarning`, one per rule, listing its layers), `0`
+            only records `monitor.findings`. Defaults to `1`.
         batch_size: run the probe data in chunks of this many samples. Defaults to
             `None` (all at once).
         max_batches: use at most this many batches of a dataset. Defaults to `None`.
@@ -131,7 +131,8 @@ class BatchNormMonitor(Monitor):
                 "frozen",
                 "trainable=False, so it normalizes with its frozen moving statistics during "
                 f"training as well (bn_mean_shift {shift:.2f}, bn_std_ratio {ratio:.2f} on the "
-                "probe data) — intended when fine-tuning; otherwise set trainable=True.",
+                "probe data)",
+                "intended when fine-tuning; otherwise set trainable=True.",
             )
         if not epoch_end:
             return
@@ -143,7 +144,7 @@ class BatchNormMonitor(Monitor):
                 "bn_init_weight",
                 f"after {step} updates at momentum {momentum:g}, the initial value still "
                 f"weighs {weight:.0%} in the moving statistics that validation and "
-                f"inference use (bn_mean_shift {shift:.2f}, bn_std_ratio {ratio:.2f}) — "
+                f"inference use (bn_mean_shift {shift:.2f}, bn_std_ratio {ratio:.2f})",
                 f"lower `momentum` (e.g. 0.9) or {fix}.",
             )
             return
@@ -151,11 +152,13 @@ class BatchNormMonitor(Monitor):
             yield (
                 "bn_mean_shift",
                 f"moving mean is off by {shift:.2f} input standard deviations on average "
-                f"(bn_mean_shift) — inference normalizes differently from training; {fix}.",
+                "(bn_mean_shift): inference normalizes differently from training",
+                f"{fix}.",
             )
         if ratio is not None and ratio > self.std_ratio_threshold:
             yield (
                 "bn_std_ratio",
                 f"moving standard deviation is off by a factor of up to {ratio:.2f} "
-                f"(bn_std_ratio) — inference normalizes differently from training; {fix}.",
+                "(bn_std_ratio): inference normalizes differently from training",
+                f"{fix}.",
             )

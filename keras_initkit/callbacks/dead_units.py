@@ -36,8 +36,8 @@ class DeadUnitMonitor(Monitor):
             Defaults to `0.5`.
         add_to_logs: add `dead_fraction/<layer>` (`inactive_fraction/<layer>`) to the
             epoch logs. Defaults to `True`.
-        verbose: `1` prints findings, `0` only issues `InitkitWarning`s. Defaults to
-            `1`.
+        verbose: `1` warns (`InitkitWarning`, one per rule, listing its layers), `0`
+            only records `monitor.findings`. Defaults to `1`.
         batch_size: run the probe data in chunks of this many samples. Defaults to
             `None` (all at once).
         max_batches: use at most this many batches of a dataset. Defaults to `None`.
@@ -109,6 +109,7 @@ class DeadUnitMonitor(Monitor):
             count = f" ({round(fraction * units)} of {units})" if units else ""
             yield (
                 metric,
-                f"{fraction:.0%} of units {what}{count} — try He or LSUV initialization "
-                "(keras_initkit.lsuv_init), a leaky activation, or a lower learning rate.",
+                f"{fraction:.0%} of units {what}{count}",
+                "try He or LSUV initialization (keras_initkit.lsuv_init), a leaky "
+                "activation, or a lower learning rate.",
             )

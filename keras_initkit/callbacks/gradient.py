@@ -43,8 +43,8 @@ class GradientMonitor(Monitor):
             Defaults to `1.0`.
         add_to_logs: add `gradient_norm/<layer>` and `update_ratio/<layer>` to the
             epoch logs. Defaults to `True`.
-        verbose: `1` prints findings, `0` only issues `InitkitWarning`s. Defaults to
-            `1`.
+        verbose: `1` warns (`InitkitWarning`, one per rule, listing its layers), `0`
+            only records `monitor.findings`. Defaults to `1`.
         batch_size: run the probe data in chunks of this many samples. Defaults to
             `None` (all at once).
         max_batches: use at most this many batches of a dataset. Defaults to `None`.
@@ -102,13 +102,13 @@ class GradientMonitor(Monitor):
     def check(self, site, scalars, step, epoch_end):
         g, ratio = scalars.get("gradient_norm"), scalars.get("update_ratio")
         if g is not None and not math.isfinite(g):
-            yield ("exploding", f"gradient norm is {g} — lower the learning rate, clip gradients.")
+            yield ("exploding", f"gradient norm is {g}", "lower the learning rate, clip gradients.")
             return
         if ratio is not None and ratio > self.exploding_threshold:
             yield (
                 "exploding",
                 f"update_ratio {ratio:.3g}: one SGD step would change the weights by "
-                f"{ratio:.0%} of their norm (gradient_norm {g:.3g}) — exploding gradients; "
+                f"{ratio:.0%} of their norm (gradient_norm {g:.3g}): exploding gradients",
                 "lower the learning rate, clip gradients, or use a scaled initialization.",
             )
         relative = self._relative.get(site.name)
@@ -119,7 +119,7 @@ class GradientMonitor(Monitor):
                 yield (
                     "vanishing",
                     f"relative gradient ‖g‖/‖w‖ = {relative:.3g} is {share:.1e} of the "
-                    "largest layer's — vanishing gradients; try He/orthogonal or LSUV "
-                    "initialization (keras_initkit.lsuv_init), batch normalization, or "
-                    "residual connections.",
+                    "largest layer's: vanishing gradients",
+                    "try He/orthogonal or LSUV initialization (keras_initkit.lsuv_init), "
+                    "batch normalization, or residual connections.",
                 )

@@ -39,8 +39,8 @@ class SaturationMonitor(Monitor):
             Defaults to `0.2`.
         add_to_logs: add `saturated_fraction/<layer>` to the epoch logs. Defaults to
             `True`.
-        verbose: `1` prints findings, `0` only issues `InitkitWarning`s. Defaults to
-            `1`.
+        verbose: `1` warns (`InitkitWarning`, one per rule, listing its layers), `0`
+            only records `monitor.findings`. Defaults to `1`.
         batch_size: run the probe data in chunks of this many samples. Defaults to
             `None` (all at once).
         max_batches: use at most this many batches of a dataset. Defaults to `None`.
@@ -113,7 +113,7 @@ class SaturationMonitor(Monitor):
                 "saturated_fraction",
                 f"{fraction:.0%} of {site.activation} outputs saturated (within "
                 f"{self.delta:g} × range of {low:g} or {high:g}; {scalars['saturated_low']:.0%}"
-                f" low, {scalars['saturated_high']:.0%} high) — try Glorot or LSUV "
-                "initialization (keras_initkit.lsuv_init), normalized inputs, or a lower "
-                "learning rate.",
+                f" low, {scalars['saturated_high']:.0%} high)",
+                "try Glorot or LSUV initialization (keras_initkit.lsuv_init), normalized "
+                "inputs, or a lower learning rate.",
             )

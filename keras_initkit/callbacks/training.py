@@ -45,8 +45,8 @@ class TrainingMonitor(Monitor):
         exploding_threshold: see `GradientMonitor`. Defaults to `1.0`.
         add_to_logs: add the parts' headline metrics to the epoch logs. Defaults to
             `True`.
-        verbose: `1` prints findings, `0` only issues `InitkitWarning`s. Defaults to
-            `1`.
+        verbose: `1` warns (`InitkitWarning`, one per rule, listing its layers), `0`
+            only records `monitor.findings`. Defaults to `1`.
         batch_size: run the probe data in chunks of this many samples. Defaults to
             `None` (all at once).
         max_batches: use at most this many batches of a dataset. Defaults to `None`.

@@ -30,12 +30,27 @@ def _x_y(element):
     return element, None
 
 
+def _is_array(x):
+    """A NumPy array, a tensor of the current backend, or another framework's array
+    (a `tf.Tensor` under JAX, a CPU `torch.Tensor` under TensorFlow): what Keras'
+    own `fit` takes."""
+    if isinstance(x, np.ndarray) or keras.ops.is_tensor(x):
+        return True
+    return hasattr(x, "__array__") and hasattr(x, "shape") and hasattr(x, "dtype")
+
+
 def _to_numpy(x):
     if x is None:
         return None
-    return keras.tree.map_structure(
-        lambda t: t if isinstance(t, np.ndarray) else keras.ops.convert_to_numpy(t), x
-    )
+
+    def convert(t):
+        if isinstance(t, np.ndarray):
+            return t
+        if keras.ops.is_tensor(t):
+            return keras.ops.convert_to_numpy(t)
+        return np.asarray(t)
+
+    return keras.tree.map_structure(convert, x)
 
 
 def _numpy_pair(element):
@@ -114,7 +129,7 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
             data = data.take(max_batches)
         batches = [_numpy_pair(element) for element in data]
         source = f"{len(batches)} batch(es) of the tf.data.Dataset"
-    elif isinstance(data, (np.ndarray, list, tuple, dict)) or keras.ops.is_tensor(data):
+    elif isinstance(data, (list, tuple, dict)) or _is_array(data):
         x, y = _numpy_pair(data)
         n = _check_batch(x, argument)
         step = n if batch_size is None else batch_size
