@@ -301,6 +301,22 @@ def fitted_log_dir(tmp_path_factory):
     return log_dir, monitor, histories, csv_path
 
 
+def test_epoch_monitor_leaves_keras_batch_hooks_asynchronous_and_counts_steps(tmp_path):
+    model = _mixed_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _normal(48, 8), _normal(48, 1)
+    epoch = TrainingMonitor(x[:16], log_dir=tmp_path, gradients=False, verbose=0)
+    per_batch = TrainingMonitor(x[:16], update_freq=2, gradients=False, verbose=0)
+    assert epoch.async_safe and not per_batch.async_safe
+    threaded = keras.src.backend.IS_THREAD_SAFE  # Keras' condition for async dispatch
+    assert keras.callbacks.CallbackList([epoch], model=model)._async_train == threaded
+    assert not keras.callbacks.CallbackList([per_batch], model=model)._async_train
+    for epochs in (2, 1):  # 3 batches an epoch; steps continue across fits
+        model.fit(x, y, batch_size=16, epochs=epochs, callbacks=[epoch], verbose=0)
+    steps = [step for step, _ in _series(_events(tmp_path), "activation_std/relu")]
+    assert steps == [0, 3, 6, 9]  # train begin and epoch ends; step 6 written once
+
+
 def test_tags_steps_and_values_read_back_with_tensorboard_reader(fitted_log_dir):
     log_dir, monitor, _, _ = fitted_log_dir
     acc = _events(log_dir)

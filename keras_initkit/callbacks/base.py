@@ -525,8 +525,21 @@ class Monitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._step
 
+    @property
+    def async_safe(self):
+        """Whether Keras may run this callback's batch hooks on a worker thread.
+
+        Keras syncs with the device after every training step (to turn the logs
+        into floats) when any callback has a batch hook that is not async-safe. An
+        `"epoch"` monitor's batch hook only counts batches, so it allows the
+        asynchronous path: the monitor then costs nothing between its updates. A
+        monitor that measures every N batches must run in step with training.
+        """
+        return self.update_freq == "epoch"
+
     def on_train_batch_end(self, batch, logs=None):
-        self._step = self._epoch_start + batch + 1
+        # `max`: asynchronous hooks (see `async_safe`) may run out of order.
+        self._step = max(self._step, self._epoch_start + batch + 1)
         if self.update_freq != "epoch" and self._step % self.update_freq == 0:
             self._update(epoch_end=False)
 
