@@ -23,8 +23,12 @@ On a 20-layer MLP (alternating ReLU/tanh, batch norm every 5th layer) and a smal
    warmed up once first (its probe function is traced once per model; that one-time
    setup is reported apart). A fit of E epochs makes E + 1 updates in "epoch" mode
    (one at train begin). Also printed: the ratio projected from the unit costs,
-   1 + updates x (update CPU) / (fit CPU), which the noise of a shared machine
-   disturbs far less than whole fits.
+   1 + updates x (update CPU) / (fit CPU), and "hooks": 1 + the CPU time the
+   monitor's own callback hooks took inside the timed fits / (fit CPU). Both are
+   disturbed far less than whole fits by the noise of a shared machine (fit-to-fit
+   CPU time varies by +-10% there); neither sees indirect costs, such as Keras
+   syncing with the device after every step when a batch hook is not async-safe,
+   which the measured ratio includes.
 
 Times are process CPU time (all threads) unless marked wall: other tenants of a
 shared machine disturb CPU time less than wall time.
@@ -108,6 +112,28 @@ def timed(call):
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+HOOKS = ("on_train_begin", "on_epoch_begin", "on_train_batch_end", "on_epoch_end", "on_train_end")
+
+
+def count_hook_time(monitor):
+    """Wrap `monitor`'s callback hooks to add their process CPU time to a list."""
+    spent = []
+
+    def timing(call):
+        def hook(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent.append(time.process_time() - start)
+
+        return hook
+
+    for name in HOOKS:
+        setattr(monitor, name, timing(getattr(monitor, name)))
+    return spent
+
+
 def unit_costs(model, x, probe, small_probe, repeats):
     """Median (wall, CPU) seconds of one update (two probe sizes), predict, forward."""
     import tensorflow as tf
@@ -171,6 +197,7 @@ def bench(name, repeats, probe, small_probe, epochs):
         monitors[key].set_model(model)
         setup[key] = timed(monitors[key].on_train_begin)[0]  # trace + first update
         monitors[key].on_train_end()
+    hook_cpu = {key: count_hook_time(monitor) for key, monitor in monitors.items()}
 
     def fit(key):
         callbacks = [monitors[key]] if key in monitors else []
@@ -217,11 +244,12 @@ def bench(name, repeats, probe, small_probe, epochs):
         updates = 1 + epochs + (epochs * steps // freq if freq != "epoch" else 0)
         unit = costs["update" if n == probe else "update_small"][1]
         projected = 1 + updates * unit / base_cpu
+        in_fit = 1 + sum(hook_cpu[key]) / repeats / base_cpu
         print(
             f"  update_freq={str(freq):<5} probe {n:>3}: measured {cpu:.3f}x "
             f"{verdict(cpu, target)} (wall {wall:.3f}x), projected {projected:.3f}x "
-            f"{verdict(projected, target)}; target <= {target}x   "
-            f"[{updates} updates/fit, setup {setup[key]:.2f} s once]"
+            f"{verdict(projected, target)}, hooks {in_fit:.3f}x {verdict(in_fit, target)}; "
+            f"target <= {target}x   [{updates} updates/fit, setup {setup[key]:.2f} s once]"
         )
     print(
         f"  update_freq=epoch holds <= 1.02x for epochs of >= {uc / step_cpu / 0.02:.0f} "
