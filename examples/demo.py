@@ -161,6 +161,7 @@ def train(run, data, args):
     data = dataclasses.replace(data, log_dir=run_dir)
     keras.utils.set_random_seed(args.seed)  # same head weights and shuffling in every run
     model = build_model(run.initializer, args.depth)
+    print(f"{run.name}: training...", flush=True)  # the monitors warn below it
     start = time.perf_counter()
     history = model.fit(
         data.x_train,
