@@ -26,7 +26,10 @@ from keras_initkit.probe.gradients import layer_gradients
 
 MONITORS = [SaturationMonitor, DeadUnitMonitor, BatchNormMonitor, TrainingMonitor]
 # Unhealthy models on purpose: findings not asserted with pytest.warns are expected.
-pytestmark = pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning"),
+    pytest.mark.backend_agnostic,  # every test here passes on TensorFlow, JAX and torch
+]
 
 
 def _normal(*shape, seed=0):
@@ -151,8 +154,10 @@ def test_narrow_deep_relu_net_is_flagged_dead():
 def test_batchnorm_momentum_flagged_after_5_steps_not_after_many():
     keras.utils.set_random_seed(1)
     model = _mixed_model(momentum=0.99)
-    # Several steps per execution: callbacks see every 5th batch, steps still count 1 each.
-    model.compile(optimizer="sgd", loss="mse", steps_per_execution=5)
+    # Several steps per execution: callbacks see every 5th batch, steps still count 1 each
+    # (Keras allows only 1 on torch).
+    per_execution = 1 if keras.backend.backend() == "torch" else 5
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=per_execution)
     monitor = BatchNormMonitor(_normal(128, 8), verbose=1)
     x, y = _normal(40, 8, seed=1), _normal(40, 1, seed=2)
     with pytest.warns(InitkitWarning, match=r"after 5 updates at momentum 0.99, .* 95%"):
