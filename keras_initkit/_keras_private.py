@@ -1,0 +1,75 @@
+"""Every use of a private Keras attribute, in one place, each with why no public path exists.
+
+`tests/test_keras_private.py` checks each of them against the installed Keras, so a
+Keras release that renames or drops one fails that test by name instead of breaking a
+feature somewhere else.
+"""
+
+import keras
+
+
+def sublayers(layer, *, recursive=True):
+    """Every layer tracked inside `layer` (not `layer` itself), in tracking order.
+
+    `Layer._flatten_layers`: `model.layers` lists only a model's top level, and no
+    public API walks the sublayers of subclassed models and custom layers (a
+    Transformer block's attention and dense layers, a nested model's layers).
+    """
+    return list(layer._flatten_layers(include_self=False, recursive=recursive))
+
+
+def compiled_loss(model):
+    """The model's `CompileLoss` (what `compile(loss=...)` set up), or None.
+
+    `Model._compile_loss`: Keras exposes the user's `loss` argument nowhere else.
+    """
+    return getattr(model, "_compile_loss", None)
+
+
+def has_custom_compute_loss(model):
+    """True when the model overrides `compute_loss` (public API, listed for symmetry)."""
+    return type(model).compute_loss is not keras.Model.compute_loss
+
+
+def has_loss(model, loss=None):
+    """True when a training loss is known: `loss`, a compiled one or `compute_loss`."""
+    return loss is not None or compiled_loss(model) is not None or has_custom_compute_loss(model)
+
+
+def unbuilt_loss_copy(model):
+    """A fresh, unbuilt copy of the model's compiled loss while that one is unbuilt; else None.
+
+    Keras builds a `CompileLoss` on its first call, and a model whose compiled loss is
+    already built when `fit` starts skips fit's symbolic build, which consumes random
+    state (on JAX a shuffle from NumPy's global RNG): computing a loss before `fit`
+    would change the fit. A copy, built instead, leaves the model's unbuilt. The
+    constructor arguments are private attributes (`_user_loss`,
+    `_user_loss_weights`): `CompileLoss` has no `get_config`.
+    """
+    compiled = compiled_loss(model)
+    if compiled is None or getattr(compiled, "built", True) or not hasattr(compiled, "_user_loss"):
+        return None
+    return type(compiled)(
+        compiled._user_loss,
+        compiled._user_loss_weights,
+        reduction=compiled.reduction,
+        output_names=compiled.output_names,
+    )
+
+
+def swap_compiled_loss(model, replacement):
+    """Install `replacement` as the model's compiled loss; return the previous one."""
+    previous = model._compile_loss
+    model._compile_loss = replacement
+    return previous
+
+
+def sync_jax_state(model):
+    """Write a JAX fit's live weights back into the variables (no-op elsewhere).
+
+    Inside a JAX `fit` the weights live outside the variables between epochs;
+    `Model.jax_state_sync` (undocumented, used by Keras' own callbacks) puts them back.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if callable(sync):
+        sync()

@@ -1,0 +1,89 @@
+"""Argument validation, written once for every public function and class.
+
+Each helper returns the normalized value or raises `ValueError` in the Keras style:
+what the argument must be, then ``Received: name=value``. Initializers keep their own
+`initializers/_utils.py` (they import nothing else of ours, see DESIGN.md).
+"""
+
+import math
+import os
+
+import numpy as np
+
+VERBOSE_VALUES = (0, 1, "auto")
+
+
+def _is_number(value):
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.number))
+
+
+def _fail(name, expected, value):
+    raise ValueError(f"Argument `{name}` must be {expected}. Received: {name}={value!r}")
+
+
+def positive_int(value, name, *, allow_none=True):
+    """`value` if it is a positive int (or None where allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        _fail(name, "a positive int" + (" or None" if allow_none else ""), value)
+    return int(value)
+
+
+def positive(value, name, *, above=0.0):
+    """`value` as a float if it is a finite number greater than `above`."""
+    if not _is_number(value) or not math.isfinite(value) or not value > above:
+        _fail(name, f"a finite number greater than {above:g}", value)
+    return float(value)
+
+
+def fraction(value, name):
+    """`value` as a float if it is a number in [0, 1]."""
+    if not _is_number(value) or not 0 <= value <= 1:
+        _fail(name, "a number in [0, 1]", value)
+    return float(value)
+
+
+def boolean(value, name):
+    """`value` if it is a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        _fail(name, "a bool", value)
+    return bool(value)
+
+
+def one_of(value, name, choices):
+    """`value` if it is one of `choices`."""
+    if isinstance(value, (bool, np.bool_)) or value not in choices:
+        _fail(name, f"one of {tuple(choices)}", value)
+    return value
+
+
+def verbose(value, name="verbose"):
+    """Keras' `verbose` policy: `0` (silent), `1` (progress and messages) or `"auto"`.
+
+    Returned unchanged; `resolve_verbose` turns `"auto"` into 0 or 1 where it is used.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, str):
+        return one_of(value, name, ("auto",))
+    if not isinstance(value, (int, np.integer)) or value not in (0, 1):
+        _fail(name, '0, 1 or "auto"', value)
+    return int(value)
+
+
+def resolve_verbose(value, auto):
+    """`0` or `1` from a validated `verbose`: `"auto"` becomes `int(auto)`."""
+    return int(bool(auto)) if value == "auto" else int(value)
+
+
+def path_or_none(value, name):
+    """`os.fspath(value)` if it is a str or path-like object, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(
+            f"Argument `{name}` must be a path (str or os.PathLike) or None. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    return os.fspath(value)
