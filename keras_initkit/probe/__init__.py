@@ -1,17 +1,16 @@
 """The probe engine: run a model once and collect per-layer reductions on device.
 
-Shared by `lsuv_init`, the monitors, `diagnose` and `recalibrate_batchnorm`.
+Shared by `lsuv_init`, the monitors, `diagnose` and `recalibrate_batchnorm`:
+`intercept` (layer-call interception), `Runner` (compile, pack, one host transfer,
+exact pooling) with its two runners `Probe` (forward statistics) and
+`gradients.GradientProbe`, the `Reducer`s, layer selection (`Site`), data handling,
+and `backend` (one module per Keras backend).
 """
 
+from keras_initkit.probe import backend
 from keras_initkit.probe.data import as_batches, check_inputs, check_positive_int
-from keras_initkit.probe.engine import Probe, ProbeResult, Reducer, moments
-from keras_initkit.probe.intercept import (
-    call_linear,
-    call_split,
-    has_activation,
-    intercept,
-    no_grad,
-)
+from keras_initkit.probe.engine import Probe, ProbeResult, Reducer, Runner, moments
+from keras_initkit.probe.intercept import call_linear, call_split, has_activation, intercept
 from keras_initkit.probe.reducers import (
     ActivationMoments,
     ActivationSample,
@@ -30,6 +29,12 @@ from keras_initkit.probe.selection import (
     resolve_layers,
 )
 
+
+def no_grad():
+    """A context in which eager forward passes record no gradients (torch: `no_grad`)."""
+    return backend.current().no_grad()
+
+
 __all__ = [
     "BOUNDED",
     "KERNEL_LAYERS",
@@ -41,11 +46,13 @@ __all__ = [
     "Probe",
     "ProbeResult",
     "Reducer",
+    "Runner",
     "Saturation",
     "Site",
     "activation_name",
     "all_layers",
     "as_batches",
+    "backend",
     "call_linear",
     "call_split",
     "check_inputs",

@@ -12,10 +12,22 @@ Inf, and mismatched batch sizes across inputs raise `ValueError`.
 import keras
 import numpy as np
 
+from keras_initkit.validation import positive_int
+
 
 def _is_tf_dataset(data):
     module = type(data).__module__
     return module.startswith("tensorflow") and hasattr(data, "element_spec")
+
+
+def is_dataset(data):
+    """True for a `tf.data.Dataset` or a `keras.utils.PyDataset` (batches of their own)."""
+    return _is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset)
+
+
+def is_infinite(data):
+    """True for an infinite `tf.data.Dataset` (`tf.data.INFINITE_CARDINALITY` is -1)."""
+    return _is_tf_dataset(data) and int(data.cardinality()) == -1
 
 
 def _x_y(element):
@@ -89,15 +101,6 @@ def _check_batch(x, argument, where=""):
     return sizes.pop()
 
 
-def check_positive_int(value, name):
-    """Return `value` if it is None or a positive int; else raise `ValueError`."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(
-            f"Argument `{name}` must be a positive int or None. Received: {name}={value!r}"
-        )
-    return value
-
-
 def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
     """Return `(batches, description)`: host (NumPy) `(x, y)` batches (`y` may be
     None) and a phrase saying what was taken, e.g. "512 samples in 1 batch" or "the first 1 of the
@@ -107,7 +110,7 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
     yield at most `max_batches` batches (all when None; an infinite dataset requires
     `max_batches`).
     """
-    check_positive_int(max_batches, "max_batches")
+    positive_int(max_batches, "max_batches")
     if data is None:
         raise ValueError(f"Argument `{argument}` is required. Received: {argument}=None")
     if isinstance(data, keras.utils.PyDataset):
@@ -117,10 +120,7 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
         batches = [_numpy_pair(data[i]) for i in range(count)]
         source = f"{count} batch(es) of the PyDataset"
     elif _is_tf_dataset(data):
-        import tensorflow as tf  # only reached when the user passed a tf.data.Dataset
-
-        infinite = data.cardinality() == tf.data.INFINITE_CARDINALITY
-        if infinite and max_batches is None:
+        if is_infinite(data) and max_batches is None:
             raise ValueError(
                 f"Argument `{argument}` is an infinite tf.data.Dataset: pass "
                 "`max_batches` or `.take(n)` it. Received: an infinite dataset"
@@ -195,3 +195,8 @@ def check_inputs(model, batches, argument="data"):
                     f"'{tensor.name}' of shape {expected}. Received: an array of shape "
                     f"{got} in batch {i}"
                 )
+
+
+# Kept until every caller uses `keras_initkit.validation.positive_int`.
+def check_positive_int(value, name):
+    return positive_int(value, name)

@@ -1,13 +1,14 @@
-"""The probe: one forward pass, per-layer reductions on device, one host transfer.
+"""The probe engine: run a model on probe data, per-layer statistics on device, one transfer.
 
-A `Probe` owns a model and a list of `Reducer`s. Each reducer says which layers it
-applies to, what it computes on device from a layer's input, pre-activation and output
-(small tensors only: moments, fractions, per-unit rates), how per-batch values merge,
-and how the merged values become reported metrics. The probe intercepts the selected
-layers during a `training=False` forward pass, packs every reduction into one float32
-vector, and brings that vector to the host once per call. On TensorFlow the pass is a
-`tf.function`, on JAX a `jax.jit` function, traced once per input signature; on other
-backends it runs eagerly.
+Every data-dependent feature runs on one `Runner`: it compiles its statistics function
+once per input signature through the backend module (`probe.backend`), packs every
+statistic into one float32 vector, brings the vectors of all batches to the host in one
+transfer, and pools per-batch values exactly. Two runners exist:
+
+- `Probe` (here): forward statistics. It intercepts the selected layers during one
+  `training=False` forward pass and hands each layer's input, pre-activation and output
+  to its `Reducer`s (moments, saturation, dead units, batch-norm statistics, ...).
+- `GradientProbe` (`probe.gradients`): per-layer gradient norms of the training loss.
 
 Rules worth knowing:
 - A layer called several times in one forward pass (a shared layer) is measured on
@@ -22,9 +23,11 @@ import math
 import keras
 import numpy as np
 
-from keras_initkit.probe.data import as_batches, check_positive_int
-from keras_initkit.probe.intercept import call_split, intercept, no_grad
+from keras_initkit.probe import backend
+from keras_initkit.probe.data import as_batches
+from keras_initkit.probe.intercept import call_split, intercept
 from keras_initkit.probe.selection import make_sites, resolve_layers
+from keras_initkit.validation import positive_int
 
 
 class Reducer:
@@ -66,7 +69,8 @@ def moments(x, axes):
     return keras.ops.stack([keras.ops.squeeze(mean, axis=axes), var])
 
 
-def _merge(kind, values, weights):
+def pool(kind, values, weights):
+    """Pool per-batch host `values` of one statistic exactly; `weights` = batch sizes."""
     values = np.stack(values)
     if kind == "mean":
         w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
@@ -88,51 +92,6 @@ def _merge(kind, values, weights):
     raise ValueError(f"Unknown merge kind. Received: {kind!r}")
 
 
-def _serial(fn, after, *args):
-    """`fn(*args)`, its ops made to wait for the tensors `after` (TensorFlow graphs).
-
-    TensorFlow's executor runs the forward chain ahead of the reductions that hang
-    off it, and independent reductions side by side, so every layer's activation and
-    every reduction's full-size temporaries would be alive at once. The probe chains
-    its steps instead (a layer's input reductions, the layer, its output reductions,
-    the next layer): its peak memory stays about that of the forward pass plus one
-    reduction's temporary. XLA (JAX) plans its own buffers; eager code frees as it goes.
-    """
-    after = [t for t in after if keras.ops.is_tensor(t)]
-    if not after or keras.backend.backend() != "tensorflow":
-        return fn(*args)
-    import tensorflow as tf
-
-    if tf.executing_eagerly():
-        return fn(*args)
-    with tf.control_dependencies(after):
-        return fn(*args)
-
-
-# Chain a layer's steps (see `_serial`) when its input or output holds at least this
-# many values (64 KiB of float32). Below that, reductions are dispatch-bound, running
-# them beside the forward pass is faster (a 20-layer MLP's per-batch probe of 64
-# samples: ~20% less CPU), and keeping such activations alive costs next to nothing.
-CHAIN_MIN_SIZE = 2**14
-
-
-def _large(tensors):
-    """True when a tensor in `tensors` may hold CHAIN_MIN_SIZE values (unknown: yes)."""
-    for t in keras.tree.flatten(tensors):
-        shape = tuple(t.shape) if keras.ops.is_tensor(t) else ()
-        if shape and (None in shape or math.prod(shape) >= CHAIN_MIN_SIZE):
-            return True
-    return False
-
-
-def _identity(x):
-    if keras.backend.backend() == "tensorflow" and keras.ops.is_tensor(x):
-        import tensorflow as tf
-
-        return tf.identity(x)
-    return x
-
-
 @dataclasses.dataclass
 class ProbeResult:
     """What one probe run measured.
@@ -152,7 +111,85 @@ class ProbeResult:
         return {s: m[name] for s, m in self.metrics.items() if name in m}
 
 
-class Probe:
+class Runner:
+    """Compile a statistics function once, pack its output, transfer once, unpack.
+
+    A subclass implements `statistics(*args)`, which returns (on device, possibly
+    traced) a nested dict `{site: {group: {stat: tensor}}}` of small tensors of static
+    shape. `vector(*args)` is that dict packed into one float32 vector, compiled once
+    per input signature through the backend module; `host(vectors)` brings a list of
+    such vectors to the host in one transfer and unpacks each row.
+    """
+
+    def __init__(self, model, *, compile=True):
+        self.model = model
+        self._compile = compile
+        self._fn = None
+        self._layout = None
+
+    def statistics(self, *args):
+        raise NotImplementedError
+
+    def _packed(self, *args):
+        stats = self.statistics(*args)
+        keys = [(s, g, k) for s, groups in stats.items() for g, by in groups.items() for k in by]
+        leaves = [stats[s][g][k] for s, g, k in keys]
+        self._layout = [(key, tuple(t.shape)) for key, t in zip(keys, leaves)]
+        for key, shape in self._layout:
+            if any(d is None for d in shape):
+                raise ValueError(
+                    "A reducer must return tensors of static shape (reshape them). "
+                    f"Received: shape {shape} for {'/'.join(key)}"
+                )
+        if not leaves:
+            return keras.ops.zeros((0,), "float32")
+        flat = [keras.ops.reshape(keras.ops.cast(t, "float32"), (-1,)) for t in leaves]
+        return keras.ops.concatenate(flat)
+
+    def vector(self, *args):
+        """The packed statistics of `args`, compiled where the backend can."""
+        if self._fn is None:
+            compile_function = backend.current().compile_function
+            self._fn = compile_function(self._packed, self.model) if self._compile else self._packed
+        return self._fn(*args)
+
+    def host(self, vectors):
+        """One host transfer for all `vectors`; each row unpacked to the nested dict."""
+        if len(vectors) == 1:
+            rows = keras.ops.convert_to_numpy(vectors[0])[None]
+        else:
+            rows = keras.ops.convert_to_numpy(keras.ops.stack(vectors))
+        return [self._unpack(row) for row in rows.astype(np.float64)]
+
+    def _unpack(self, row):
+        out, start = {}, 0
+        for (site, group, stat), shape in self._layout:
+            size = math.prod(shape)
+            out.setdefault(site, {}).setdefault(group, {})[stat] = row[
+                start : start + size
+            ].reshape(shape)
+            start += size
+        return out
+
+
+# Chain a layer's steps (see `backend.run_after`) when its input or output holds at
+# least this many values (64 KiB of float32). Below that, reductions are
+# dispatch-bound, running them beside the forward pass is faster (a 20-layer MLP's
+# per-batch probe of 64 samples: ~20% less CPU), and keeping such activations alive
+# costs next to nothing.
+CHAIN_MIN_SIZE = 2**14
+
+
+def _large(tensors):
+    """True when a tensor in `tensors` may hold CHAIN_MIN_SIZE values (unknown: yes)."""
+    for t in keras.tree.flatten(tensors):
+        shape = tuple(t.shape) if keras.ops.is_tensor(t) else ()
+        if shape and (None in shape or math.prod(shape) >= CHAIN_MIN_SIZE):
+            return True
+    return False
+
+
+class Probe(Runner):
     """Run `model` on probe data and collect each reducer's metrics per layer.
 
     Args:
@@ -167,21 +204,16 @@ class Probe:
     """
 
     def __init__(self, model, reducers, *, layers=None, batch_size=None, compile=True):
-        check_positive_int(batch_size, "batch_size")
-        self.model = model
+        super().__init__(model, compile=compile)
         self.reducers = list(reducers)
-        self.batch_size = batch_size
-        chosen = resolve_layers(model, layers)
-        sites = make_sites(model, chosen)
+        self.batch_size = positive_int(batch_size, "batch_size")
+        sites = make_sites(model, resolve_layers(model, layers))
         self._plan = {
             id(site.layer): (site, [r for r in self.reducers if r.applies(site)]) for site in sites
         }
         if layers is None:
             self._plan = {k: v for k, v in self._plan.items() if v[1]}
-        self._layout = None
         self._order = None
-        self._compile = compile
-        self._fn = None
 
     @property
     def sites(self):
@@ -192,110 +224,43 @@ class Probe:
             sites.sort(key=lambda s: rank.get(s.name, len(rank)))
         return sites
 
-    def _forward(self, x):
-        """One intercepted forward pass; returns the flat float32 stats vector."""
-        collected, order = {}, []
+    def _measure(self, site, reducers, layer, call, args, kwargs):
+        """One layer's reductions and output; a large layer's steps run in order
+        (input reductions, the layer, output reductions, then the next layer)."""
+        run_after = backend.current().run_after
+        inputs = args[0] if args else next(iter(kwargs.values()))
+        stats, last, chain = {}, [], _large(inputs)
+        for r in reducers:
+            if r.needs == "inputs":
+                stats[r.name] = run_after(r.reduce, last, site, inputs, None, None)
+                last = keras.tree.flatten(stats[r.name]) if chain else []
+        pre, out = run_after(call_split, last, layer, call, args, kwargs)
+        chain = chain or _large(out)
+        last = keras.tree.flatten(out) if chain else []
+        for r in reducers:
+            if r.needs != "inputs":
+                stats[r.name] = run_after(r.reduce, last, site, inputs, pre, out)
+                last = keras.tree.flatten(stats[r.name]) if chain else []
+        if chain:
+            out = run_after(keras.tree.map_structure, last, backend.current().identity, out)
+        return {r.name: stats[r.name] for r in reducers}, out
+
+    def statistics(self, x):
+        """One intercepted forward pass: `{site: {reducer: {stat: tensor}}}`."""
+        collected = {}
 
         def hook(layer, call, args, kwargs):
             site, reducers = self._plan[id(layer)]
             if site.name in collected:  # shared layer: measured on its first call
                 return call(*args, **kwargs)
-            inputs = args[0] if args else next(iter(kwargs.values()))
-            # A large layer's steps run one after the other (see `_serial`): reductions
-            # of its input, the layer, reductions of its output, then the next layer.
-            stats, last = {}, []
-            chain = _large(inputs)
-            for r in reducers:
-                if r.needs == "inputs":
-                    stats[r.name] = _serial(r.reduce, last, site, inputs, None, None)
-                    last = keras.tree.flatten(stats[r.name]) if chain else []
-            pre, out = _serial(call_split, last, layer, call, args, kwargs)
-            chain = chain or _large(out)
-            last = keras.tree.flatten(out) if chain else []
-            for r in reducers:
-                if r.needs != "inputs":
-                    stats[r.name] = _serial(r.reduce, last, site, inputs, pre, out)
-                    last = keras.tree.flatten(stats[r.name]) if chain else []
-            collected[site.name] = {r.name: stats[r.name] for r in reducers}
-            order.append(site.name)
-            if not chain:
-                return out
-            return _serial(keras.tree.map_structure, last, _identity, out)
+            collected[site.name], out = self._measure(site, reducers, layer, call, args, kwargs)
+            return out
 
         layers = [site.layer for site, _ in self._plan.values()]
-        with intercept(layers, hook), no_grad():
+        with intercept(layers, hook), backend.current().no_grad():
             self.model(x, training=False)
-        keys = [
-            (site, reducer, stat)
-            for site, by_reducer in collected.items()
-            for reducer, stats in by_reducer.items()
-            for stat in stats
-        ]
-        leaves = [collected[s][r][k] for s, r, k in keys]
-        self._layout = [(key, tuple(t.shape)) for key, t in zip(keys, leaves)]
-        for key, shape in self._layout:
-            if any(d is None for d in shape):
-                raise ValueError(
-                    "A reducer must return tensors of static shape (reshape them). "
-                    f"Received: shape {shape} for {'/'.join(key)}"
-                )
-        self._order = order
-        if not leaves:
-            return keras.ops.zeros((0,), "float32")
-        return keras.ops.concatenate(
-            [keras.ops.reshape(keras.ops.cast(t, "float32"), (-1,)) for t in leaves]
-        )
-
-    def _function(self):
-        """The forward pass, compiled once per input signature where the backend can.
-
-        TensorFlow: a `tf.function` over the stateful model. JAX: `jax.jit` over the
-        pass run in a `keras.StatelessScope` fed with the variables' current values,
-        so later weight updates are seen without retracing. Other backends: eager.
-        """
-        if self._fn is not None:
-            return self._fn
-        backend = keras.backend.backend()
-        if self._compile and backend == "tensorflow":
-            import tensorflow as tf
-
-            traced = tf.function(self._forward, reduce_retracing=True)
-            concrete = {}
-
-            def call(x):
-                # A traced ConcreteFunction per input signature, called directly:
-                # tf.function's own dispatch costs ~1-2 ms of Python per call, as
-                # much as a small model's whole probe pass.
-                key = tuple((tuple(t.shape), t.dtype) for t in keras.tree.flatten(x))
-                if key not in concrete:
-                    concrete[key] = traced.get_concrete_function(x)
-                return concrete[key](x)
-
-            self._fn = call
-        elif self._compile and backend == "jax":
-            import jax
-
-            variables = list(self.model.variables)
-
-            def stateless(values, x):
-                with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                    return self._forward(x)
-
-            jitted = jax.jit(stateless)
-            self._fn = lambda x: jitted([v.value for v in variables], x)
-        else:
-            self._fn = self._forward
-        return self._fn
-
-    def _unpack(self, vector):
-        """Flat vector -> {site: {reducer: {stat: array}}}, by the traced layout."""
-        out, start = {}, 0
-        for (site, reducer, stat), shape in self._layout:
-            size = math.prod(shape)
-            value = vector[start : start + size].reshape(shape)
-            out.setdefault(site, {}).setdefault(reducer, {})[stat] = value
-            start += size
-        return out
+        self._order = list(collected)
+        return collected
 
     def run(self, data, *, max_batches=None, argument="data"):
         """Probe `data` and return a `ProbeResult`.
@@ -309,33 +274,18 @@ class Probe:
 
     def run_batches(self, batches, source=""):
         """Probe already validated `(x, y)` host batches (see `data.as_batches`)."""
-        fn = self._function()
-        vectors, weights = [], []
-        for x, _ in batches:
-            vectors.append(fn(x))
-            weights.append(keras.tree.flatten(x)[0].shape[0])
-        # The one host transfer of this run.
-        if len(vectors) == 1:
-            host = keras.ops.convert_to_numpy(vectors[0])[None]
-        else:
-            host = keras.ops.convert_to_numpy(keras.ops.stack(vectors))
-        per_batch = [self._unpack(row) for row in host.astype(np.float64)]
-        weights = np.asarray(weights, dtype=np.float64)
+        per_batch = self.host([self.vector(x) for x, _ in batches])  # the one transfer
+        weights = np.asarray([keras.tree.flatten(x)[0].shape[0] for x, _ in batches], "float64")
         metrics = {}
         for site in self.sites:
             if site.name not in per_batch[0]:
                 continue  # never called in this forward pass
-            _, reducers = self._plan[id(site.layer)]
             values = {}
-            for r in reducers:
+            for r in self._plan[id(site.layer)][1]:
                 merged = per_batch[0][site.name][r.name]
                 if len(per_batch) > 1:  # one batch: its values are the merged values
-                    merged = {
-                        stat: _merge(
-                            r.merge[stat], [b[site.name][r.name][stat] for b in per_batch], weights
-                        )
-                        for stat in merged
-                    }
+                    rows = [b[site.name][r.name] for b in per_batch]
+                    merged = {k: pool(r.merge[k], [b[k] for b in rows], weights) for k in merged}
                 values.update(r.finalize(site, merged))
             metrics[site.name] = values
         return ProbeResult(self.sites, metrics, source)

@@ -26,11 +26,12 @@ training step; its state updates (moving statistics, seed-generator state, metri
 trackers) are captured in a `keras.StatelessScope` and discarded. Either way every
 model, optimizer and seed-generator variable is left bit-identical.
 
-Backends: TensorFlow (a `tf.GradientTape` inside a `tf.function`, traced once per input
-signature), JAX (`jax.value_and_grad` of a stateless forward pass, jitted) and torch
-(`torch.autograd.grad` of the same stateless pass, eager; no `.grad` is touched). The
-gradients of several batches are summed on device; the norms come to the host in one
-transfer per run.
+Backends (`probe.backend`): TensorFlow (a `tf.GradientTape` inside a `tf.function`,
+traced once per input signature), JAX (`jax.value_and_grad` of a stateless forward pass,
+jitted) and torch (`torch.autograd.grad` of the same stateless pass, eager; no `.grad`
+is touched). The gradients of several batches are pooled on device (a sample-weighted
+mean: the gradient of the concatenated data); the norms are the statistics of a probe
+`Runner`, compiled once and brought to the host in its one transfer per run.
 """
 
 import contextlib
@@ -38,13 +39,13 @@ import dataclasses
 import inspect
 
 import keras
-import numpy as np
 
-from keras_initkit.probe.data import as_batches, check_inputs, check_positive_int
-from keras_initkit.probe.engine import ProbeResult
+from keras_initkit import _keras_private
+from keras_initkit.probe import backend
+from keras_initkit.probe.data import as_batches, check_inputs
+from keras_initkit.probe.engine import ProbeResult, Runner
 from keras_initkit.probe.selection import make_sites, resolve_layers
-
-SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
+from keras_initkit.validation import positive_int
 
 
 @dataclasses.dataclass
@@ -66,11 +67,7 @@ class GradientResult(ProbeResult):
 
 def own_trainable_weights(layer):
     """The trainable weights `layer` owns itself, not those of its sublayers."""
-    inner = {
-        id(w)
-        for sub in layer._flatten_layers(include_self=False, recursive=True)
-        for w in sub.trainable_weights
-    }
+    inner = {id(w) for sub in _keras_private.sublayers(layer) for w in sub.trainable_weights}
     return [w for w in layer.trainable_weights if id(w) not in inner]
 
 
@@ -87,11 +84,15 @@ def _loss_function(loss):
     )
 
 
-def _has_custom_compute_loss(model):
-    return type(model).compute_loss is not keras.Model.compute_loss
+def _squared_norm(tensors):
+    return keras.ops.sum(
+        keras.ops.stack(
+            [keras.ops.sum(keras.ops.square(keras.ops.cast(t, "float32"))) for t in tensors]
+        )
+    )
 
 
-class GradientProbe:
+class GradientProbe(Runner):
     """Per-layer gradient norms of the training loss on probe data.
 
     Computes the gradient of the loss with respect to each selected layer's own
@@ -121,47 +122,35 @@ class GradientProbe:
     """
 
     def __init__(self, model, *, loss=None, layers=None, batch_size=None, training=False):
-        backend = keras.backend.backend()
-        if backend not in SUPPORTED_BACKENDS:
-            raise NotImplementedError(
-                "Gradient statistics support the TensorFlow, JAX and torch backends only. "
-                f"Received: backend='{backend}'"
-            )
         if not model.built:
             raise ValueError(
                 "The model must be built before its gradients can be measured: call it "
                 f"on a batch or call `model.build(...)`. Received: unbuilt model '{model.name}'"
             )
-        check_positive_int(batch_size, "batch_size")
-        self.model = model
+        super().__init__(model)
+        # Fails at once on a backend that cannot differentiate (NotImplementedError).
+        self._step = backend.current().value_and_grad(
+            self._loss_value, model, list(model.trainable_variables)
+        )
         self.loss = loss
-        self.batch_size = batch_size
+        self.batch_size = positive_int(batch_size, "batch_size")
         self.training = bool(training)
         self._loss_fn = _loss_function(loss)
-        if (
-            self._loss_fn is None
-            and getattr(model, "_compile_loss", None) is None
-            and not _has_custom_compute_loss(model)
-        ):
+        if self._loss_fn is None and not _keras_private.has_loss(model):
             raise ValueError(
                 "Gradients need a loss: compile the model with a `loss` or pass `loss=`. "
                 f"Received: loss=None for a model without a compiled loss ('{model.name}')"
             )
-        chosen = resolve_layers(model, layers, where=lambda layer: own_trainable_weights(layer))
-        self.sites = make_sites(model, chosen)
+        chosen = resolve_layers(model, layers, where=own_trainable_weights)
         self._variables = list(model.trainable_variables)
         index = {id(v): i for i, v in enumerate(self._variables)}
         self._groups = []
-        for site in self.sites:
+        for site in make_sites(model, chosen):
             idx = [index[id(w)] for w in own_trainable_weights(site.layer) if id(w) in index]
             if idx:
                 self._groups.append((site, idx))
         self.sites = [site for site, _ in self._groups]
-        self._step = None
-        self._norms = None
         self._loss_copy = None  # (model's unbuilt compiled loss, the copy used instead)
-
-    # -- the loss, shared by both backends -------------------------------------------
 
     def _loss_value(self, x, y):
         """The scalar loss; runs inside a StatelessScope that collects losses."""
@@ -187,114 +176,44 @@ class GradientProbe:
 
     @contextlib.contextmanager
     def _model_compile_loss_kept(self):
-        """Compute with a copy of the model's compiled loss while that is unbuilt.
-
-        Keras builds a compiled loss on its first call. A model whose compiled loss is
-        already built when `fit` starts skips fit's symbolic build, which consumes
-        random state (on JAX a shuffle from NumPy's global RNG): the fit's random draws
-        (on JAX every epoch's batch order), and so its weights, would change. A private
-        copy, built instead, leaves the model's unbuilt.
-        """
-        model = self.model
-        compiled = getattr(model, "_compile_loss", None)
-        if (
-            self._loss_fn is not None
-            or compiled is None
-            or getattr(compiled, "built", True)
-            or not hasattr(compiled, "_user_loss")
-        ):
+        """Compute with a private copy of the model's compiled loss while that is unbuilt
+        (see `_keras_private.unbuilt_loss_copy`: building it would change a later fit)."""
+        compiled = _keras_private.compiled_loss(self.model)
+        if self._loss_fn is not None or compiled is None or getattr(compiled, "built", True):
             yield
             return
         if self._loss_copy is None or self._loss_copy[0] is not compiled:
-            copy = type(compiled)(
-                compiled._user_loss,
-                compiled._user_loss_weights,
-                reduction=compiled.reduction,
-                output_names=compiled.output_names,
-            )
+            copy = _keras_private.unbuilt_loss_copy(self.model)
+            if copy is None:
+                yield
+                return
             self._loss_copy = (compiled, copy)
-        model._compile_loss = self._loss_copy[1]
+        previous = _keras_private.swap_compiled_loss(self.model, self._loss_copy[1])
         try:
             yield
         finally:
-            model._compile_loss = compiled
+            _keras_private.swap_compiled_loss(self.model, previous)
 
-    def _build_step(self):
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf  # the TensorFlow path differentiates with a tape
-
-            def step(x, y):
-                with tf.GradientTape() as tape:
-                    # Map each trainable variable to its own value (read under the
-                    # tape): regularizers read mapped values inside a StatelessScope.
-                    mapping = [(v, v.value) for v in self._variables]
-                    with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
-                        loss = self._loss_value(x, y)
-                grads = tape.gradient(
-                    loss, self._variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
-                )
-                return loss, grads
-
-            self._step = tf.function(step, reduce_retracing=True)
-            self._norms = tf.function(self._norm_vector, reduce_retracing=True)
-        elif keras.backend.backend() == "torch":
-            import torch  # eager autograd; torch.autograd.grad leaves every `.grad` alone
-
-            def step(x, y):
-                with torch.enable_grad():
-                    values = [v.value for v in self._variables]
-                    mapping = list(zip(self._variables, values))
-                    with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
-                        loss = self._loss_value(x, y)
-                    grads = torch.autograd.grad(loss, values, allow_unused=True) if values else []
-                zero = torch.zeros_like
-                return loss.detach(), [zero(v) if g is None else g for g, v in zip(grads, values)]
-
-            self._step = step
-            self._norms = lambda grads, weights, extra: self._norm_vector(
-                grads,
-                [w.detach() for w in weights],
-                [keras.ops.convert_to_tensor(e).detach() for e in extra],
-            )
-        else:
-            import jax  # the JAX path differentiates a stateless forward pass
-
-            model = self.model
-            others = list(model.non_trainable_variables)
-
-            def loss_of(trainable, non_trainable, x, y):
-                mapping = list(zip(self._variables, trainable)) + list(zip(others, non_trainable))
-                with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
-                    return self._loss_value(x, y)
-
-            grad_fn = jax.jit(jax.value_and_grad(loss_of))
-
-            def step(x, y):
-                return grad_fn([v.value for v in self._variables], [v.value for v in others], x, y)
-
-            self._step = step
-            self._norms = self._norm_vector
-
-    def _norm_vector(self, grads, weights, extra):
-        """[‖g‖, ‖w‖ per group..., *extra] as one float32 vector, on device."""
-        out = []
-        for _, idx in self._groups:
-            g2 = [keras.ops.sum(keras.ops.square(keras.ops.cast(grads[i], "float32"))) for i in idx]
-            w2 = [
-                keras.ops.sum(keras.ops.square(keras.ops.cast(weights[i], "float32"))) for i in idx
-            ]
-            out.append(keras.ops.sqrt(keras.ops.sum(keras.ops.stack(g2))))
-            out.append(keras.ops.sqrt(keras.ops.sum(keras.ops.stack(w2))))
-        tail = keras.ops.cast(keras.ops.stack(extra), "float32")
-        return keras.ops.concatenate([keras.ops.stack(out), tail]) if out else tail
+    def statistics(self, grads, extra):
+        """Per group ‖g‖ and ‖w‖, and the loss and learning rate: `Runner` statistics."""
+        weights = [v.value for v in self._variables]
+        stats = {
+            site.name: {
+                "gradient": {
+                    "gradient_norm": keras.ops.sqrt(_squared_norm([grads[i] for i in idx])),
+                    "weight_norm": keras.ops.sqrt(_squared_norm([weights[i] for i in idx])),
+                }
+            }
+            for site, idx in self._groups
+        }
+        stats[""] = {"run": {name: keras.ops.cast(v, "float32") for name, v in extra.items()}}
+        return stats
 
     def _learning_rate(self):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is None or not hasattr(optimizer, "learning_rate"):
             return None
         return optimizer.learning_rate
-
-    # -- running --------------------------------------------------------------------
 
     def run(self, data, *, max_batches=None, argument="data"):
         """Measure gradients on `data` and return a `GradientResult`.
@@ -308,6 +227,19 @@ class GradientProbe:
         )
         return self.run_batches(batches, source, argument=argument)
 
+    def _mean_gradient(self, batches):
+        """The gradient of the mean loss over every sample of `batches`, on device."""
+        total, acc, loss_sum = 0.0, None, None
+        with backend.current().no_grad(), self._model_compile_loss_kept():
+            for x, y in batches:
+                n = float(keras.tree.flatten(x)[0].shape[0])
+                loss, grads = self._step(x, y)
+                scaled = [keras.ops.multiply(g, n) for g in grads]
+                acc = scaled if acc is None else [a + s for a, s in zip(acc, scaled)]
+                loss_sum = loss * n if loss_sum is None else loss_sum + loss * n
+                total += n
+        return [a / total for a in acc], loss_sum / total
+
     def run_batches(self, batches, source="", *, argument="data"):
         """Measure gradients on already validated `(x, y)` host batches."""
         check_inputs(self.model, batches, argument)
@@ -317,38 +249,27 @@ class GradientProbe:
                     f"Gradients need targets: `{argument}` must give `(x, y)` pairs. "
                     f"Received: no targets in batch {i}"
                 )
-        if self._step is None:
-            self._build_step()
-        acc, total, loss_sum = None, 0.0, 0.0
-        for x, y in batches:
-            n = float(keras.tree.flatten(x)[0].shape[0])
-            with self._model_compile_loss_kept():
-                loss, grads = self._step(x, y)
-            scaled = [keras.ops.multiply(g, n) for g in grads]
-            acc = scaled if acc is None else [a + s for a, s in zip(acc, scaled)]
-            loss_sum = loss * n if total == 0 else loss_sum + loss * n
-            total += n
-        mean_grads = [a / total for a in acc]
+        grads, loss = self._mean_gradient(batches)
         lr = self._learning_rate()
-        extra = [loss_sum / total] + ([] if lr is None else [keras.ops.cast(lr, "float32")])
-        weights = [v.value for v in self._variables]
-        # The one host transfer of this run.
-        host = keras.ops.convert_to_numpy(self._norms(mean_grads, weights, extra))
-        host = host.astype(np.float64)
+        extra = {"loss": loss} if lr is None else {"loss": loss, "learning_rate": lr}
+        extra = {k: keras.ops.cast(v, "float32") for k, v in extra.items()}
+        with backend.current().no_grad():
+            (host,) = self.host([self.vector(grads, extra)])  # the one transfer
+        run = host.pop("")["run"]
         metrics = {}
-        for k, (site, _) in enumerate(self._groups):
-            g, w = float(host[2 * k]), float(host[2 * k + 1])
-            values = {"gradient_norm": g, "weight_norm": w}
-            if lr is not None and w > 0:
-                values["update_ratio"] = float(host[-1]) * g / w
+        for site, _ in self._groups:
+            values = {k: float(v) for k, v in host[site.name]["gradient"].items()}
+            if lr is not None and values["weight_norm"] > 0:
+                values["update_ratio"] = float(run["learning_rate"]) * (
+                    values["gradient_norm"] / values["weight_norm"]
+                )
             metrics[site.name] = values
-        tail = 2 * len(self._groups)
         return GradientResult(
             sites=list(self.sites),
             metrics=metrics,
             source=source,
-            loss=float(host[tail]),
-            learning_rate=None if lr is None else float(host[tail + 1]),
+            loss=float(run["loss"]),
+            learning_rate=None if lr is None else float(run["learning_rate"]),
         )
 
 

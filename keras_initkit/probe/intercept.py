@@ -43,20 +43,6 @@ def intercept(layers, hook):
                 object.__setattr__(layer, "call", previous)
 
 
-def no_grad():
-    """A context in which eager forward passes record no gradients.
-
-    On torch a forward pass builds its autograd graph (holding every activation)
-    unless told not to; the probe, LSUV and recalibration only read values. Other
-    backends record nothing outside an explicit gradient scope.
-    """
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return torch.no_grad()
-    return contextlib.nullcontext()
-
-
 def has_activation(layer):
     """True when `layer` applies a non-linear `activation` attribute inside `call`."""
     fn = getattr(layer, "activation", None)

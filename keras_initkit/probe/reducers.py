@@ -27,6 +27,7 @@ import functools
 import keras
 import numpy as np
 
+from keras_initkit.probe import backend
 from keras_initkit.probe.engine import Reducer, moments
 
 HIST_BINS = 1000
@@ -99,21 +100,7 @@ class Saturation(Reducer):
         bins, margin_bins = self._layout(site)
         a = keras.ops.cast(outputs, "float32")
         n = keras.ops.cast(keras.ops.size(a), "float32")
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # One fused op (index + count); ~6x faster on CPU than the elementwise
-            # index computation and bincount it replaces.
-            counts = tf.histogram_fixed_width(a, [low, high], nbins=bins)
-        else:
-            # segment_sum with a static segment count: a static shape under jax.jit.
-            index = keras.ops.floor((a - low) * (bins / (high - low)))
-            flat = keras.ops.reshape(
-                keras.ops.cast(keras.ops.clip(index, 0, bins - 1), "int32"), (-1,)
-            )
-            counts = keras.ops.segment_sum(
-                keras.ops.ones_like(flat, dtype="float32"), flat, num_segments=bins
-            )
+        counts = backend.current().histogram(a, low, high, bins)
         stats = {"hist": keras.ops.reshape(keras.ops.cast(counts, "float32") / n, (bins,))}
         if margin_bins is None:
             margin = self.delta * (high - low)

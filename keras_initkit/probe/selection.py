@@ -8,6 +8,7 @@ import dataclasses
 
 import keras
 
+from keras_initkit._keras_private import sublayers
 from keras_initkit.probe.intercept import has_activation
 
 # Bounded activations and their (low, high) asymptotes.
@@ -101,16 +102,8 @@ def activation_name(layer):
 
 
 def all_layers(model):
-    """Every layer inside `model`, nested models and custom blocks included.
-
-    Uses Keras' private `_flatten_layers`: no public API walks the sublayers of
-    subclassed models and custom layers.
-    """
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if not isinstance(layer, keras.layers.InputLayer)
-    ]
+    """Every layer inside `model`, nested models and custom blocks included."""
+    return [layer for layer in sublayers(model) if not isinstance(layer, keras.layers.InputLayer)]
 
 
 def _leaf(layer):
@@ -121,7 +114,7 @@ def make_sites(model, layers):
     """Build `Site`s for `layers` (layer objects of `model`) with unique names."""
     parents = {}
     for parent in [model, *all_layers(model)]:
-        for child in parent._flatten_layers(include_self=False, recursive=False):
+        for child in sublayers(parent, recursive=False):
             parents.setdefault(id(child), parent)
     counts = {}
     for layer in layers:

@@ -1,0 +1,34 @@
+"""The probe's backend code: one module per Keras backend behind one small interface.
+
+Like `keras/src/backend/<name>/`, each module implements the same functions and the
+rest of the package never asks which backend it runs on:
+
+- `compile_function(fn, model)`: `fn(*args)` compiled once per input signature, reading
+  the model's variables at call time (later weight updates are seen without a retrace).
+- `value_and_grad(loss_of, model, variables)`: `step(x, y) -> (loss, grads)`, the
+  gradient of `loss_of(x, y)` (run in a `keras.StatelessScope` that collects losses)
+  with respect to `variables`, leaving every variable untouched.
+- `no_grad()`: a context in which eager forward passes record no gradients.
+- `run_after(fn, after, *args)`: `fn(*args)` whose ops wait for the tensors `after`
+  (bounds the peak memory of a traced pass).
+- `identity(x)`: a graph node standing for `x` (for `run_after` chains).
+- `histogram(a, low, high, bins)`: float32 counts of `a` in `bins` equal bins of
+  `[low, high]` (values outside go to the end bins).
+
+`generic` holds the eager defaults (torch, NumPy and any other backend); the
+TensorFlow and JAX modules override what they compile. This package and the
+TensorBoard writer (`keras_initkit.summary`) are the only places that import
+TensorFlow.
+"""
+
+import importlib
+
+import keras
+
+_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def current():
+    """The backend module for `keras.backend.backend()` (`generic` for others)."""
+    name = _MODULES.get(keras.backend.backend(), "generic")
+    return importlib.import_module(f"{__name__}.{name}")

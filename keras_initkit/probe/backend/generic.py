@@ -1,0 +1,38 @@
+"""Eager defaults of the backend interface (see `keras_initkit.probe.backend`)."""
+
+import contextlib
+
+import keras
+
+
+def compile_function(fn, model):
+    """No compiler: `fn` runs eagerly (it reads the variables on every call)."""
+    return fn
+
+
+def value_and_grad(loss_of, model, variables):
+    raise NotImplementedError(
+        "Gradient statistics support the TensorFlow, JAX and torch backends only. "
+        f"Received: backend='{keras.backend.backend()}'"
+    )
+
+
+def no_grad():
+    return contextlib.nullcontext()
+
+
+def run_after(fn, after, *args):
+    """Eager code runs in program order and frees as it goes: nothing to chain."""
+    return fn(*args)
+
+
+def identity(x):
+    return x
+
+
+def histogram(a, low, high, bins):
+    """Counts by `segment_sum` with a static segment count (a static shape when traced)."""
+    index = keras.ops.floor((a - low) * (bins / (high - low)))
+    flat = keras.ops.reshape(keras.ops.cast(keras.ops.clip(index, 0, bins - 1), "int32"), (-1,))
+    ones = keras.ops.ones_like(flat, dtype="float32")
+    return keras.ops.segment_sum(ones, flat, num_segments=bins)

@@ -1,0 +1,33 @@
+"""JAX: `jax.jit` of a stateless pass fed with the variables' current values."""
+
+import jax
+import keras
+
+from keras_initkit.probe.backend.generic import histogram, identity, no_grad, run_after  # noqa: F401
+
+
+def compile_function(fn, model):
+    """`jax.jit` over `fn` run in a `keras.StatelessScope` mapping every model variable
+    to a traced argument: later weight updates are seen without retracing, and no
+    state update escapes (XLA plans its own buffers, so no chaining is needed)."""
+    variables = list(model.variables)
+
+    def stateless(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    jitted = jax.jit(stateless)
+    return lambda *args: jitted([v.value for v in variables], *args)
+
+
+def value_and_grad(loss_of, model, variables):
+    trainable = {id(v) for v in variables}
+    others = [v for v in model.variables if id(v) not in trainable]
+
+    def loss(values, other_values, x, y):
+        mapping = list(zip(variables, values)) + list(zip(others, other_values))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+            return loss_of(x, y)
+
+    grad_fn = jax.jit(jax.value_and_grad(loss))
+    return lambda x, y: grad_fn([v.value for v in variables], [v.value for v in others], x, y)
