@@ -14,8 +14,17 @@ appended to the event file of `<log_dir>/initkit` in one call:
 Both write identical event files: scalars as the scalars plugin's float32 tensors,
 histograms as the histogram plugin's `(buckets, 3)` tensors, and a Custom Scalars
 layout (one chart per metric, every layer of that metric on it).
+
+Two records for the `initkit` dashboard (`keras_initkit.dashboard`) go into the same run,
+as string tensors holding JSON under the plugin name `initkit` (stock TensorBoard's
+Scalars and Time Series ignore them):
+
+- `initkit/layers` (`SummaryWriter.write_meta`): the layers in forward order, and the
+  thresholds the rules flag each metric's values above;
+- `initkit/findings` (`SummaryWriter.write_findings`): the findings so far, one dict each.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -34,6 +43,10 @@ from tensorboard.plugins.histogram import summary_v2 as histogram_summary
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 RUN_NAME = "initkit"
+PLUGIN_NAME = "initkit"  # the dashboard's plugin name: the meta records are its data
+LAYERS_TAG = "initkit/layers"
+FINDINGS_TAG = "initkit/findings"
+FINDING_KEYS = ("rule", "layer", "step", "value", "message", "fix", "metric", "threshold")
 HISTOGRAM_BUCKETS = 30
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 
@@ -136,6 +149,73 @@ def layout_summary(categories):
     return summary
 
 
+def json_summary(tag, payload):
+    """One `Summary` proto holding `payload` as a JSON string tensor of the `initkit` plugin.
+
+    Non-finite floats are written as the strings `"nan"`, `"inf"` and `"-inf"` (JSON has
+    no literal for them).
+    """
+    text = json.dumps(_finite(payload), allow_nan=False, separators=(",", ":"))
+    summary = summary_pb2.Summary()
+    summary.value.add(
+        tag=tag,
+        metadata=summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(
+                plugin_name=PLUGIN_NAME, content=b'{"version":1}'
+            ),
+            data_class=summary_pb2.DATA_CLASS_TENSOR,
+        ),
+        tensor=tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+            string_val=[text.encode("utf-8")],
+        ),
+    )
+    return summary
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (np.generic, float)) and not isinstance(value, (bool, np.bool_)):
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, float) and not np.isfinite(value):
+            return "nan" if value != value else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def meta_summary(layers, thresholds=None):
+    """The `initkit/layers` record: layer names in forward order and metric thresholds."""
+    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+        raise ValueError(
+            "Argument `layers` must be a list of layer names (str) in forward order. "
+            f"Received: layers={layers!r}"
+        )
+    payload = {"layers": list(layers)}
+    if thresholds:
+        payload["thresholds"] = {str(k): float(v) for k, v in thresholds.items()}
+    return json_summary(LAYERS_TAG, payload)
+
+
+def findings_summary(findings, source=None):
+    """The `initkit/findings` record (`initkit/findings/<source>` with a `source`)."""
+    records = []
+    for finding in findings:
+        record = finding.to_dict() if hasattr(finding, "to_dict") else finding
+        if dataclasses.is_dataclass(record) and not isinstance(record, type):
+            record = dataclasses.asdict(record)
+        if not isinstance(record, dict) or not {"rule", "layer"} <= set(record):
+            raise ValueError(
+                "Argument `findings` must hold dicts with at least the keys 'rule' and "
+                f"'layer' (and 'step', 'value', 'message', 'fix'). Received: {finding!r}"
+            )
+        records.append({key: record[key] for key in FINDING_KEYS if key in record})
+    tag = FINDINGS_TAG if source is None else f"{FINDINGS_TAG}/{source}"
+    return json_summary(tag, {"findings": records})
+
+
 class SummaryWriter:
     """Appends `Summary` protos at explicit steps to the event files of one directory.
 
@@ -174,6 +254,48 @@ class SummaryWriter:
             summary = summary_pb2.Summary()
             for part in parts:
                 summary.MergeFrom(part)
+        self._write(step, summary)
+
+    def write_meta(self, step, layers, thresholds=None):
+        """Record the layers' forward order (and thresholds) for the `initkit` dashboard.
+
+        The dashboard and `keras-initkit report` draw one row per layer in this order
+        (layers missing from it follow, in the order their tags first appear) and mark
+        each metric's threshold on its colour scale. Call it once per fit, at train
+        begin; a later call replaces an earlier one.
+
+        Args:
+            step: the integer training step.
+            layers: the layer names, exactly as in the `<metric>/<layer>` tags, in
+                forward order: every layer of the model, watched or not.
+            thresholds: optional `{metric: value}`: values above `value` are findings,
+                e.g. `{"dead_fraction": 0.5, "saturated_fraction": 0.2}`.
+        """
+        self._write(step, meta_summary(layers, thresholds))
+
+    def write_findings(self, step, findings, source=None):
+        """Record the run's findings for the `initkit` dashboard and `keras-initkit report`.
+
+        Each call holds the complete list so far and replaces the previous call's list
+        (TensorBoard keeps only a sample of a tag's older records, but always the
+        latest): call it with every finding whenever new ones arrive, e.g. at each
+        epoch end and at train end.
+
+        Args:
+            step: the integer training step.
+            findings: dicts (or objects with `to_dict()`, or dataclasses) with the keys
+                `rule` (e.g. `"dead_fraction"`), `layer` (as in the tags), `step` (when
+                it first fired), `value` (the measured value), `message` (the
+                observation) and `fix`; optionally `metric` (the logged metric `value`
+                is of) and `threshold` (the limit it crossed; a value below it marks a
+                lower-is-worse rule). Missing keys are left out; others are dropped.
+            source: optional name of the writer (e.g. the monitor's class name) when
+                several monitors write findings into one run: each source keeps its own
+                latest list (tag `initkit/findings/<source>`), the dashboard shows all.
+        """
+        self._write(step, findings_summary(findings, source))
+
+    def _write(self, step, summary):
         if self._writer is None:
             os.makedirs(self.logdir, exist_ok=True)
             self._writer = self._open()

@@ -1,0 +1,235 @@
+"""Read keras_initkit runs from event files, without TensorFlow.
+
+A run is a directory holding event files with `<metric>/<layer>` scalar tags (the
+monitors write `<log_dir>/initkit`), plus the dashboard's two JSON records
+(`keras_initkit.summary.LAYERS_TAG`, `FINDINGS_TAG`). Records are read with the
+TFRecord framing TensorBoard's event files use and parsed with the `tensorboard`
+package's own protos; TF1-style `simple_value` scalars are migrated with
+`tensorboard.data_compat` as TensorBoard does. TensorBoard's own loader
+(`EventAccumulator`) imports TensorFlow when it is installed (its `tensorboard.compat.tf`
+falls back to a stub only without it), and the stub's reader computes CRC-32C in pure
+Python: reading the framing directly keeps `keras-initkit report` free of TensorFlow and
+fast (a 160,000-value run in well under a second).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import struct
+
+import numpy as np
+from tensorboard.compat.proto import event_pb2
+from tensorboard.util import tensor_util
+
+RUN_NAME = "initkit"  # keras_initkit.summary.RUN_NAME (summary imports writer modules)
+PLUGIN_NAME = "initkit"
+LAYERS_TAG = "initkit/layers"
+FINDINGS_TAG = "initkit/findings"
+EVENT_FILE_PREFIX = "events.out.tfevents."
+# The DESIGN metric names: a run holding none of them (and no meta record) is not ours.
+METRICS = (
+    "activation_mean",
+    "activation_std",
+    "saturated_fraction",
+    "dead_fraction",
+    "inactive_fraction",
+    "bn_mean_shift",
+    "bn_std_ratio",
+    "gradient_norm",
+    "update_ratio",
+    "gate_saturated_fraction",
+    "recurrent_spectral_radius",
+    "attention_entropy",
+)
+
+
+@dataclasses.dataclass
+class Run:
+    """What one run's event files hold.
+
+    Attributes:
+        label: the run's name: its path relative to the log directory read.
+        path: the run directory.
+        layers: layer names in forward order (the `initkit/layers` record, then layers it
+            does not list in the order their tags first appear).
+        series: `{metric: {layer: (steps, values)}}`, int64 and float64 arrays sorted by
+            step (a step written twice keeps its last value).
+        findings: the findings records (dicts), the latest list of each source.
+        thresholds: `{metric: value}` from the `initkit/layers` record (may be empty).
+        has_meta: whether the run holds an `initkit/layers` record.
+    """
+
+    label: str
+    path: str
+    layers: list
+    series: dict
+    findings: list
+    thresholds: dict
+    has_meta: bool = False
+
+    @property
+    def metrics(self):
+        return list(self.series)
+
+    def steps(self, metric):
+        """The sorted union of the steps `metric` was logged at, over all layers."""
+        arrays = [steps for steps, _ in self.series.get(metric, {}).values()]
+        return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
+
+
+def has_events(path):
+    try:
+        return any(name.startswith(EVENT_FILE_PREFIX) for name in os.listdir(path))
+    except OSError:
+        return False
+
+
+def find_runs(log_dir):
+    """`(label, path)` of the run directories below `log_dir` that may be ours.
+
+    Every directory named `initkit` holding event files (the monitors' runs, e.g. one
+    per demo run), or `log_dir` itself when it holds event files and no such directory
+    does. Raises `FileNotFoundError` when `log_dir` is not a directory.
+    """
+    log_dir = os.fspath(log_dir)
+    if not os.path.isdir(log_dir):
+        raise FileNotFoundError(f"log directory {log_dir!r} does not exist or is not a directory")
+    runs = []
+    for root, dirs, _ in os.walk(log_dir):
+        dirs.sort()
+        if os.path.basename(root) == RUN_NAME and has_events(root):
+            runs.append(root)
+    if not runs and has_events(log_dir):
+        runs = [log_dir]
+    return [(os.path.relpath(path, log_dir).replace(os.sep, "/"), path) for path in runs]
+
+
+def records(path):
+    """The records of one TFRecord file, as bytes; stops at a truncated last record."""
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            data = f.read(length + 4)
+            if len(data) < length + 4:
+                return  # being written: the rest comes with the next read
+            yield data[:length]
+
+
+def events(run_path):
+    """The `Event` protos of a run directory's event files, in file-name order."""
+    names = sorted(n for n in os.listdir(run_path) if n.startswith(EVENT_FILE_PREFIX))
+    for name in names:
+        for data in records(os.path.join(run_path, name)):
+            yield event_pb2.Event.FromString(data)
+
+
+def parse_json_record(tensor_proto):
+    """The payload of a `keras_initkit.summary.json_summary` record."""
+    return json.loads(tensor_proto.string_val[0].decode("utf-8"))
+
+
+def read_run(path, label=None):
+    """The `Run` in the directory `path`, or None when it holds no keras_initkit data."""
+    plugin_of = {}  # tag -> plugin name (summary metadata comes with a tag's first value)
+    points = {}  # (metric, layer) -> {step: value}
+    order = []  # layers by first appearance
+    seen = set()
+    meta = None
+    findings = {}  # tag -> (step, list)
+    for event in events(path):
+        if not event.HasField("summary"):
+            continue
+        step = int(event.step)
+        for value in event.summary.value:
+            tag = value.tag
+            if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+                plugin_of[tag] = value.metadata.plugin_data.plugin_name
+            kind = value.WhichOneof("value")
+            if kind == "simple_value":
+                plugin_of.setdefault(tag, "scalars")
+                number = float(value.simple_value)
+            elif kind == "tensor":
+                plugin = plugin_of.get(tag)
+                if plugin == PLUGIN_NAME:
+                    payload = parse_json_record(value.tensor)
+                    if tag == LAYERS_TAG:
+                        if meta is None or step >= meta[0]:
+                            meta = (step, payload)
+                    elif tag == FINDINGS_TAG or tag.startswith(FINDINGS_TAG + "/"):
+                        if tag not in findings or step >= findings[tag][0]:
+                            findings[tag] = (step, payload.get("findings", []))
+                    continue
+                if plugin != "scalars":
+                    continue
+                tensor = value.tensor
+                if tensor.float_val and not tensor.tensor_shape.dim:
+                    number = float(tensor.float_val[0])
+                else:
+                    array = tensor_util.make_ndarray(tensor)
+                    if array.ndim != 0 or array.dtype.kind not in "fiu":
+                        continue
+                    number = float(array)
+            else:
+                continue
+            metric, sep, layer = tag.partition("/")
+            if not sep or not layer:
+                continue
+            key = (metric, layer)
+            if key not in points:
+                points[key] = {}
+                if layer not in seen:
+                    seen.add(layer)
+                    order.append(layer)
+            points[key][step] = number
+    has_meta = meta is not None
+    if not points and not has_meta:
+        return None
+    if not has_meta and not any(metric in METRICS for metric, _ in points):
+        return None
+    payload = meta[1] if has_meta else {}
+    listed = [name for name in payload.get("layers", []) if name in seen]
+    layers = listed + [name for name in order if name not in set(listed)]
+    if has_meta and not points:
+        layers = list(payload.get("layers", []))
+    series = {}
+    for (metric, layer), by_step in points.items():
+        steps = np.fromiter(by_step, np.int64, len(by_step))
+        values = np.fromiter(by_step.values(), np.float64, len(by_step))
+        index = np.argsort(steps, kind="stable")
+        series.setdefault(metric, {})[layer] = (steps[index], values[index])
+    for metric in series:  # layers of a metric in forward order
+        rank = {name: i for i, name in enumerate(layers)}
+        series[metric] = dict(sorted(series[metric].items(), key=lambda kv: rank[kv[0]]))
+    return Run(
+        label=os.path.basename(path) if label is None else label,
+        path=path,
+        layers=layers,
+        series=series,
+        findings=[f for tag in sorted(findings) for f in findings[tag][1]],
+        thresholds={k: _number(v) for k, v in payload.get("thresholds", {}).items()},
+        has_meta=has_meta,
+    )
+
+
+def read_logdir(log_dir):
+    """Every keras_initkit `Run` below `log_dir` (see `find_runs`), in path order."""
+    runs = []
+    for label, path in find_runs(log_dir):
+        run = read_run(path, label)
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
+def _number(value):
+    """A float from a JSON record's number or "nan"/"inf"/"-inf" string; None stays None."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,220 @@
+"""What the dashboard, the HTML report and `keras-initkit report` show, as plain data.
+
+Built from a `keras_initkit.dashboard.events.Run` (read from files, or from
+TensorBoard's data provider by the plugin) so the three views agree: the layers x steps
+matrix of one metric, each metric's colour scale, and the findings grouped by rule and
+fix with their layers as ranges in forward order.
+"""
+
+import math
+
+import numpy as np
+
+# How each metric is coloured: "fraction" on [0, 1]; "log" on log10 of positive values;
+# "signed" around 0; "linear" from 0 (or the smallest value) to the largest.
+SCALES = {
+    "saturated_fraction": "fraction",
+    "dead_fraction": "fraction",
+    "inactive_fraction": "fraction",
+    "gate_saturated_fraction": "fraction",
+    "attention_entropy": "fraction",
+    "saturated_low": "fraction",
+    "saturated_high": "fraction",
+    "firing_rate": "fraction",
+    "activation_mean": "signed",
+    "activation_std": "log",
+    "gradient_norm": "log",
+    "update_ratio": "log",
+    "weight_norm": "log",
+    "bn_mean_shift": "linear",
+    "bn_std_ratio": "linear",
+    "recurrent_spectral_radius": "linear",
+}
+# The order metrics are offered in (others follow alphabetically).
+PREFERRED = (
+    "dead_fraction",
+    "inactive_fraction",
+    "saturated_fraction",
+    "activation_std",
+    "activation_mean",
+    "gradient_norm",
+    "update_ratio",
+    "bn_mean_shift",
+    "bn_std_ratio",
+    "gate_saturated_fraction",
+    "recurrent_spectral_radius",
+    "attention_entropy",
+)
+
+
+def metric_order(metrics):
+    rank = {m: i for i, m in enumerate(PREFERRED)}
+    return sorted(metrics, key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def scale(metric, values):
+    """`{"kind", "domain": [lo, hi]}` of `metric`'s colour scale over finite `values`."""
+    kind = SCALES.get(metric)
+    finite = values[np.isfinite(values)] if values.size else values
+    if kind == "fraction":
+        return {"kind": "linear", "domain": [0.0, 1.0]}
+    if finite.size == 0:
+        return {"kind": "linear", "domain": [0.0, 1.0]}
+    lo, hi = float(finite.min()), float(finite.max())
+    positive = finite[finite > 0]
+    if kind is None:
+        if lo > 0 and hi / lo > 100:
+            kind = "log"
+        else:
+            kind = "signed" if lo < 0 < hi else "linear"
+    if kind == "log" and positive.size:
+        return {"kind": "log", "domain": [float(positive.min()), float(positive.max())]}
+    if kind == "signed":
+        bound = max(abs(lo), abs(hi)) or 1.0
+        return {"kind": "signed", "domain": [-bound, bound]}
+    lo = min(lo, 0.0)
+    return {"kind": "linear", "domain": [lo, hi if hi > lo else lo + 1.0]}
+
+
+def matrix(run, metric):
+    """`(layers, steps, values)`: the layers logging `metric` in forward order, the
+    union of their steps, and a `(layers, steps)` float64 array (NaN where absent)."""
+    per_layer = run.series.get(metric, {})
+    layers = [name for name in run.layers if name in per_layer]
+    steps = run.steps(metric)
+    values = np.full((len(layers), len(steps)), np.nan)
+    for row, name in enumerate(layers):
+        layer_steps, layer_values = per_layer[name]
+        values[row, np.searchsorted(steps, layer_steps)] = layer_values
+    return layers, steps, values
+
+
+def _json_number(x):
+    return "null" if not math.isfinite(x) else f"{x:.5g}"
+
+
+def heatmap(run, metric):
+    """The JSON-ready heatmap of `metric` in `run` (values as 5-digit numbers, null absent)."""
+    layers, steps, values = matrix(run, metric)
+    return {
+        "run": run.label,
+        "metric": metric,
+        "layers": layers,
+        "steps": steps.tolist(),
+        "values": values,  # encoded by `dumps`
+        "threshold": run.thresholds.get(metric),
+        "scale": scale(metric, values),
+    }
+
+
+def dumps(data):
+    """JSON text of a payload whose arrays (float64 numpy) become compact numbers."""
+    import json
+
+    def encode(value):
+        if isinstance(value, np.ndarray):
+            if value.ndim == 2:
+                return "[" + ",".join(encode(row) for row in value) + "]"
+            return "[" + ",".join(map(_json_number, value.tolist())) + "]"
+        if isinstance(value, dict):
+            return "{" + ",".join(f"{json.dumps(k)}:{encode(v)}" for k, v in value.items()) + "}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join(encode(v) for v in value) + "]"
+        if isinstance(value, float):
+            return _json_number(value)
+        return json.dumps(value)
+
+    return encode(data)
+
+
+def ranges(names, layers):
+    """`names` as ranges of consecutive layers in forward order: "a–c, e" (count > 2 shown)."""
+    rank = {name: i for i, name in enumerate(layers)}
+    known = sorted({n for n in names if n in rank}, key=rank.__getitem__)
+    unknown = sorted({n for n in names if n not in rank})
+    parts, start = [], 0
+    for i in range(1, len(known) + 1):
+        if i == len(known) or rank[known[i]] != rank[known[i - 1]] + 1:
+            run = known[start:i]
+            if len(run) == 1:
+                parts.append(run[0])
+            elif len(run) == 2:
+                parts.append(f"{run[0]}, {run[1]}")
+            else:
+                parts.append(f"{run[0]} – {run[-1]} ({len(run)})")
+            start = i
+    return ", ".join(parts + unknown)
+
+
+def _value(finding):
+    value = finding.get("value")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def group_findings(run):
+    """The run's findings, one entry per (rule, fix): layers as ranges, first step, worst.
+
+    The worst value is the largest recorded value of the group (the smallest where the
+    findings carry a `threshold` their values lie below: a lower-is-worse rule); a
+    non-finite value is the worst of all. Entries come in order of first step.
+    """
+    groups = {}
+    for finding in run.findings:
+        key = (str(finding.get("rule", "")), str(finding.get("fix", "") or ""))
+        groups.setdefault(key, []).append(finding)
+    out = []
+    for (rule, fix), found in groups.items():
+        values = [v for v in map(_value, found) if v is not None]
+        worst = None
+        if any(not math.isfinite(v) for v in values):
+            worst = next(v for v in values if not math.isfinite(v))
+        elif values:
+            thresholds = [f.get("threshold") for f in found if f.get("threshold") is not None]
+            lower = thresholds and all(v < float(t) for v, t in zip(values, thresholds))
+            worst = min(values) if lower else max(values)
+        worst_layer = None
+        if worst is not None:
+            worst_layer = next(
+                (
+                    f.get("layer")
+                    for f in found
+                    if _value(f) == worst or (_value(f) is not None and worst != worst)
+                ),
+                None,
+            )
+        if worst is not None and not math.isfinite(worst):
+            worst = str(worst)  # "nan", "inf": JSON has no number for them
+        steps = [int(f["step"]) for f in found if f.get("step") is not None]
+        layer_names = [str(f.get("layer")) for f in found]
+        out.append(
+            {
+                "rule": rule,
+                "layers": ranges(layer_names, run.layers),
+                "count": len(set(layer_names)),
+                "first_step": min(steps) if steps else None,
+                "worst": worst,
+                "worst_layer": worst_layer,
+                "fix": fix,
+                "message": str(found[0].get("message", "")),
+            }
+        )
+    out.sort(key=lambda g: (g["first_step"] is None, g["first_step"] or 0, g["rule"]))
+    return out
+
+
+def run_summary(run):
+    """One run's entry of the dashboard's run list."""
+    metrics = metric_order(run.metrics)
+    return {
+        "run": run.label,
+        "metrics": metrics,
+        "layers": len(run.layers),
+        "steps": int(max((run.steps(m).size for m in metrics), default=0)),
+        "findings": len(run.findings),
+        "has_meta": run.has_meta,
+    }

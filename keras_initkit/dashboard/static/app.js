@@ -1,0 +1,452 @@
+// The initkit dashboard: layers x steps heatmaps of one metric for runs side by side,
+// a layer's curve on click, and the findings the monitors wrote into each run.
+// Hand-written ES module, no build step, no dependencies: used by the TensorBoard
+// plugin (data from its routes) and inlined into `keras-initkit report --html` (data
+// inlined too). `mount(root, source)` with source = {runs(), heatmap(run, metric),
+// findings(run), live}.
+
+const CSS = `
+.ik { font: 13px/1.4 Roboto, "Segoe UI", Helvetica, Arial, sans-serif; color: #202124;
+  padding: 12px 16px; }
+.ik h1 { font-size: 18px; font-weight: 500; margin: 0 0 8px; }
+.ik h2 { font-size: 14px; font-weight: 500; margin: 14px 0 6px; }
+.ik-bar { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: center;
+  padding: 8px 0 10px; border-bottom: 1px solid #e0e0e0; }
+.ik-bar label { display: inline-flex; gap: 4px; align-items: center; }
+.ik-bar select, .ik-bar button { font: inherit; padding: 2px 8px; }
+.ik-status { color: #5f6368; }
+.ik-note { color: #5f6368; margin: 6px 0; }
+.ik-grid { display: flex; gap: 12px; align-items: flex-start; margin-top: 10px; }
+.ik-labels { flex: none; text-align: right; font-size: 11px; color: #3c4043;
+  padding-top: 22px; }
+.ik-rowlabel { white-space: nowrap; overflow: hidden; padding-right: 4px;
+  box-sizing: border-box; cursor: pointer; }
+.ik-rowlabel.ik-sel { font-weight: 700; color: #1a73e8; }
+.ik-panel { flex: 1 1 0; min-width: 80px; }
+.ik-panel-title { font-weight: 500; height: 22px; overflow: hidden; white-space: nowrap;
+  text-overflow: ellipsis; }
+.ik-panel canvas { display: block; image-rendering: pixelated; cursor: crosshair;
+  border: 1px solid #dadce0; }
+.ik-axis { font-size: 11px; color: #5f6368; display: flex; justify-content: space-between; }
+.ik-tip { position: fixed; pointer-events: none; background: rgba(32,33,36,.92);
+  color: #fff; padding: 4px 8px; border-radius: 3px; font-size: 12px; z-index: 10;
+  white-space: nowrap; display: none; }
+.ik-legend { display: flex; align-items: center; gap: 8px; margin-top: 8px; font-size: 12px; }
+.ik-curve { margin-top: 6px; }
+.ik-curve svg { overflow: visible; }
+.ik-findings table { border-collapse: collapse; width: 100%; margin-bottom: 8px; }
+.ik-findings th, .ik-findings td { text-align: left; padding: 4px 8px; vertical-align: top;
+  border-bottom: 1px solid #eceff1; }
+.ik-findings th { font-weight: 500; color: #5f6368; }
+.ik-findings td.ik-num { text-align: right; font-variant-numeric: tabular-nums; }
+.ik-rule { font-family: monospace; color: #c5221f; }
+`;
+
+const RUN_COLOURS = ['#1a73e8', '#e8710a', '#188038', '#d01884', '#9334e6', '#12b5cb',
+  '#b06000', '#5f6368'];
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+const COOL = [[247, 251, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181]];
+const HOT = [[254, 224, 139], [253, 174, 97], [244, 109, 67], [215, 48, 39], [165, 0, 38]];
+const DIVERGING = [[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130],
+  [178, 24, 43]];
+const MISSING = [236, 239, 241];
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === 'class') node.className = value;
+    else if (key === 'text') node.textContent = value;
+    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child != null) node.append(child);
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+export function fmt(value) {
+  if (value === null || value === undefined) return '—';
+  if (typeof value === 'string') return value;
+  if (value === 0) return '0';
+  const a = Math.abs(value);
+  if (a >= 1e4 || a < 1e-3) return value.toExponential(2);
+  return String(Number(value.toPrecision(3)));
+}
+
+function ramp(stops, t) {
+  t = Math.min(1, Math.max(0, t));
+  const x = t * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const f = x - i;
+  return stops[i].map((c, k) => Math.round(c + (stops[i + 1][k] - c) * f));
+}
+
+/** Position of `value` on the scale, in [0, 1]. */
+export function position(scale, value) {
+  let [lo, hi] = scale.domain;
+  let v = value;
+  if (scale.kind === 'log') {
+    if (!(v > 0)) return 0;
+    [lo, hi, v] = [Math.log10(lo), Math.log10(hi), Math.log10(v)];
+  }
+  if (hi === lo) return 0.5;
+  return Math.min(1, Math.max(0, (v - lo) / (hi - lo)));
+}
+
+/** RGB of a value: below the threshold cool blues, above it yellow to red. */
+export function colour(scale, threshold, value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return MISSING;
+  const t = position(scale, value);
+  if (scale.kind === 'signed') return ramp(DIVERGING, t);
+  if (threshold === null || threshold === undefined) return ramp(VIRIDIS, t);
+  const cut = position(scale, threshold);
+  if (value > threshold) return ramp(HOT, cut >= 1 ? 1 : (t - cut) / (1 - cut));
+  return ramp(COOL, cut <= 0 ? 0 : t / cut);
+}
+
+function legend(data) {
+  const width = 220;
+  const canvas = el('canvas', {width, height: 12, class: 'ik-legend-bar'});
+  const ctx = canvas.getContext('2d');
+  const [lo, hi] = data.scale.domain;
+  for (let x = 0; x < width; x++) {
+    let v = x / (width - 1);
+    v = data.scale.kind === 'log'
+      ? 10 ** (Math.log10(lo) + v * (Math.log10(hi) - Math.log10(lo)))
+      : lo + v * (hi - lo);
+    const [r, g, b] = colour(data.scale, data.threshold, v);
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillRect(x, 0, 1, 12);
+  }
+  const parts = [el('span', {text: fmt(lo)}), canvas, el('span', {text: fmt(hi)})];
+  if (data.threshold !== null && data.threshold !== undefined) {
+    const x = Math.round(position(data.scale, data.threshold) * (width - 1));
+    ctx.fillStyle = '#000';
+    ctx.fillRect(Math.max(0, x - 1), 0, 2, 12);
+    parts.push(el('span', {class: 'ik-threshold',
+      text: `▮ threshold ${fmt(data.threshold)}: above it is a finding (warm colours)`}));
+  }
+  parts.push(el('span', {class: 'ik-note',
+    text: `${data.scale.kind === 'log' ? 'log scale' : 'linear scale'}; grey: not logged`}));
+  return el('div', {class: 'ik-legend'}, el('b', {text: data.metric}), ...parts);
+}
+
+function heatmapPanel(data, cell, tip, onRow, colourIndex, rowNames) {
+  const rows = data.layers.length;
+  const cols = data.steps.length;
+  const canvas = el('canvas', {
+    width: Math.max(1, cols * cell.w), height: Math.max(1, rows * cell.h),
+    class: 'ik-heatmap', 'data-run': data.run, 'data-rows': rows, 'data-cols': cols,
+  });
+  const ctx = canvas.getContext('2d');
+  const image = ctx.createImageData(canvas.width, canvas.height);
+  for (let r = 0; r < rows; r++) {
+    const values = data.values[r];
+    for (let c = 0; c < cols; c++) {
+      const [red, green, blue] = colour(data.scale, data.threshold, values[c]);
+      for (let y = r * cell.h; y < (r + 1) * cell.h; y++) {
+        let offset = (y * canvas.width + c * cell.w) * 4;
+        for (let x = 0; x < cell.w; x++, offset += 4) {
+          image.data[offset] = red;
+          image.data[offset + 1] = green;
+          image.data[offset + 2] = blue;
+          image.data[offset + 3] = 255;
+        }
+      }
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+  const locate = (event) => {
+    const box = canvas.getBoundingClientRect();
+    const r = Math.floor((event.clientY - box.top) / (box.height / rows));
+    const c = Math.floor((event.clientX - box.left) / (box.width / cols));
+    return r >= 0 && r < rows && c >= 0 && c < cols ? [r, c] : null;
+  };
+  canvas.addEventListener('mousemove', (event) => {
+    const at = locate(event);
+    if (!at) { tip.style.display = 'none'; return; }
+    const [r, c] = at;
+    tip.textContent = `${data.run} · ${data.layers[r]} (depth ${r}) · step ${data.steps[c]}` +
+      ` · ${data.metric} = ${fmt(data.values[r][c])}`;
+    tip.style.display = 'block';
+    tip.style.left = `${event.clientX + 12}px`;
+    tip.style.top = `${event.clientY + 12}px`;
+  });
+  canvas.addEventListener('mouseleave', () => { tip.style.display = 'none'; });
+  canvas.addEventListener('click', (event) => {
+    const at = locate(event);
+    if (at) onRow(at[0]);
+  });
+  const first = cols ? data.steps[0] : '';
+  const last = cols ? data.steps[cols - 1] : '';
+  const title = el('div', {class: 'ik-panel-title', title: data.run},
+    el('span', {text: '■ ', style: `color:${RUN_COLOURS[colourIndex % RUN_COLOURS.length]}`}),
+    data.run);
+  const axis = el('div', {class: 'ik-axis', style: `width:${canvas.width}px`},
+    el('span', {text: `step ${first}`}), el('span', {text: `${cols} steps`}),
+    el('span', {text: `${last}`}));
+  return el('div', {class: 'ik-panel', 'data-run': data.run}, title, canvas, axis);
+}
+
+function curve(maps, row, metric) {
+  const width = 640;
+  const height = 180;
+  const pad = {l: 56, r: 150, t: 8, b: 24};
+  const series = maps.map((data, i) => ({
+    data, i, name: data.layers[row],
+    points: (data.values[row] || []).map((v, c) => [data.steps[c], v])
+      .filter(([, v]) => v !== null && !Number.isNaN(v)),
+  })).filter((s) => s.name !== undefined);
+  const all = series.flatMap((s) => s.points);
+  const box = svg('svg', {width: width + pad.l + pad.r, height: height + pad.t + pad.b,
+    class: 'ik-curve-svg'});
+  if (!all.length) return box;
+  const log = maps[0].scale.kind === 'log' && all.every(([, v]) => v > 0);
+  const ys = all.map(([, v]) => (log ? Math.log10(v) : v));
+  const threshold = maps[0].threshold;
+  if (threshold !== null && threshold !== undefined && !log) ys.push(threshold);
+  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
+  const xs = all.map(([s]) => s);
+  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  if (x0 === x1) x1 = x0 + 1;
+  const X = (s) => pad.l + ((s - x0) / (x1 - x0)) * width;
+  const Y = (v) => pad.t + (1 - ((log ? Math.log10(v) : v) - y0) / (y1 - y0)) * height;
+  box.append(svg('rect', {x: pad.l, y: pad.t, width, height, fill: '#fafafa',
+    stroke: '#dadce0'}));
+  for (const [v, anchor] of [[y0, 'lo'], [y1, 'hi']]) {
+    const label = svg('text', {x: pad.l - 6, y: anchor === 'lo' ? pad.t + height : pad.t + 10,
+      'text-anchor': 'end', 'font-size': 11, fill: '#5f6368'});
+    label.textContent = fmt(log ? 10 ** v : v);
+    box.append(label);
+  }
+  for (const [s, anchor] of [[x0, 'start'], [x1, 'end']]) {
+    const label = svg('text', {x: X(s), y: pad.t + height + 16, 'text-anchor': anchor,
+      'font-size': 11, fill: '#5f6368'});
+    label.textContent = `step ${s}`;
+    box.append(label);
+  }
+  if (threshold !== null && threshold !== undefined && (!log || threshold > 0)) {
+    const y = Y(threshold);
+    if (y >= pad.t && y <= pad.t + height) {
+      box.append(svg('line', {x1: pad.l, x2: pad.l + width, y1: y, y2: y, stroke: '#c5221f',
+        'stroke-dasharray': '4 3'}));
+    }
+  }
+  series.forEach((s, k) => {
+    const colourOf = RUN_COLOURS[s.i % RUN_COLOURS.length];
+    box.append(svg('polyline', {fill: 'none', stroke: colourOf, 'stroke-width': 1.8,
+      points: s.points.map(([x, v]) => `${X(x).toFixed(1)},${Y(v).toFixed(1)}`).join(' ')}));
+    const label = svg('text', {x: pad.l + width + 8, y: pad.t + 12 + 16 * k, 'font-size': 11,
+      fill: colourOf});
+    label.textContent = `${s.data.run}: ${s.name}`;
+    box.append(label);
+  });
+  return box;
+}
+
+function findingsTable(run, groups) {
+  const section = el('div', {class: 'ik-findings-run', 'data-run': run});
+  section.append(el('h2', {text: `${run} — ${groups.length ? groups.length : 'no'} finding` +
+    `${groups.length === 1 ? '' : 's'}`}));
+  if (!groups.length) return section;
+  const head = el('tr', {}, ...['rule', 'layers', 'first step', 'worst', 'fix']
+    .map((text) => el('th', {text})));
+  const rows = groups.map((g) => el('tr', {class: 'ik-finding', 'data-rule': g.rule},
+    el('td', {class: 'ik-rule', text: g.rule, title: g.message || ''}),
+    el('td', {text: g.layers}),
+    el('td', {class: 'ik-num', text: g.first_step === null ? '—' : String(g.first_step)}),
+    el('td', {class: 'ik-num', text: fmt(g.worst) +
+      (g.worst_layer && g.count > 1 ? ` (${g.worst_layer})` : '')}),
+    el('td', {text: g.fix || ''})));
+  section.append(el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)));
+  return section;
+}
+
+/** Builds the dashboard into `root`; returns {reload()}. */
+export function mount(root, source) {
+  if (!document.getElementById('ik-style')) {
+    document.head.append(el('style', {id: 'ik-style', text: CSS}));
+  }
+  const state = {runs: [], metric: null, selected: new Set(), row: null, maps: [], timer: null};
+  const metricSelect = el('select', {class: 'ik-metric', 'aria-label': 'metric'});
+  const runBox = el('span', {class: 'ik-runs'});
+  const status = el('span', {class: 'ik-status'});
+  const reloadButton = el('button', {class: 'ik-reload', text: '⟳ Reload'});
+  const follow = el('input', {type: 'checkbox', class: 'ik-follow'});
+  const tip = el('div', {class: 'ik-tip'});
+  const grid = el('div', {class: 'ik-grid'});
+  const legendBox = el('div');
+  const note = el('div', {class: 'ik-note'});
+  const curveBox = el('div', {class: 'ik-curve'});
+  const findingsBox = el('div', {class: 'ik-findings'});
+  const bar = el('div', {class: 'ik-bar'},
+    el('label', {}, 'Metric', metricSelect),
+    el('span', {}, 'Runs: ', runBox),
+    reloadButton);
+  if (source.live) {
+    follow.checked = true;
+    bar.append(el('label', {title: 'reload every 30 s'}, follow, 'follow live run'));
+  }
+  bar.append(status);
+  root.classList.add('ik');
+  root.append(el('h1', {text: source.title || 'initkit — the whole network at once'}), bar,
+    legendBox, note, grid, curveBox, el('h2', {text: 'Findings'}), findingsBox, tip);
+
+  function metricsOf(runs) {
+    const seen = [];
+    for (const run of runs) for (const m of run.metrics) if (!seen.includes(m)) seen.push(m);
+    return seen;
+  }
+
+  function renderControls() {
+    const metrics = metricsOf(state.runs);
+    if (!metrics.includes(state.metric)) state.metric = metrics[0] || null;
+    metricSelect.replaceChildren(...metrics.map((m) => el('option', {value: m, text: m})));
+    if (state.metric) metricSelect.value = state.metric;
+    const names = state.runs.map((r) => r.run);
+    for (const name of [...state.selected]) if (!names.includes(name)) state.selected.delete(name);
+    if (!state.selected.size) names.slice(0, 6).forEach((n) => state.selected.add(n));
+    runBox.replaceChildren(...state.runs.map((r, i) => {
+      const box = el('input', {type: 'checkbox', value: r.run});
+      box.checked = state.selected.has(r.run);
+      box.addEventListener('change', () => {
+        if (box.checked) state.selected.add(r.run); else state.selected.delete(r.run);
+        draw();
+      });
+      return el('label', {style: `color:${RUN_COLOURS[i % RUN_COLOURS.length]}`}, box, r.run);
+    }));
+  }
+
+  async function draw() {
+    const runs = state.runs.filter((r) => state.selected.has(r.run) &&
+      r.metrics.includes(state.metric));
+    const others = state.runs.filter((r) => state.selected.has(r.run));
+    if (!state.metric || !others.length) {
+      grid.replaceChildren(el('div', {class: 'ik-note',
+        text: state.runs.length ? 'Select a run.' : 'No keras_initkit runs in this log ' +
+          'directory yet (the monitors write <log_dir>/initkit).'}));
+      findingsBox.replaceChildren();
+      return;
+    }
+    status.textContent = 'loading…';
+    const started = performance.now();
+    const [maps, findings] = await Promise.all([
+      Promise.all(runs.map((r) => source.heatmap(r.run, state.metric))),
+      Promise.all(others.map((r) => source.findings(r.run))),
+    ]);
+    state.maps = maps;
+    const depth = Math.max(0, ...maps.map((m) => m.layers.length));
+    const labelWidth = 150;
+    const available = Math.max(200, (root.clientWidth || 1200) - labelWidth - 40 -
+      12 * maps.length);
+    const maxCols = Math.max(1, ...maps.map((m) => m.steps.length));
+    const cell = {
+      w: Math.max(1, Math.min(24, Math.floor(available / maps.length / maxCols))),
+      h: Math.max(2, Math.min(16, Math.floor(Math.max(360, window.innerHeight * 0.6) /
+        Math.max(1, depth)))),
+    };
+    const every = Math.max(1, Math.ceil(12 / cell.h));
+    const labelNames = [];
+    for (let r = 0; r < depth; r++) {
+      const names = maps.map((m) => m.layers[r]).filter((n) => n !== undefined);
+      labelNames.push(names[0]);
+    }
+    const differ = maps.some((m) => m.layers.some((n, r) => n !== labelNames[r]));
+    const labels = el('div', {class: 'ik-labels', style: `width:${labelWidth}px`},
+      ...labelNames.map((name, r) => el('div', {
+        class: 'ik-rowlabel' + (r === state.row ? ' ik-sel' : ''),
+        'data-row': r, title: name,
+        style: `height:${cell.h}px;line-height:${cell.h}px;font-size:${Math.min(11, cell.h)}px`,
+        text: r % every === 0 ? (differ ? `${r}: ${name}` : name) : '',
+        onclick: () => select(r),
+      })));
+    grid.replaceChildren(labels, ...maps.map((m, i) =>
+      heatmapPanel(m, cell, tip, select, state.runs.findIndex((r) => r.run === m.run),
+        labelNames)));
+    legendBox.replaceChildren(maps.length ? legend(maps[0]) : '');
+    const missing = others.filter((r) => !runs.includes(r)).map((r) => r.run);
+    note.textContent = (differ ? 'Rows are aligned by depth (forward order): layer names ' +
+      'differ between runs; hover a cell for its own name. ' : 'Rows: layers in forward ' +
+      'order; columns: logged steps. ') + 'Click a row for its curve.' +
+      (missing.length ? ` Not logged in ${missing.join(', ')}.` : '');
+    findingsBox.replaceChildren(...others.map((r, i) => findingsTable(r.run,
+      findings[i].findings)));
+    drawCurve();
+    status.textContent = `${depth} layers × ${maxCols} steps · drawn in ` +
+      `${Math.round(performance.now() - started)} ms`;
+  }
+
+  function drawCurve() {
+    if (state.row === null || !state.maps.length) { curveBox.replaceChildren(); return; }
+    const name = state.maps[0].layers[state.row];
+    curveBox.replaceChildren(el('h2', {text: `${state.metric} of ${name} (depth ${state.row})`}),
+      curve(state.maps, state.row, state.metric));
+  }
+
+  function select(row) {
+    state.row = row;
+    for (const label of grid.querySelectorAll('.ik-rowlabel')) {
+      label.classList.toggle('ik-sel', Number(label.dataset.row) === row);
+    }
+    drawCurve();
+  }
+
+  async function reload() {
+    try {
+      const listing = await source.runs();
+      state.runs = listing.runs;
+      renderControls();
+      await draw();
+    } catch (error) {
+      status.textContent = `error: ${error.message || error}`;
+    }
+  }
+
+  metricSelect.addEventListener('change', () => {
+    state.metric = metricSelect.value;
+    draw();
+  });
+  reloadButton.addEventListener('click', reload);
+  if (source.live) {
+    state.timer = setInterval(() => { if (follow.checked) reload(); }, 30000);
+  }
+  let width = root.clientWidth;
+  window.addEventListener('resize', () => {
+    if (Math.abs(root.clientWidth - width) > 40) { width = root.clientWidth; draw(); }
+  });
+  const ready = reload();
+  return {reload, ready};
+}
+
+/** A source reading the TensorBoard plugin's routes (relative to the plugin's base URL). */
+export function httpSource(base = '.') {
+  const get = async (path) => {
+    const response = await fetch(`${base}/${path}`);
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return response.json();
+  };
+  const q = encodeURIComponent;
+  return {
+    live: true,
+    runs: () => get('runs'),
+    heatmap: (run, metric) => get(`heatmap?run=${q(run)}&metric=${q(metric)}`),
+    findings: (run) => get(`findings?run=${q(run)}`),
+  };
+}
+
+/** A source over data inlined in the page (the HTML report). */
+export function inlineSource(data) {
+  return {
+    live: false,
+    title: data.title,
+    runs: async () => ({runs: data.runs}),
+    heatmap: async (run, metric) => data.heatmaps[run][metric],
+    findings: async (run) => ({findings: data.findings[run] || []}),
+  };
+}
