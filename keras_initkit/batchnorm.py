@@ -28,9 +28,10 @@ import warnings
 import keras
 import numpy as np
 
-from keras_initkit.probe import BatchNormStatistics, Probe, as_batches, resolve_layers
-from keras_initkit.probe.data import _is_tf_dataset, check_positive_int
-from keras_initkit.probe.gradients import check_inputs
+from keras_initkit import validation
+from keras_initkit.probe import BatchNormStatistics, Probe, as_batches, check_inputs, resolve_layers
+from keras_initkit.probe.data import is_dataset, is_infinite
+from keras_initkit.table import render
 
 TOLERANCE = 1e-5
 
@@ -73,18 +74,19 @@ class RecalibrationReport:
     def __str__(self):
         if not self.layers:
             return "RecalibrationReport: no batch-norm layer; nothing was changed."
-        width = max(12, *(len(name) for name in self.layers))
-        lines = [
-            f"Recalibrated {len(self.layers)} batch-norm layer(s) on {self.source} "
-            f"in {self.passes} pass(es).",
-            f"{'layer':<{width}}  {'mean shift':>21}  {'std ratio':>21}",
+        rows = [
+            [
+                name,
+                f"{self.before[name]['bn_mean_shift']:.3g} -> {self.after[name]['bn_mean_shift']:.3g}",
+                f"{self.before[name]['bn_std_ratio']:.4g} -> {self.after[name]['bn_std_ratio']:.4g}",
+            ]
+            for name in self.layers
         ]
-        for name in self.layers:
-            b, a = self.before[name], self.after[name]
-            shift = f"{b['bn_mean_shift']:.3g} -> {a['bn_mean_shift']:.3g}"
-            ratio = f"{b['bn_std_ratio']:.4g} -> {a['bn_std_ratio']:.4g}"
-            lines.append(f"{name:<{width}}  {shift:>21}  {ratio:>21}")
-        return "\n".join(lines)
+        title = (
+            f"Recalibrated {len(self.layers)} batch-norm layer(s) on {self.source} "
+            f"in {self.passes} pass(es)."
+        )
+        return render(["layer", "mean shift", "std ratio"], rows, title=title)
 
     def __repr__(self):
         return (
@@ -103,20 +105,16 @@ def _samples(x):
 
 def _take_samples(data, num_samples, batch_size):
     """Host `(x, y)` batches holding at most `num_samples` samples, and a description."""
-    check_positive_int(num_samples, "num_samples")
+    validation.positive_int(num_samples, "num_samples")
     max_batches = None
-    is_dataset = _is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset)
-    if is_dataset and num_samples is not None:
+    if is_dataset(data) and num_samples is not None:
         first, _ = as_batches(data, max_batches=1)
         max_batches = math.ceil(num_samples / _samples(first[0][0]))
-    elif _is_tf_dataset(data):
-        import tensorflow as tf  # only reached for a tf.data.Dataset
-
-        if data.cardinality() == tf.data.INFINITE_CARDINALITY:
-            raise ValueError(
-                "Argument `data` is an infinite tf.data.Dataset: pass `num_samples`. "
-                "Received: an infinite dataset and num_samples=None"
-            )
+    elif is_infinite(data):
+        raise ValueError(
+            "Argument `data` is an infinite tf.data.Dataset: pass `num_samples`. "
+            "Received: an infinite dataset and num_samples=None"
+        )
     batches, source = as_batches(data, batch_size=batch_size, max_batches=max_batches)
     if num_samples is None:
         return batches, source
@@ -192,12 +190,7 @@ def recalibrate_batchnorm(
 
     - [Wu & Johnson, 2021. Rethinking "Batch" in BatchNorm](https://arxiv.org/abs/2105.07576)
     """
-    if verbose == "auto":
-        verbose = 1
-    if verbose not in (0, 1, True, False):
-        raise ValueError(
-            f'Argument `verbose` must be 0, 1 or "auto". Received: verbose={verbose!r}'
-        )
+    verbose = validation.resolve_verbose(validation.verbose(verbose), auto=True)
     if not model.built:
         raise ValueError(
             "The model must be built before its batch-norm statistics can be "
@@ -218,52 +211,51 @@ def recalibrate_batchnorm(
             stacklevel=2,
         )
         return RecalibrationReport([], {}, {}, 0, source)
-
-    probe = Probe(model, [BatchNormStatistics()], layers=chosen)
-    sites = {site.name: site for site in probe.sites}
     saved = [
-        (
-            layer,
-            keras.ops.convert_to_numpy(layer.moving_mean),
-            keras.ops.convert_to_numpy(layer.moving_variance),
-        )
+        (layer, keras.ops.copy(layer.moving_mean), keras.ops.copy(layer.moving_variance))
         for layer in chosen
     ]
-    before, passes = None, 0
     try:
-        while True:
-            result = probe.run_batches(batches, source)
-            passes += 1
-            measured = result.metrics
-            if not measured:
-                warnings.warn(
-                    "No batch-norm layer was called in the forward pass: nothing to "
-                    f"recalibrate. Received: layers {[layer.name for layer in chosen]}",
-                    stacklevel=2,
-                )
-                return RecalibrationReport([], {}, {}, passes, source)
-            if before is None:
-                before = {name: _summary(v) for name, v in measured.items()}
-            worst = max(_worst(v) for v in measured.values())
-            if verbose:
-                print(f"recalibrate_batchnorm pass {passes}: largest mismatch {worst:.3g}")
-            if worst <= TOLERANCE or passes > len(measured):
-                break
-            for name, values in measured.items():
-                layer = sites[name].layer
-                layer.moving_mean.assign(
-                    keras.ops.convert_to_tensor(values["bn_input_mean"], layer.moving_mean.dtype)
-                )
-                layer.moving_variance.assign(
-                    keras.ops.convert_to_tensor(
-                        values["bn_input_variance"], layer.moving_variance.dtype
-                    )
-                )
+        return _chain(
+            Probe(model, [BatchNormStatistics()], layers=chosen), batches, source, verbose
+        )
     except BaseException:
         for layer, mean, variance in saved:
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance)
         raise
+
+
+def _chain(probe, batches, source, verbose):
+    """Measure every layer's input statistics and assign them, pass after pass, until
+    no layer is off by more than `TOLERANCE` (at most D + 1 passes)."""
+    sites = {site.name: site for site in probe.sites}
+    before, passes = None, 0
+    while True:
+        result = probe.run_batches(batches, source)
+        passes += 1
+        measured = result.metrics
+        if not measured:
+            warnings.warn(
+                "No batch-norm layer was called in the forward pass: nothing to "
+                f"recalibrate. Received: layers {[site.layer.name for site in sites.values()]}",
+                stacklevel=3,
+            )
+            return RecalibrationReport([], {}, {}, passes, source)
+        if before is None:
+            before = {name: _summary(v) for name, v in measured.items()}
+        worst = max(_worst(v) for v in measured.values())
+        if verbose:
+            print(f"recalibrate_batchnorm pass {passes}: largest mismatch {worst:.3g}")
+        if worst <= TOLERANCE or passes > len(measured):
+            break
+        for name, values in measured.items():
+            _assign(sites[name].layer, values["bn_input_mean"], values["bn_input_variance"])
     order = [site.name for site in result.sites if site.name in measured]
     after = {name: _summary(measured[name]) for name in order}
     return RecalibrationReport(order, before, after, passes, source)
+
+
+def _assign(layer, mean, variance):
+    layer.moving_mean.assign(keras.ops.convert_to_tensor(mean, layer.moving_mean.dtype))
+    layer.moving_variance.assign(keras.ops.convert_to_tensor(variance, layer.moving_variance.dtype))
