@@ -1,47 +1,51 @@
 """The `keras-initkit` command (also `python -m keras_initkit`).
 
-    keras-initkit report LOGDIR [--format text|markdown|json] [--all]
-    keras-initkit demo [DEMO OPTIONS]
+    keras-initkit report LOGDIR [--layers] [--all] [--format text|markdown|json]
+                                [--html OUT.html]
 
 `report` reads the event files the monitors write (`LOGDIR/initkit`, `LOGDIR` itself,
-or every `initkit` run below `LOGDIR`, e.g. one per demo run) with TensorBoard's own
-reader and prints, per run, layer and headline metric (`--all`: every metric), the
-first and the latest value and the trend (the relative change
-`(last − first) / |first|`; "flat" within 5%), marking flagged values with `!` under
-the same per-value rules as `diagnose` (`keras_initkit.health.DEFAULT_THRESHOLDS`).
-The cross-layer rules of `diagnose` (activation std and gradient norm through depth)
-need the layers' forward order and kernels, which event files do not record: `report`
-does not apply them. `demo` runs the repository's `examples/demo.py` with the given
-options (it is not part of the installed package).
+or every `initkit` run below `LOGDIR`, e.g. one per demo run) without TensorFlow
+(`keras_initkit.dashboard.events`) and prints, per run:
+
+- the findings: per rule and fix, the layers (as ranges in forward order), the step the
+  rule first fired and the worst value. They come from the run's `initkit/findings`
+  record (written by the monitors); a run without one gets them derived from its logged
+  values and the thresholds;
+- the worst layers of each metric at the latest update (`!` = over the threshold).
+
+`--layers` prints the per-layer table instead: per layer and headline metric (`--all`:
+every metric), the first and the latest value and the trend (the relative change
+`(last − first) / |first|`; "flat" within 5%). `--html OUT.html` also writes the
+dashboard's heatmaps and findings as one self-contained HTML file (no network needed
+to open it).
+
+Thresholds: those the run recorded (`initkit/layers`), else the rules of `diagnose`
+(`keras_initkit.health.DEFAULT_THRESHOLDS`, imported only then: it imports Keras). The
+cross-layer rules of `diagnose` (activation std and gradient norm through depth) need
+the layers' kernels, which event files do not record: `report` does not apply them.
+
+The demo is not a subcommand: it is `examples/demo.py` of the source repository
+(`tox -e demo`), which needs scikit-learn and is not part of the installed package.
 
 Exit codes: 0 success, 2 usage error, missing directory or no keras_initkit events.
 """
 
 import argparse
 import json
+import math
 import os
-import runpy
 import sys
 
-from keras_initkit.health import DEFAULT_THRESHOLDS, flagged
+from keras_initkit.dashboard import events, model
 
-RUN_NAME = "initkit"  # `keras_initkit.summary.RUN_NAME`, without importing TensorBoard writers
-# The DESIGN metric names: a run holding none of them is not ours.
-METRICS = (
-    "activation_mean",
-    "activation_std",
-    "saturated_fraction",
-    "dead_fraction",
-    "inactive_fraction",
-    "bn_mean_shift",
-    "bn_std_ratio",
-    "gradient_norm",
-    "update_ratio",
-)
+RUN_NAME = events.RUN_NAME
+METRICS = events.METRICS  # the headline metrics; `--all` shows every logged one
 FLAT = 0.05  # a relative change below 5% is "flat"
-DEMO_DESCRIPTION = (
-    "Run examples/demo.py (deep plain net, initializations compared, TensorBoard logs). "
-    "Options after 'demo' go to the demo; 'keras-initkit demo --help' shows them."
+WORST = 3  # layers listed per metric
+DEMO_MESSAGE = (
+    "the demo is not part of the installed package: it is examples/demo.py in the "
+    "keras_initkit source repository; from a clone run `tox -e demo` (or `python "
+    "examples/demo.py`, which needs scikit-learn)"
 )
 
 
@@ -49,73 +53,67 @@ class UsageError(Exception):
     """A problem with the command line's arguments: message on stderr, exit code 2."""
 
 
-def _has_events(path):
-    try:
-        return any(name.startswith("events.out.tfevents.") for name in os.listdir(path))
-    except OSError:
-        return False
+def default_thresholds():
+    """`diagnose`'s thresholds and its `flagged` rule (imports Keras)."""
+    from keras_initkit.health import DEFAULT_THRESHOLDS, flagged
+
+    return DEFAULT_THRESHOLDS, flagged
+
+
+def flagger(run):
+    """`flagged(metric, value)` for `run`: its recorded thresholds, else `diagnose`'s.
+
+    A non-finite value of any metric is flagged.
+    """
+    if run.thresholds:
+        thresholds = run.thresholds
+
+        def flagged(metric, value, _=None):
+            if not math.isfinite(value):
+                return True
+            limit = thresholds.get(metric)
+            return limit is not None and not value <= limit
+
+        return flagged
+    return default_thresholds()[1]
 
 
 def find_runs(log_dir):
     """Directories under `log_dir` holding our event files, as `(label, path)`."""
-    if not os.path.isdir(log_dir):
-        raise UsageError(f"log directory {log_dir!r} does not exist or is not a directory")
-    runs = []
-    for root, dirs, _ in os.walk(log_dir):
-        dirs.sort()
-        if os.path.basename(root) == RUN_NAME and _has_events(root):
-            runs.append(root)
-    if not runs and _has_events(log_dir):
-        runs = [log_dir]
-    return [(os.path.relpath(path, log_dir), path) for path in runs]
+    try:
+        return events.find_runs(log_dir)
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
 
 
-def read_run(path):
-    """`{layer: {metric: [(step, value), ...]}}` of the scalar `<metric>/<layer>` tags.
+def read_runs(log_dir):
+    """The keras_initkit runs below `log_dir`; `UsageError` when there is none."""
+    runs = [run for label, path in find_runs(log_dir) if (run := events.read_run(path, label))]
+    if not runs:
+        raise UsageError(
+            f"no keras_initkit events in {log_dir!r}: expected event files with "
+            f"'<metric>/<layer>' tags in {os.path.join(log_dir, RUN_NAME)!r} (written by "
+            "the keras_initkit.callbacks monitors with log_dir=...)"
+        )
+    return runs
 
-    Layers and metrics keep the order of their first appearance (the monitors write
-    layers in forward order).
+
+def summarize(run, everything=False):
+    """Per layer and metric (forward order): first/last step and value, trend and flags.
+
+    Only the headline metrics (`METRICS`) unless `everything`.
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.util import tensor_util
-
-    accumulator = EventAccumulator(path, size_guidance={"tensors": 0, "scalars": 0})
-    accumulator.Reload()
-    tags = accumulator.Tags()
-    layers = {}
-    for tag in tags.get("tensors", []):
-        metric, sep, layer = tag.partition("/")
-        if not sep or not layer:
-            continue
-        series = []
-        for event in accumulator.Tensors(tag):
-            value = tensor_util.make_ndarray(event.tensor_proto)
-            if value.ndim != 0 or value.dtype.kind not in "fiu":
-                break  # histograms and layouts: not a scalar series
-            series.append((int(event.step), float(value)))
-        if series:
-            layers.setdefault(layer, {})[metric] = sorted(series)
-    for tag in tags.get("scalars", []):  # event files written with scalars (TF1 style)
-        metric, sep, layer = tag.partition("/")
-        if sep and layer:
-            series = [(int(e.step), float(e.value)) for e in accumulator.Scalars(tag)]
-            layers.setdefault(layer, {}).setdefault(metric, sorted(series))
-    if not any(metric in METRICS for metrics in layers.values() for metric in metrics):
-        return {}
-    return layers
-
-
-def summarize(layers, thresholds=None, everything=False):
-    """Per layer and metric: first/last step and value, trend and flags.
-
-    Only the DESIGN metrics (`METRICS`) unless `everything`.
-    """
+    flagged = flagger(run)
     out = {}
-    for layer, metrics in layers.items():
-        for metric, series in metrics.items():
+    for layer in run.layers:
+        for metric in model.metric_order(run.metrics):
             if not everything and metric not in METRICS:
                 continue
-            (first_step, first), (last_step, last) = series[0], series[-1]
+            if layer not in run.series[metric]:
+                continue
+            steps, values = run.series[metric][layer]
+            first_step, last_step = int(steps[0]), int(steps[-1])
+            first, last = float(values[0]), float(values[-1])
             change = (last - first) / abs(first) if first != 0 else None
             scale = max(abs(first), abs(last))
             if scale == 0 or abs(last - first) < FLAT * scale:
@@ -127,17 +125,97 @@ def summarize(layers, thresholds=None, everything=False):
                 "last": last,
                 "first_step": first_step,
                 "last_step": last_step,
-                "updates": len(series),
+                "updates": int(len(steps)),
                 "change": change,
                 "trend": trend,
-                "first_flagged": flagged(metric, first, thresholds),
-                "flagged": flagged(metric, last, thresholds),
+                "first_flagged": bool(flagged(metric, first)),
+                "flagged": bool(flagged(metric, last)),
             }
     return out
 
 
-def _fmt(value, mark):
+def derived_findings(run):
+    """Findings from the logged values: per flagged metric and layer, the first step."""
+    flagged = flagger(run)
+    found = []
+    for metric, per_layer in run.series.items():
+        for layer, (steps, values) in per_layer.items():
+            hits = [i for i, v in enumerate(values.tolist()) if flagged(metric, v)]
+            if hits:
+                worst = max(values[hits].tolist(), key=lambda v: (not math.isfinite(v), v))
+                found.append(
+                    {"rule": metric, "layer": layer, "step": int(steps[hits[0]]), "value": worst}
+                )
+    return found
+
+
+def findings(run):
+    """`(grouped findings, source)`: the run's record, else derived from the values."""
+    if run.findings or run.has_findings:
+        return model.group_findings(run), "recorded"
+    derived = events.Run(run.label, run.path, run.layers, {}, derived_findings(run), {})
+    return model.group_findings(derived), "derived"
+
+
+def worst_layers(run):
+    """Per headline metric at the latest update: `(metric, [(layer, value, flagged)])`.
+
+    Metrics with a threshold (and fractions) list their largest values; the others
+    their smallest and largest.
+    """
+    flagged = flagger(run)
+    out = []
+    for metric in model.metric_order(run.metrics):
+        if metric not in METRICS:
+            continue
+        latest = [(layer, float(v[-1])) for layer, (_, v) in run.series[metric].items()]
+        if flagged(metric, 1e300):  # a metric with a threshold: its largest values
+            top = sorted(latest, key=lambda lv: (math.isfinite(lv[1]), -lv[1]))[:WORST]
+        else:
+            ranked = sorted(latest, key=lambda lv: lv[1])
+            top = ranked[:1] + ranked[-1:] if len(ranked) > 1 else ranked
+        out.append((metric, [(layer, v, bool(flagged(metric, v))) for layer, v in top]))
+    return out
+
+
+def _fmt(value, mark=False):
     return f"{value:.4g}" + ("!" if mark else "")
+
+
+def _worst_text(value):
+    return value if isinstance(value, str) else ("—" if value is None else _fmt(value))
+
+
+def render_summary(runs):
+    lines = []
+    for run in runs:
+        groups, source = findings(run)
+        steps = sorted({int(s) for m in run.series for s in run.steps(m).tolist()})
+        span = f"steps {steps[0]}..{steps[-1]}, {len(steps)} updates" if steps else "no updates"
+        lines.append(
+            f"Run {run.label}: {len(run.layers)} layer(s), {span}, "
+            f"{len(groups)} finding(s)"
+            + (" (derived from thresholds)" if source == "derived" else "")
+        )
+        for g in groups:
+            first = "—" if g["first_step"] is None else g["first_step"]
+            lines.append(
+                f"  ! {g['rule']} from step {first}: {g['layers']}; worst "
+                f"{_worst_text(g['worst'])}"
+                + (f" ({g['worst_layer']})" if g["worst_layer"] and g["count"] > 1 else "")
+            )
+            if g["fix"]:
+                lines.append(f"      fix: {g['fix']}")
+        worst = worst_layers(run)
+        if worst:
+            lines.append("  worst layers at the latest update:")
+            width = max(len(metric) for metric, _ in worst)
+            for metric, top in worst:
+                cells = ", ".join(f"{layer} {_fmt(v, mark)}" for layer, v, mark in top)
+                lines.append(f"    {metric.ljust(width)}  {cells}")
+        lines.append("")
+    lines.append("! = over the threshold. Per-layer table: --layers; dashboard: --html OUT.html")
+    return "\n".join(lines)
 
 
 def _rows(summary):
@@ -162,9 +240,9 @@ def _flag_count(summary):
     return sum(s["flagged"] for metrics in summary.values() for s in metrics.values())
 
 
-def render_text(runs):
+def render_text(summaries):
     lines = []
-    for label, summary in runs.items():
+    for label, summary in summaries.items():
         header, rows = _rows(summary)
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines.append(f"Run {label}: {len(summary)} layer(s), {_flag_count(summary)} flagged")
@@ -175,13 +253,13 @@ def render_text(runs):
             ]
             lines.append("  ".join(cells).rstrip())
         lines.append("")
-    lines.append("! = flagged (keras_initkit.health.DEFAULT_THRESHOLDS)")
+    lines.append("! = flagged (the run's thresholds, else keras_initkit.health.DEFAULT_THRESHOLDS)")
     return "\n".join(lines)
 
 
-def render_markdown(runs):
+def render_markdown(summaries):
     lines = []
-    for label, summary in runs.items():
+    for label, summary in summaries.items():
         header, rows = _rows(summary)
         lines.append(f"### Run `{label}` ({_flag_count(summary)} flagged)")
         lines.append("")
@@ -189,62 +267,69 @@ def render_markdown(runs):
         lines.append("| --- | --- | ---: | ---: | --- | --- |")
         lines.extend("| " + " | ".join(row) + " |" for row in rows)
         lines.append("")
-    lines.append("`!` = flagged (`keras_initkit.health.DEFAULT_THRESHOLDS`)")
+    lines.append(
+        "`!` = flagged (the run's thresholds, else `keras_initkit.health.DEFAULT_THRESHOLDS`)"
+    )
     return "\n".join(lines)
 
 
-def render_json(runs):
-    return json.dumps({"thresholds": DEFAULT_THRESHOLDS, "runs": runs}, indent=2)
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
-def report(log_dir, fmt="text", everything=False):
-    """The report of `log_dir` as a string; raises `UsageError` when there is none."""
-    runs = {}
-    for label, path in find_runs(log_dir):
-        layers = read_run(path)
-        if layers:
-            runs[label] = summarize(layers, everything=everything)
-    if not runs:
-        raise UsageError(
-            f"no keras_initkit events in {log_dir!r}: expected event files with "
-            f"'<metric>/<layer>' tags in {os.path.join(log_dir, RUN_NAME)!r} (written by "
-            "the keras_initkit.callbacks monitors with log_dir=...)"
-        )
-    return {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt](runs)
+def render_json(runs, everything=False):
+    thresholds = {}
+    for run in runs:
+        thresholds.update(run.thresholds)
+    if not all(run.thresholds for run in runs):
+        thresholds = {**default_thresholds()[0], **thresholds}
+    return json.dumps(
+        _json_safe(
+            {
+                "thresholds": thresholds,
+                "runs": {run.label: summarize(run, everything) for run in runs},
+                "findings": {run.label: findings(run)[0] for run in runs},
+            }
+        ),
+        indent=2,
+    )
 
 
-def demo_script():
-    """Path of the repository's `examples/demo.py` next to this package, or None."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(os.path.dirname(here), "examples", "demo.py")
-    return path if os.path.isfile(path) else None
+def report(log_dir, fmt="text", everything=False, layers=False, html=None):
+    """The report of `log_dir` as a string; raises `UsageError` when there is none.
 
+    Args:
+        log_dir: the log directory (see `find_runs`).
+        fmt: "text", "markdown" (the per-layer table) or "json" (everything).
+        everything: every logged metric, not only the headline ones.
+        layers: the per-layer table instead of the findings and worst layers (text).
+        html: a path: also write the self-contained HTML dashboard there.
+    """
+    runs = read_runs(log_dir)
+    if html:
+        from keras_initkit.dashboard import html as html_report
 
-def run_demo(args):
-    """Run `examples/demo.py` in this interpreter with `args`; its exit code."""
-    path = demo_script()
-    if path is None:
-        raise UsageError(
-            "the demo is not installed with the package: it is examples/demo.py in the "
-            "keras_initkit source repository; from a clone run `tox -e demo` or "
-            "`python examples/demo.py` (it needs scikit-learn)"
-        )
-    saved = sys.argv
-    sys.argv = [path, *args]
-    try:
-        runpy.run_path(path, run_name="__main__")
-    except SystemExit as exit:
-        code = exit.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    finally:
-        sys.argv = saved
-    return 0
+        fallback = None if all(run.thresholds for run in runs) else default_thresholds()[0]
+        html_report.write(runs, html, title=f"keras_initkit: {log_dir}", thresholds=fallback)
+    if fmt == "json":
+        return render_json(runs, everything)
+    if fmt == "markdown" or layers:
+        summaries = {run.label: summarize(run, everything) for run in runs}
+        return (render_markdown if fmt == "markdown" else render_text)(summaries)
+    return render_summary(runs)
 
 
 def _parser():
     parser = argparse.ArgumentParser(
         prog="keras-initkit",
-        description="keras_initkit: read the training-health logs, run the demo.",
+        description="keras_initkit: read the training-health logs the monitors write "
+        "(the demo is `tox -e demo` in the source repository).",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -252,31 +337,36 @@ def _parser():
         "report",
         help="summarize the keras_initkit TensorBoard logs of a directory",
         description=(
-            "Print, per run, layer and metric, the first and latest logged value and the "
-            "trend; values over the diagnose thresholds are marked '!'. Reads LOGDIR/initkit, "
-            "LOGDIR itself, or every 'initkit' run below LOGDIR."
+            "Print, per run, the findings (rule, layers, the step it first fired, worst "
+            "value, fix) and the worst layers of each metric; --layers: per layer and "
+            "metric, the first and latest value and the trend ('!' = over the threshold). "
+            "Reads LOGDIR/initkit, LOGDIR itself, or every 'initkit' run below LOGDIR, "
+            "without TensorFlow."
         ),
     )
     rep.add_argument("logdir", metavar="LOGDIR", help="log directory given to the monitors")
     rep.add_argument(
+        "--layers",
+        action="store_true",
+        help="print the per-layer table (first and latest value, trend) instead",
+    )
+    rep.add_argument(
         "--format",
         choices=("text", "markdown", "json"),
         default="text",
-        help="output format (default: text)",
+        help="output format (default: text; markdown is the per-layer table)",
     )
     rep.add_argument(
         "--all",
         action="store_true",
         dest="everything",
-        help="show every logged metric, not only the headline ones "
-        "(activation_mean/std, saturated/dead/inactive_fraction, bn_mean_shift, "
-        "bn_std_ratio, gradient_norm, update_ratio)",
+        help="every logged metric in the per-layer table, not only the headline ones "
+        f"({', '.join(METRICS)})",
     )
-    commands.add_parser(
-        "demo",
-        help="run the quick-start demo (examples/demo.py of a source checkout)",
-        description=DEMO_DESCRIPTION,
-        add_help=False,
+    rep.add_argument(
+        "--html",
+        metavar="OUT.html",
+        help="also write the dashboard (heatmaps, findings) as one self-contained HTML file",
     )
     return parser
 
@@ -284,17 +374,13 @@ def _parser():
 def main(argv=None):
     """Entry point of `keras-initkit`; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
     try:
         if argv and argv[0] == "demo":
-            if {"-h", "--help"} & set(argv[1:]):
-                print("usage: keras-initkit demo [DEMO OPTIONS]\n\n" + DEMO_DESCRIPTION)
-                if demo_script() is None:
-                    return 0
-                print()
-            return run_demo(argv[1:])
-        args = parser.parse_args(argv)
-        print(report(args.logdir, args.format, args.everything))
+            raise UsageError(DEMO_MESSAGE)
+        args = _parser().parse_args(argv)
+        print(report(args.logdir, args.format, args.everything, args.layers, args.html))
+        if args.html:
+            print(f"wrote {args.html}")
         return 0
     except UsageError as error:
         print(f"keras-initkit: error: {error}", file=sys.stderr)

@@ -58,6 +58,8 @@ class Run:
         findings: the findings records (dicts), the latest list of each source.
         thresholds: `{metric: value}` from the `initkit/layers` record (may be empty).
         has_meta: whether the run holds an `initkit/layers` record.
+        has_findings: whether the run holds an `initkit/findings` record (an empty list
+            included).
     """
 
     label: str
@@ -67,6 +69,7 @@ class Run:
     findings: list
     thresholds: dict
     has_meta: bool = False
+    has_findings: bool = False
 
     @property
     def metrics(self):
@@ -212,6 +215,7 @@ def read_run(path, label=None):
         findings=[f for tag in sorted(findings) for f in findings[tag][1]],
         thresholds={k: _number(v) for k, v in payload.get("thresholds", {}).items()},
         has_meta=has_meta,
+        has_findings=bool(findings),
     )
 
 

@@ -34,7 +34,10 @@ const CSS = `
 .ik-legend { display: flex; align-items: center; gap: 8px; margin-top: 8px; font-size: 12px; }
 .ik-curve { margin-top: 6px; }
 .ik-curve svg { overflow: visible; }
-.ik-findings table { border-collapse: collapse; width: 100%; margin-bottom: 8px; }
+.ik-findings table { border-collapse: collapse; width: 100%; margin-bottom: 8px;
+  table-layout: fixed; }
+.ik-findings col.ik-c-rule { width: 16%; } .ik-findings col.ik-c-layers { width: 24%; }
+.ik-findings col.ik-c-step { width: 8%; } .ik-findings col.ik-c-worst { width: 14%; }
 .ik-findings th, .ik-findings td { text-align: left; padding: 4px 8px; vertical-align: top;
   border-bottom: 1px solid #eceff1; }
 .ik-findings th { font-weight: 500; color: #5f6368; }
@@ -50,6 +53,11 @@ const HOT = [[254, 224, 139], [253, 174, 97], [244, 109, 67], [215, 48, 39], [16
 const DIVERGING = [[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130],
   [178, 24, 43]];
 const MISSING = [236, 239, 241];
+
+/** A run's display name: its directory without the monitors' `/initkit`. */
+export function short(run) {
+  return run.endsWith('/initkit') ? run.slice(0, -'/initkit'.length) : run;
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -171,7 +179,7 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex, rowNames) {
     const at = locate(event);
     if (!at) { tip.style.display = 'none'; return; }
     const [r, c] = at;
-    tip.textContent = `${data.run} · ${data.layers[r]} (depth ${r}) · step ${data.steps[c]}` +
+    tip.textContent = `${short(data.run)} · ${data.layers[r]} (depth ${r}) · step ${data.steps[c]}` +
       ` · ${data.metric} = ${fmt(data.values[r][c])}`;
     tip.style.display = 'block';
     tip.style.left = `${event.clientX + 12}px`;
@@ -186,7 +194,7 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex, rowNames) {
   const last = cols ? data.steps[cols - 1] : '';
   const title = el('div', {class: 'ik-panel-title', title: data.run},
     el('span', {text: '■ ', style: `color:${RUN_COLOURS[colourIndex % RUN_COLOURS.length]}`}),
-    data.run);
+    short(data.run));
   const axis = el('div', {class: 'ik-axis', style: `width:${canvas.width}px`},
     el('span', {text: `step ${first}`}), el('span', {text: `${cols} steps`}),
     el('span', {text: `${last}`}));
@@ -244,7 +252,7 @@ function curve(maps, row, metric) {
       points: s.points.map(([x, v]) => `${X(x).toFixed(1)},${Y(v).toFixed(1)}`).join(' ')}));
     const label = svg('text', {x: pad.l + width + 8, y: pad.t + 12 + 16 * k, 'font-size': 11,
       fill: colourOf});
-    label.textContent = `${s.data.run}: ${s.name}`;
+    label.textContent = `${short(s.data.run)}: ${s.name}`;
     box.append(label);
   });
   return box;
@@ -252,7 +260,7 @@ function curve(maps, row, metric) {
 
 function findingsTable(run, groups) {
   const section = el('div', {class: 'ik-findings-run', 'data-run': run});
-  section.append(el('h2', {text: `${run} — ${groups.length ? groups.length : 'no'} finding` +
+  section.append(el('h2', {text: `${short(run)} — ${groups.length ? groups.length : 'no'} finding` +
     `${groups.length === 1 ? '' : 's'}`}));
   if (!groups.length) return section;
   const head = el('tr', {}, ...['rule', 'layers', 'first step', 'worst', 'fix']
@@ -264,7 +272,9 @@ function findingsTable(run, groups) {
     el('td', {class: 'ik-num', text: fmt(g.worst) +
       (g.worst_layer && g.count > 1 ? ` (${g.worst_layer})` : '')}),
     el('td', {text: g.fix || ''})));
-  section.append(el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)));
+  const cols = el('colgroup', {}, ...['rule', 'layers', 'step', 'worst', 'fix']
+    .map((name) => el('col', {class: `ik-c-${name}`})));
+  section.append(el('table', {}, cols, el('thead', {}, head), el('tbody', {}, ...rows)));
   return section;
 }
 
@@ -319,7 +329,8 @@ export function mount(root, source) {
         if (box.checked) state.selected.add(r.run); else state.selected.delete(r.run);
         draw();
       });
-      return el('label', {style: `color:${RUN_COLOURS[i % RUN_COLOURS.length]}`}, box, r.run);
+      return el('label', {style: `color:${RUN_COLOURS[i % RUN_COLOURS.length]}`}, box,
+        short(r.run));
     }));
   }
 
