@@ -137,7 +137,7 @@ def write_logs(
                 },
             )
             fired = [f for f in planted if f["step"] <= step]
-            if planted and (k == len(step_values) - 1 or k % 5 == 4):
+            if findings and (k == len(step_values) - 1 or k % 5 == 4):
                 writer.write_findings(int(step), fired)
         writer.close()
         written[run] = names

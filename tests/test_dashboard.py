@@ -1,0 +1,227 @@
+"""The initkit dashboard: TF-free event reading, the plugin's routes, the HTML report."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from werkzeug.test import Client
+
+import keras_initkit
+from keras_initkit import summary
+from keras_initkit.dashboard import events, fixtures, html, model
+
+ROOT = Path(keras_initkit.__file__).resolve().parents[1]
+LAYERS, STEPS = 6, 7
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("dash")
+    names = fixtures.write_logs(log_dir, layers=LAYERS, steps=STEPS)
+    return log_dir, names
+
+
+@pytest.fixture(scope="module")
+def client(logs):
+    app, _ = fixtures.tensorboard_app(logs[0])
+    return Client(app)
+
+
+def _get(client, path):
+    response = client.get(f"/data/plugin/initkit/{path}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+def test_read_logdir_finds_every_run_with_order_thresholds_and_findings(logs):
+    log_dir, names = logs
+    runs = {run.label: run for run in events.read_logdir(log_dir)}
+    assert set(runs) == {f"{name}/initkit" for name in fixtures.RUNS}
+    run = runs["keras-default/initkit"]
+    assert run.layers == names["keras-default"] and run.has_meta
+    assert run.thresholds == fixtures.THRESHOLDS
+    assert set(run.metrics) == set(fixtures.METRICS)
+    steps, values = run.series["dead_fraction"]["dense_3"]
+    assert steps.tolist() == [5 * k for k in range(STEPS)]
+    planted = fixtures.planted_findings(0, names["keras-default"], steps)
+    assert {(f["rule"], f["layer"], f["step"]) for f in run.findings} == {
+        (f["rule"], f["layer"], f["step"]) for f in planted
+    }
+    assert runs["identity/initkit"].findings == [] and runs["identity/initkit"].has_findings
+
+
+def test_forward_order_comes_from_the_meta_record_not_the_tag_order(tmp_path):
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    writer.write(0, scalars={"dead_fraction/head": 0.0, "dead_fraction/stem": 0.1})
+    writer.write_meta(0, layers=["stem", "unlogged", "body", "head"], thresholds={"x": 1})
+    writer.write(1, scalars={"dead_fraction/body": 0.2, "dead_fraction/head": np.nan})
+    writer.write_meta(2, layers=["stem", "body", "head"])  # a later record replaces it
+    writer.close()
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert run.layers == ["stem", "body", "head"]
+    assert run.thresholds == {}
+    assert list(run.series["dead_fraction"]) == ["stem", "body", "head"]
+    assert np.isnan(run.series["dead_fraction"]["head"][1][1])
+
+
+def test_findings_latest_list_per_source_and_non_finite_values(tmp_path):
+    writer = summary.EventFileSummaryWriter(tmp_path)
+    first = {"rule": "dead_fraction", "layer": "a", "step": 3, "value": 0.9, "fix": "He"}
+    writer.write_findings(3, [first])
+    writer.write_findings(6, [first, {**first, "layer": "b", "step": 6}])
+    writer.write_findings(6, [{"rule": "exploding", "layer": "c", "value": float("nan")}], "Grad")
+    writer.write(6, scalars={"gradient_norm/c": 1.0})
+    writer.close()
+    run = events.read_run(str(tmp_path))
+    assert sorted((f["rule"], f["layer"]) for f in run.findings) == [
+        ("dead_fraction", "a"),
+        ("dead_fraction", "b"),
+        ("exploding", "c"),
+    ]
+    exploding = next(f for f in run.findings if f["rule"] == "exploding")
+    assert exploding["value"] == "nan"
+    groups = {g["rule"]: g for g in model.group_findings(run)}
+    assert groups["dead_fraction"]["first_step"] == 3 and groups["dead_fraction"]["count"] == 2
+    assert groups["exploding"]["worst"] == "nan"
+
+
+def test_tf1_simple_value_scalars_are_read(tmp_path):
+    writer = EventFileWriter(str(tmp_path))
+    for step, value in enumerate([0.1, 0.7]):
+        value_pb = summary_pb2.Summary.Value(tag="dead_fraction/x", simple_value=value)
+        writer.add_event(event_pb2.Event(step=step, summary=summary_pb2.Summary(value=[value_pb])))
+    writer.close()
+    run = events.read_run(str(tmp_path))
+    assert run.series["dead_fraction"]["x"][1].tolist() == pytest.approx([0.1, 0.7])
+    assert not run.has_meta and run.layers == ["x"]
+
+
+def test_foreign_logs_are_not_a_run(tmp_path):
+    summary.EventFileSummaryWriter(tmp_path).write(0, scalars={"epoch_loss": 1.0})
+    assert events.read_run(str(tmp_path)) is None
+    with pytest.raises(FileNotFoundError):
+        events.find_runs(tmp_path / "missing")
+
+
+def test_reading_imports_neither_tensorflow_nor_keras(logs):
+    code = (
+        "import sys, keras_initkit_cli\n"
+        f"assert keras_initkit_cli.main(['report', {str(logs[0])!r}]) == 0\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+        "assert 'keras' not in sys.modules, 'keras imported'\n"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    env.pop("KERAS_BACKEND", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "keras-default" in proc.stdout and "oneDNN" not in proc.stderr
+
+
+def test_ranges_in_forward_order():
+    layers = [f"l{i}" for i in range(8)]
+    assert model.ranges(["l5", "l1", "l2", "l3", "l7", "l6"], layers) == "l1 – l3 (3), l5 – l7 (3)"
+    assert model.ranges(["l0", "l2", "l3", "zz"], layers) == "l0, l2, l3, zz"
+
+
+# -- plugin routes --------------------------------------------------------------------
+
+
+def test_plugin_is_listed_and_serves_its_module(client):
+    listing = json.loads(client.get("/data/plugins_listing").get_data(as_text=True))
+    assert listing["initkit"]["enabled"] is True
+    assert listing["initkit"]["loading_mechanism"]["module_path"].endswith("/initkit/index.js")
+    index = _get(client, "index.js")
+    assert index.headers["Content-Type"].startswith("text/javascript")
+    assert "from './app.js'" in index.get_data(as_text=True)
+    assert "export function mount" in _get(client, "app.js").get_data(as_text=True)
+
+
+def test_runs_route(client, logs):
+    runs = {r["run"]: r for r in _get(client, "runs").json["runs"]}
+    assert set(runs) == {f"{name}/initkit" for name in fixtures.RUNS}
+    default = runs["keras-default/initkit"]
+    assert default["layers"] == LAYERS and default["max_step"] == 5 * (STEPS - 1)
+    assert default["metrics"][0] == "dead_fraction" and set(default["metrics"]) == set(
+        fixtures.METRICS
+    )
+    assert default["findings"] > 0 and default["has_meta"]
+
+
+def test_heatmap_route_is_layers_by_steps_in_forward_order(client, logs):
+    log_dir, names = logs
+    data = _get(client, "heatmap?run=keras-default/initkit&metric=dead_fraction").json
+    assert data["layers"] == names["keras-default"]
+    assert data["steps"] == [5 * k for k in range(STEPS)]
+    assert np.asarray(data["values"]).shape == (LAYERS, STEPS)
+    assert data["threshold"] == 0.5 and data["scale"] == {"kind": "linear", "domain": [0, 1]}
+    run = next(r for r in events.read_logdir(log_dir) if r.label == "keras-default/initkit")
+    expected = run.series["dead_fraction"]["dense_4"][1]
+    assert data["values"][4] == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-6)
+    log_scale = _get(client, "heatmap?run=lsuv/initkit&metric=gradient_norm").json
+    assert log_scale["scale"]["kind"] == "log" and log_scale["threshold"] is None
+
+
+def test_findings_route_groups_by_rule_with_layer_ranges(client, logs):
+    names = logs[1]["keras-default"]
+    groups = _get(client, "findings?run=keras-default/initkit").json["findings"]
+    assert [g["rule"] for g in groups] == ["saturated_fraction", "dead_fraction"]
+    dead = groups[1]
+    assert dead["layers"] == f"{names[LAYERS // 2]} – {names[-1]} ({LAYERS - LAYERS // 2})"
+    assert dead["fix"] == fixtures.FIX_DEAD and dead["first_step"] == 10
+    assert dead["worst_layer"] == names[-1]
+    assert _get(client, "findings?run=lsuv/initkit").json["findings"] == []
+
+
+def test_routes_reject_missing_arguments(client):
+    assert client.get("/data/plugin/initkit/heatmap?run=x").status_code == 400
+    assert client.get("/data/plugin/initkit/findings").status_code == 400
+
+
+def test_plugin_is_inactive_without_our_data(tmp_path):
+    summary.EventFileSummaryWriter(tmp_path / "train").write(0, scalars={"epoch_loss": 1.0})
+    app, plugin = fixtures.tensorboard_app(tmp_path)
+    listing = json.loads(Client(app).get("/data/plugins_listing").get_data(as_text=True))
+    assert listing["initkit"]["enabled"] is False and not plugin.is_active()
+
+
+def test_runs_with_differing_layer_names_align_by_depth(tmp_path):
+    fixtures.write_logs(tmp_path, runs=("a", "b"), layers=3, steps=2, stable_names=False)
+    client = Client(fixtures.tensorboard_app(tmp_path)[0])
+    a = _get(client, "heatmap?run=a/initkit&metric=dead_fraction").json
+    b = _get(client, "heatmap?run=b/initkit&metric=dead_fraction").json
+    assert a["layers"] == ["dense_0", "dense_1", "dense_2"]
+    assert b["layers"] == ["dense_3", "dense_4", "dense_5"]  # row i = depth i in both
+
+
+# -- HTML report ----------------------------------------------------------------------
+
+
+def test_html_report_is_self_contained(logs, tmp_path):
+    runs = events.read_logdir(logs[0])
+    path = html.write(runs, tmp_path / "report.html", title="t </script>")
+    text = path.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)
+    assert "fetch(" not in text.split("function httpSource")[0]  # the inline source never fetches
+    payload = re.search(
+        r'<script type="application/json" id="initkit-data">(.*?)</script>', text, re.S
+    ).group(1)
+    data = json.loads(payload)
+    assert [r["run"] for r in data["runs"]] == [r.label for r in runs]
+    heat = data["heatmaps"]["keras-default/initkit"]["dead_fraction"]
+    assert np.asarray(heat["values"]).shape == (LAYERS, STEPS)
+    assert data["findings"]["keras-default/initkit"][0]["rule"] == "saturated_fraction"
+    assert "t &lt;/script&gt;" in text and "export function mount" in text
