@@ -1,7 +1,8 @@
-"""keras-initkit: `report` on real event files (monitor-written and tf.summary-written), `demo`."""
+"""keras-initkit: `report` on real event files (monitor-written, tf.summary-written, fixtures)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_report_on_monitor_logs_subprocess(monitor_logs):
 
 def test_report_text_and_markdown(monitor_logs):
     log_dir, _ = monitor_logs
-    text = cli.report(str(log_dir), "text")
+    text = cli.report(str(log_dir), "text", layers=True)
     line = next(row for row in text.splitlines() if "saturated_fraction" in row)
     assert line.count("!") == 2  # first and latest both flagged
     assert "Run initkit: 3 layer(s)" in text
@@ -158,31 +159,16 @@ def test_help_for_every_command(capsys):
             cli.main(argv)
         assert exit.value.code == 0
     out = capsys.readouterr().out
-    assert "report" in out and "demo" in out and "--format" in out
+    assert "report" in out and "--format" in out and "--html" in out and "--layers" in out
     for argv in (["report", "logs", "--format", "xml"], []):
         with pytest.raises(SystemExit) as exit:
             cli.main(argv)
         assert exit.value.code == 2
 
 
-def test_demo_help_and_missing_demo(monkeypatch, capsys):
-    if cli.demo_script() is not None:
-        assert cli.main(["demo", "--help"]) == 0
-        out = capsys.readouterr().out
-        assert "examples/demo.py" in out and "--quick" in out  # the demo's own options
-    monkeypatch.setattr(cli, "demo_script", lambda: None)
-    assert cli.main(["demo", "--help"]) == 0
-    assert "examples/demo.py" in capsys.readouterr().out
+def test_demo_is_not_a_subcommand_but_says_where_it_is(capsys):
     assert cli.main(["demo", "--quick"]) == 2
     assert "tox -e demo" in capsys.readouterr().err
-
-
-def test_demo_forwards_arguments_and_exit_code(tmp_path, monkeypatch, capsys):
-    script = tmp_path / "demo.py"
-    script.write_text("import sys\nprint('demo args', sys.argv[1:])\nsys.exit(3)\n")
-    monkeypatch.setattr(cli, "demo_script", lambda: str(script))
-    assert cli.main(["demo", "--quick", "--epochs", "1"]) == 3
-    assert "demo args ['--quick', '--epochs', '1']" in capsys.readouterr().out
 
 
 def test_all_shows_every_logged_metric(monitor_logs):
@@ -191,3 +177,75 @@ def test_all_shows_every_logged_metric(monitor_logs):
     everything = json.loads(cli.report(str(log_dir), "json", everything=True))["runs"]["initkit"]
     assert set(headline["saturating"]) <= set(cli.METRICS)
     assert {"saturated_low", "saturated_high", "weight_norm"} <= set(everything["saturating"])
+
+
+@pytest.fixture(scope="module")
+def fixture_logs(tmp_path_factory):
+    """Four runs with the meta record and planted findings (keras_initkit.dashboard.fixtures)."""
+    from keras_initkit.dashboard import fixtures
+
+    log_dir = tmp_path_factory.mktemp("fixture_logs")
+    return log_dir, fixtures.write_logs(log_dir, layers=6, steps=7)
+
+
+def test_report_prints_findings_and_worst_layers_per_run(fixture_logs):
+    from keras_initkit.dashboard import fixtures
+
+    log_dir, names = fixture_logs
+    text = cli.report(str(log_dir))
+    blocks = dict((block.splitlines()[0].split(":")[0], block) for block in text.split("\n\n")[:-1])
+    assert set(blocks) == {f"Run {name}/initkit" for name in fixtures.RUNS}
+    default = blocks["Run keras-default/initkit"]
+    assert "2 finding(s)" in default
+    assert "! dead_fraction from step 10: dense_3 – dense_5 (3)" in default
+    assert f"fix: {fixtures.FIX_DEAD}" in default
+    worst = next(line for line in default.splitlines() if line.strip().startswith("dead_fraction"))
+    assert worst.split()[1] == "dense_5" and worst.count("!") >= 1
+    assert "0 finding(s)" in blocks["Run lsuv/initkit"]
+    assert "derived" not in text  # the runs recorded their findings
+    assert len(text.splitlines()) < 60  # a summary, not a line per layer and metric
+
+
+def test_report_layers_option_and_json_findings(fixture_logs):
+    log_dir, _ = fixture_logs
+    table = cli.report(str(log_dir), layers=True)
+    assert table.splitlines()[1].split()[:2] == ["layer", "metric"]
+    data = json.loads(cli.report(str(log_dir), "json"))
+    assert data["thresholds"]["dead_fraction"] == 0.5
+    rules = [g["rule"] for g in data["findings"]["keras-default/initkit"]]
+    assert rules == ["saturated_fraction", "dead_fraction"]
+
+
+def test_report_derives_findings_when_the_run_recorded_none(monitor_logs):
+    log_dir, _ = monitor_logs
+    data = json.loads(cli.report(str(log_dir), "json"))
+    (saturated,) = [g for g in data["findings"]["initkit"] if g["rule"] == "saturated_fraction"]
+    assert saturated["layers"] == "saturating" and saturated["first_step"] == 0
+
+
+def test_report_html_writes_one_self_contained_file(fixture_logs, tmp_path, capsys):
+    log_dir, _ = fixture_logs
+    out = tmp_path / "report.html"
+    assert cli.main(["report", str(log_dir), "--html", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "initkit-data" in text
+    assert not re.search(r"""(src|href|url)[=(]["']?(https?:)?//""", text)  # nothing to fetch
+
+
+def test_console_script_launcher_runs_the_report_without_keras(fixture_logs):
+    log_dir, _ = fixture_logs
+    root = str(Path(keras_initkit.__file__).resolve().parents[1])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env.pop("KERAS_BACKEND", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_initkit_cli", "report", str(log_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Run keras-default/initkit" in proc.stdout
+    assert proc.stderr == ""  # no TensorFlow start-up messages

@@ -1,5 +1,7 @@
 """summary.py: both event writers write the same, readable files; record_if cannot drop them."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -83,3 +85,58 @@ def test_check_log_dir(tmp_path):
         summary.check_log_dir(tmp_path / "file")
     with pytest.raises(ValueError, match=r"Received: log_dir=\['x'\]"):
         summary.check_log_dir(["x"])
+
+
+@pytest.mark.parametrize("cls", WRITERS)
+def test_meta_and_findings_records(tmp_path, cls):
+    writer = cls(summary.run_dir(tmp_path))
+    writer.write_meta(0, layers=["stem", "body", "head"], thresholds={"dead_fraction": 0.5})
+    found = [
+        {"rule": "dead_fraction", "layer": "body", "step": 4, "value": 0.75, "fix": "He", "x": 1},
+        {"rule": "exploding", "layer": "head", "step": 4, "value": float("inf"), "message": "m"},
+    ]
+    writer.write_findings(4, found)
+    writer.write_findings(4, found[:1], source="DeadUnitMonitor")
+    writer.close()
+    acc = _read(tmp_path / "initkit")
+    assert set(acc.Tags()["tensors"]) == {
+        summary.LAYERS_TAG,
+        summary.FINDINGS_TAG,
+        summary.FINDINGS_TAG + "/DeadUnitMonitor",
+    }
+    for tag in acc.Tags()["tensors"]:
+        assert acc.SummaryMetadata(tag).plugin_data.plugin_name == "initkit"
+    (meta,) = acc.Tensors(summary.LAYERS_TAG)
+    assert json.loads(meta.tensor_proto.string_val[0]) == {
+        "layers": ["stem", "body", "head"],
+        "thresholds": {"dead_fraction": 0.5},
+    }
+    (record,) = acc.Tensors(summary.FINDINGS_TAG)
+    assert record.step == 4
+    assert json.loads(record.tensor_proto.string_val[0])["findings"] == [
+        {"rule": "dead_fraction", "layer": "body", "step": 4, "value": 0.75, "fix": "He"},
+        {"rule": "exploding", "layer": "head", "step": 4, "value": "inf", "message": "m"},
+    ]
+
+
+def test_findings_accept_dataclasses_and_reject_others(tmp_path):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Finding:
+        step: int
+        layer: str
+        rule: str
+        message: str
+
+    writer = summary.EventFileSummaryWriter(tmp_path)
+    writer.write_findings(1, [Finding(1, "a", "dead_fraction", "dead")])
+    with pytest.raises(ValueError, match="Received: "):
+        writer.write_findings(1, [{"layer": "a"}])
+    with pytest.raises(ValueError, match="Received: layers='ab'"):
+        writer.write_meta(1, layers="ab")
+    writer.close()
+    (record,) = _read(tmp_path).Tensors(summary.FINDINGS_TAG)
+    assert json.loads(record.tensor_proto.string_val[0])["findings"] == [
+        {"rule": "dead_fraction", "layer": "a", "step": 1, "message": "dead"}
+    ]
