@@ -400,3 +400,25 @@ def test_infinite_and_empty_datasets():
 def test_bad_probe_arguments():
     with pytest.raises(ValueError, match="batch_size=0"):
         probe.Probe(_mlp(), [], batch_size=0)
+
+
+BACKEND_INTERFACE = (
+    "compile_function",
+    "value_and_grad",
+    "no_grad",
+    "run_after",
+    "identity",
+    "histogram",
+)
+
+
+@pytest.mark.backend_agnostic
+def test_backend_module_implements_the_interface_and_its_histogram_is_exact():
+    module = probe.backend.current()
+    assert module.__name__.rsplit(".", 1)[-1] == keras.backend.backend()
+    for name in BACKEND_INTERFACE:
+        assert callable(getattr(module, name)), name
+    values = np.array([-1.0, -0.95, -0.1, 0.0, 0.3, 0.999, 1.0, 2.0], "float32")
+    counts = keras.ops.convert_to_numpy(module.histogram(keras.ops.array(values), -1.0, 1.0, 4))
+    expected, _ = np.histogram(np.clip(values, -1, 1), bins=4, range=(-1, 1))
+    np.testing.assert_array_equal(counts, expected)

@@ -1,0 +1,80 @@
+"""Every private Keras attribute keras_initkit relies on (`keras_initkit._keras_private`).
+
+Each test names the attribute it needs: a Keras release that renames or drops one fails
+here, by name, instead of somewhere inside a feature.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_initkit import _keras_private
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+class Block(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(3, name="inner")
+        self.norm = keras.layers.LayerNormalization(name="norm")
+
+    def call(self, x):
+        return self.norm(self.inner(x))
+
+
+def _model():
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(Block(name="block")(inputs)))
+
+
+def test_layer_flatten_layers_walks_custom_blocks():
+    assert hasattr(keras.layers.Layer, "_flatten_layers"), "Layer._flatten_layers is gone"
+    model = _model()
+    names = [layer.name for layer in _keras_private.sublayers(model)]
+    assert {"block", "inner", "norm", "head"} <= set(names)
+    top = [layer.name for layer in _keras_private.sublayers(model, recursive=False)]
+    assert "inner" not in top and "block" in top
+
+
+def test_model_compile_loss_and_its_constructor_arguments():
+    model = _model()
+    assert _keras_private.compiled_loss(model) is None
+    assert not _keras_private.has_loss(model)
+    model.compile(optimizer="sgd", loss="mse")
+    compiled = _keras_private.compiled_loss(model)
+    assert compiled is not None, "Model._compile_loss is gone"
+    for name in ("_user_loss", "_user_loss_weights", "reduction", "output_names", "built"):
+        assert hasattr(compiled, name), f"CompileLoss.{name} is gone"
+    assert not compiled.built
+    copy = _keras_private.unbuilt_loss_copy(model)
+    assert type(copy) is type(compiled) and copy is not compiled
+    x, y = np.ones((2, 4), "float32"), np.zeros((2, 2), "float32")
+    previous = _keras_private.swap_compiled_loss(model, copy)
+    try:
+        value = model.compute_loss(x=x, y=y, y_pred=model(x))
+    finally:
+        _keras_private.swap_compiled_loss(model, previous)
+    assert np.isfinite(float(keras.ops.convert_to_numpy(value)))
+    assert copy.built and not compiled.built, "the model's own compiled loss was built"
+    assert _keras_private.unbuilt_loss_copy(model) is not None
+
+
+def test_custom_compute_loss_counts_as_a_loss():
+    class Custom(keras.Model):
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+            return keras.ops.mean(y_pred)
+
+    inputs = keras.Input((4,))
+    model = Custom(inputs, keras.layers.Dense(1)(inputs))
+    assert _keras_private.has_custom_compute_loss(model) and _keras_private.has_loss(model)
+
+
+def test_sync_jax_state_is_a_no_op_outside_a_jax_fit():
+    model = _model()
+    before = [keras.ops.convert_to_numpy(v) for v in model.variables]
+    _keras_private.sync_jax_state(model)
+    for old, v in zip(before, model.variables):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(v))
+    if keras.backend.backend() == "jax":
+        assert callable(getattr(keras.Model, "jax_state_sync", None)), "jax_state_sync is gone"
