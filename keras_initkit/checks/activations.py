@@ -1,0 +1,212 @@
+"""Checks on layer outputs: their scale through depth, saturation, dead units."""
+
+import math
+
+from keras_initkit import validation
+from keras_initkit.checks.base import Check
+from keras_initkit.checks.rules import Rule
+from keras_initkit.probe import ActivationMoments, DeadUnits, Saturation
+
+MOMENTS = ("activation_mean", "activation_std")
+DELTA = 0.01  # the default saturation margin, relative to the activation's range
+SATURATION_METRICS = ("saturated_fraction", "saturated_low", "saturated_high", "abs_p98")
+DEAD_METRICS = ("dead_fraction", "inactive_fraction", "firing_rate")
+_SCALE_FIX = "use He (ReLU) or Glorot (tanh, sigmoid) initialization, or keras_initkit.lsuv_init."
+
+
+def _above_one(value, name):
+    return validation.positive(value, name, above=1.0)
+
+
+def _depth_rule(name, verb, below):
+    return Rule(
+        name=name,
+        kind=name,
+        metric="activation_std",
+        definition=(
+            "among the hidden kernel layers (every kernel layer but the last, in forward "
+            "order), the one whose output std is farthest, on a log scale, from the first "
+            f"one's has a ratio {'below 1/' if below else 'above '}`activation_std_ratio` "
+            "to it (one finding, at that layer)"
+        ),
+        observation=(
+            "output std {activation_std:.3g} is {value:.1e} × that of {reference}: "
+            f"activations {verb} through depth"
+        ),
+        fix=_SCALE_FIX,
+        threshold="activation_std_ratio",
+        default=100.0,
+        below=below,
+        valid=_above_one,
+        argument="activation_std_threshold",
+        per_value=False,
+    )
+
+
+VANISHING_ACTIVATIONS = _depth_rule("vanishing_activations", "vanish", below=True)
+EXPLODING_ACTIVATIONS = _depth_rule("exploding_activations", "explode", below=False)
+
+SATURATED = Rule(
+    name="saturated_fraction",
+    kind="saturated",
+    metric="saturated_fraction",
+    definition=(
+        "share of a bounded activation's output values (over sample × position × unit) "
+        "within `delta` (0.01 by default, relative to the activation's range) of either "
+        "asymptote is above the threshold"
+    ),
+    observation=(
+        "{value:.0%} of {activation} outputs saturated (within {delta:g} × range of {low:g} "
+        "or {high:g}; {saturated_low:.0%} low, {saturated_high:.0%} high)"
+    ),
+    fix=(
+        "try Glorot or LSUV initialization (keras_initkit.lsuv_init), normalized inputs, or "
+        "a lower learning rate."
+    ),
+    threshold="saturated_fraction",
+    default=0.2,
+    argument="saturation_threshold",
+)
+
+
+def _rectifier_rule(name, kind, definition, observation):
+    return Rule(
+        name=name,
+        kind=kind,
+        metric=name,
+        definition=definition,
+        observation=observation,
+        fix=(
+            "try He or LSUV initialization (keras_initkit.lsuv_init), a leaky activation, or "
+            "a lower learning rate."
+        ),
+        fix_at_init="use He initialization or lsuv_init, and check the bias initialization.",
+        threshold="dead_fraction",
+        default=0.5,
+        argument="dead_threshold",
+    )
+
+
+DEAD = _rectifier_rule(
+    "dead_fraction",
+    "dead",
+    "share of a ReLU or ReLU6 layer's units (channels of the output's last axis, axis 1 for "
+    "`channels_first`) whose output is ≤ 0 for every sample and position of the data is "
+    "above the threshold",
+    "{value:.0%} of units dead{count}",
+)
+INACTIVE = _rectifier_rule(
+    "inactive_fraction",
+    "inactive",
+    "the `dead_fraction` rule for leaky rectifiers (LeakyReLU, ELU, SELU, PReLU), on the "
+    "sign of the output, which is the pre-activation's",
+    "{value:.0%} of units inactive (never positive){count}",
+)
+
+
+def depth_ratio(values):
+    """`(index, ratio)` of the most extreme `values[i] / values[0]`, i ≥ 1, or None.
+
+    The ratio farthest from 1 on a log scale; used for the output std through depth.
+    """
+    values = [float(v) for v in values]
+    if len(values) < 2 or not values[0] > 0:
+        return None
+    ratios = [v / values[0] for v in values[1:]]
+
+    def distance(r):
+        return abs(math.log(r)) if r > 0 else math.inf
+
+    i = max(range(len(ratios)), key=lambda k: distance(ratios[k]))
+    return i + 1, ratios[i]
+
+
+class ActivationCheck(Check):
+    """Output mean and std of every layer with a kernel or an activation, and their scale
+    through depth (`vanishing_activations`, `exploding_activations`)."""
+
+    rules = (VANISHING_ACTIVATIONS, EXPLODING_ACTIVATIONS)
+    metrics = MOMENTS
+    samples = True
+    layout = {"Activations": MOMENTS}
+
+    def reducers(self):
+        return [ActivationMoments()]
+
+    def applies(self, site):
+        return site.activation is not None or site.has_kernel
+
+    def findings(self, sites, scalars, step, epoch_end=True):
+        kernels = [s for s in sites if s.has_kernel]
+        hidden = [s for s in kernels[:-1] if "activation_std" in scalars.get(s.name, {})]
+        extreme = depth_ratio([scalars[s.name]["activation_std"] for s in hidden])
+        limit = self.thresholds["activation_std_ratio"]
+        if extreme is None or 1 / limit <= extreme[1] <= limit:
+            return
+        site, ratio = hidden[extreme[0]], extreme[1]
+        rule = VANISHING_ACTIVATIONS if ratio < 1 else EXPLODING_ACTIVATIONS
+        context = {**scalars[site.name], "value": ratio, "reference": hidden[0].name}
+        yield site, rule, ratio, rule.observe(context)
+
+
+class SaturationCheck(Check):
+    """Saturated outputs of bounded activations (`saturated_fraction`).
+
+    Args:
+        delta: distance to an asymptote, relative to the activation's range, within
+            which a value counts as saturated, in (0, 0.5). Defaults to `0.01`.
+        saturation_threshold: see the `saturated_fraction` rule. Defaults to `0.2`.
+    """
+
+    rules = (SATURATED,)
+    metrics = SATURATION_METRICS + MOMENTS
+    samples = True
+    log_metrics = ("saturated_fraction",)
+    layout = {"Saturation": SATURATION_METRICS, "Activations": MOMENTS}
+
+    def __init__(self, delta=DELTA, **thresholds):
+        super().__init__(**thresholds)
+        if not 0 < validation.fraction(delta, "delta") < 0.5:
+            raise ValueError(f"Argument `delta` must be in (0, 0.5). Received: delta={delta!r}")
+        self.delta = float(delta)
+
+    def reducers(self):
+        return [ActivationMoments(), Saturation(self.delta)]
+
+    def applies(self, site):
+        return site.kind == "bounded"
+
+    def context(self, site, scalars, step):
+        low, high = site.bounds
+        return {"activation": site.activation, "delta": self.delta, "low": low, "high": high}
+
+
+class DeadUnitCheck(Check):
+    """Dead (ReLU, ReLU6) and inactive (leaky variants) units of rectifier layers."""
+
+    rules = (DEAD, INACTIVE)
+    metrics = DEAD_METRICS + MOMENTS
+    samples = True
+    log_metrics = ("dead_fraction", "inactive_fraction")
+    layout = {"Dead units": DEAD_METRICS, "Activations": MOMENTS}
+
+    def __init__(self, **thresholds):
+        super().__init__(**thresholds)
+        self._units = {}  # site name -> number of units, for the observation
+
+    def reducers(self):
+        return [ActivationMoments(), DeadUnits()]
+
+    def applies(self, site):
+        return site.kind in ("dead", "inactive")
+
+    def report(self, site, values, step):
+        if "unit_firing_rate" in values:
+            self._units[site.name] = len(values["unit_firing_rate"])
+        return super().report(site, values, step)
+
+    def context(self, site, scalars, step):
+        units, fraction = self._units.get(site.name), scalars.get(f"{site.kind}_fraction")
+        if not units or fraction is None:
+            return {"count": ""}
+        return {"count": f" ({round(fraction * units)} of {units})"}

@@ -1,0 +1,123 @@
+"""Batch-norm check: do the moving statistics match the data they normalize?"""
+
+import functools
+
+from keras_initkit import validation
+from keras_initkit.checks.base import Check
+from keras_initkit.checks.rules import Rule
+from keras_initkit.probe import BatchNormStatistics
+
+BN_METRICS = ("bn_mean_shift", "bn_std_ratio", "bn_init_weight")
+_RECALIBRATE = "run keras_initkit.recalibrate_batchnorm(model, data) before evaluating"
+_MISMATCH = "inference normalizes differently from training"
+
+FROZEN = Rule(
+    name="frozen",
+    kind="frozen",
+    metric="bn_mean_shift",
+    definition=(
+        "a batch-norm layer has `trainable=False`: Keras 3 then normalizes with its moving "
+        "statistics during training too (intended when fine-tuning)"
+    ),
+    observation=(
+        "trainable=False, so it normalizes with its frozen moving statistics during training "
+        "as well (bn_mean_shift {bn_mean_shift:.2f}, bn_std_ratio {bn_std_ratio:.2f} on the "
+        "data)"
+    ),
+    fix="intended when fine-tuning; otherwise set trainable=True.",
+    value=lambda site, scalars: None if site.layer.trainable else scalars.get("bn_mean_shift"),
+)
+
+INIT_WEIGHT = Rule(
+    name="bn_init_weight",
+    kind="bn_mismatch",
+    metric="bn_init_weight",
+    definition=(
+        "`bn_init_weight` = momentum^n, the weight the initial values (mean 0, variance 1) "
+        "still have in the moving statistics after n training steps (the global step), is "
+        "above the threshold at the end of an epoch; the mismatch rules then wait, the "
+        "mismatch being the initial value's"
+    ),
+    observation=(
+        "after {step} updates at momentum {momentum:g}, the initial value still weighs "
+        "{value:.0%} in the moving statistics that validation and inference use "
+        "(bn_mean_shift {bn_mean_shift:.2f}, bn_std_ratio {bn_std_ratio:.2f})"
+    ),
+    fix=f"lower `momentum` (e.g. 0.9) or {_RECALIBRATE}.",
+    threshold="bn_init_weight",
+    default=0.05,
+    argument="init_weight_threshold",
+    reads=(),  # a logged value is information until an epoch of training has passed
+    epoch_end=True,
+    supersedes=("bn_mean_shift", "bn_std_ratio"),
+)
+
+MEAN_SHIFT = Rule(
+    name="bn_mean_shift",
+    kind="bn_mismatch",
+    metric="bn_mean_shift",
+    definition=(
+        "mean over channels c of |d_c|, d_c = (m_c − μ_c) / sqrt(s²_c + eps) with moving mean "
+        "m and the data's mean μ and biased variance s² of the layer's input, is above the "
+        "threshold (at the end of an epoch)"
+    ),
+    observation=(
+        "moving mean is off by {value:.2f} input standard deviations on average "
+        f"(bn_mean_shift): {_MISMATCH}"
+    ),
+    fix=f"{_RECALIBRATE}.",
+    threshold="bn_mean_shift",
+    default=0.5,
+    valid=validation.positive,
+    argument="mean_shift_threshold",
+    epoch_end=True,
+)
+
+STD_RATIO = Rule(
+    name="bn_std_ratio",
+    kind="bn_mismatch",
+    metric="bn_std_ratio",
+    definition=(
+        "exp(max over channels c of |log r_c|), r_c = sqrt((v_c + eps) / (s²_c + eps)) with "
+        "moving variance v, the worst factor by which a channel's moving std is off, is "
+        "above the threshold (> 1; at the end of an epoch)"
+    ),
+    observation=(
+        f"moving standard deviation is off by a factor of up to {{value:.2f}} (bn_std_ratio): "
+        f"{_MISMATCH}"
+    ),
+    fix=f"{_RECALIBRATE}.",
+    threshold="bn_std_ratio",
+    default=2.0,
+    valid=functools.partial(validation.positive, above=1.0),
+    argument="std_ratio_threshold",
+    epoch_end=True,
+)
+
+
+class BatchNormCheck(Check):
+    """Batch-norm moving statistics against the statistics of the layer's input.
+
+    Reports `bn_mean_shift`, `bn_std_ratio` and, for trainable layers measured during
+    training (a step is known), `bn_init_weight`.
+    """
+
+    rules = (FROZEN, INIT_WEIGHT, MEAN_SHIFT, STD_RATIO)
+    metrics = ("bn_mean_shift", "bn_std_ratio")
+    log_metrics = ("bn_mean_shift", "bn_std_ratio")
+    layout = {"Batch norm": BN_METRICS}
+
+    def reducers(self):
+        return [BatchNormStatistics()]
+
+    def applies(self, site):
+        return site.is_batchnorm
+
+    def report(self, site, values, step):
+        out = super().report(site, values, step)
+        if out and site.layer.trainable and step is not None:
+            out["bn_init_weight"] = float(site.layer.momentum) ** step
+        return out
+
+    def context(self, site, scalars, step):
+        return {"momentum": float(site.layer.momentum), "step": step}

@@ -1,0 +1,94 @@
+"""The rule book: every check, every rule, and what derives from them.
+
+`DEFAULT_THRESHOLDS` collects the rules' default thresholds; `flagged` judges one
+logged value with the same rules (`keras-initkit report`); `assign`, `measure` and
+`judge` run a list of checks on probe results, for the monitors and `diagnose` alike.
+"""
+
+from keras_initkit.checks.activations import ActivationCheck, DeadUnitCheck, SaturationCheck
+from keras_initkit.checks.batchnorm import BatchNormCheck
+from keras_initkit.checks.gradients import GradientCheck
+from keras_initkit.checks.symmetry import SymmetryCheck
+
+# Every check, in the order their findings are listed for one layer.
+CHECKS = (
+    SaturationCheck,
+    DeadUnitCheck,
+    SymmetryCheck,
+    BatchNormCheck,
+    GradientCheck,
+    ActivationCheck,
+)
+RULES = {rule.name: rule for check in CHECKS for rule in check.rules}
+DEFAULT_THRESHOLDS = {rule.threshold: rule.default for rule in RULES.values() if rule.threshold}
+_BY_THRESHOLD = {rule.threshold: rule for rule in RULES.values() if rule.threshold}
+
+
+def check_thresholds(thresholds):
+    """`DEFAULT_THRESHOLDS` updated with `thresholds` (a dict), validated."""
+    merged = dict(DEFAULT_THRESHOLDS)
+    if thresholds is None:
+        return merged
+    if not isinstance(thresholds, dict):
+        raise ValueError(
+            "Argument `thresholds` must be a dict `{rule: value}` or None. "
+            f"Received: thresholds={thresholds!r}"
+        )
+    for key, value in thresholds.items():
+        if key not in DEFAULT_THRESHOLDS:
+            raise ValueError(
+                f"Argument `thresholds` has an unknown rule (known: "
+                f"{sorted(DEFAULT_THRESHOLDS)}). Received: {key!r}"
+            )
+        merged[key] = _BY_THRESHOLD[key].valid(value, key)
+    return merged
+
+
+def flagged(metric, value, thresholds=None):
+    """True when one logged or measured `metric` value is a finding.
+
+    Judged by every rule that reads `metric` on a layer's value alone (`Rule.reads`);
+    other metrics are never flagged.
+    """
+    thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
+    for rule in RULES.values():
+        reads = (rule.metric,) if rule.reads is None else rule.reads
+        if rule.per_value and rule.threshold and metric in reads:
+            if rule.fires(rule.measure(None, {metric: value}), thresholds[rule.threshold]):
+                return True
+    return False
+
+
+def default_checks(thresholds=None):
+    """One instance of every check, with `thresholds` (`{key: value}`, validated)."""
+    thresholds = check_thresholds(thresholds)
+    return [cls.from_thresholds(thresholds) for cls in CHECKS]
+
+
+def assign(checks, sites, gradient_sites=()):
+    """`[(check, the sites it applies to)]`: forward checks on `sites`, gradient checks
+    on `gradient_sites`."""
+    return [
+        (check, [s for s in (gradient_sites if check.gradients else sites) if check.applies(s)])
+        for check in checks
+    ]
+
+
+def measure(assignment, result, gradients=None, step=None):
+    """`{site name: {metric: value}}` from a forward and a gradient `ProbeResult`."""
+    scalars = {}
+    for check, sites in assignment:
+        source = gradients if check.gradients else result
+        for site in sites:
+            values = source.metrics.get(site.name) if source is not None else None
+            reported = check.report(site, values, step) if values else None
+            if reported:
+                scalars.setdefault(site.name, {}).update(reported)
+        check.complete(sites, scalars)
+    return scalars
+
+
+def judge(assignment, scalars, step=None, epoch_end=True):
+    """Every check's `(site, rule, value, observation)` findings on `scalars`."""
+    for check, sites in assignment:
+        yield from check.findings(sites, scalars, step, epoch_end)

@@ -1,0 +1,103 @@
+"""Gradient check: per-layer gradient flow, and the one definition of vanishing and
+exploding gradients."""
+
+import math
+
+from keras_initkit import validation
+from keras_initkit.checks.base import Check
+from keras_initkit.checks.rules import Rule
+
+GRADIENT_METRICS = ("gradient_norm", "update_ratio", "weight_norm", "gradient_ratio")
+
+
+def _exploding_value(site, scalars):
+    g = scalars.get("gradient_norm")
+    if g is not None and not math.isfinite(g):
+        return g
+    return scalars.get("update_ratio")
+
+
+def _exploding_observation(context):
+    g, value = context["gradient_norm"], context["value"]
+    if not math.isfinite(g):
+        return f"gradient norm is {g}: exploding gradients"
+    return (
+        f"update_ratio {value:.3g}: one SGD step would change the weights by {value:.0%} of "
+        f"their norm (gradient_norm {g:.3g}): exploding gradients"
+    )
+
+
+VANISHING = Rule(
+    name="vanishing",
+    kind="vanishing_gradients",
+    metric="gradient_ratio",
+    definition=(
+        "`gradient_ratio` = ‖g‖ of a kernel layer / ‖g‖ of the last kernel layer (the output "
+        "layer), ‖g‖ the norm of the gradient of the loss over the layer's own weights, is "
+        "below the threshold (1e-3: AutoTrainer's first-to-last rule, applied to every layer)"
+    ),
+    observation="gradient norm is {value:.1e} × that of {reference}: vanishing gradients",
+    fix=(
+        "try He/orthogonal or LSUV initialization (keras_initkit.lsuv_init), batch "
+        "normalization, or residual connections."
+    ),
+    threshold="gradient_ratio",
+    default=1e-3,
+    below=True,
+    argument="vanishing_threshold",
+)
+
+EXPLODING = Rule(
+    name="exploding",
+    kind="exploding_gradients",
+    metric="update_ratio",
+    definition=(
+        "`update_ratio` = learning rate × ‖g‖ / ‖w‖, the relative size of one plain SGD step, "
+        "is above the threshold (a step larger than the weights themselves), or ‖g‖ is not "
+        "finite"
+    ),
+    observation=_exploding_observation,
+    fix="lower the learning rate, clip gradients, or use a scaled initialization.",
+    threshold="update_ratio",
+    default=1.0,
+    valid=validation.positive,
+    argument="exploding_threshold",
+    reads=("update_ratio", "gradient_norm"),
+    value=_exploding_value,
+)
+
+
+class GradientCheck(Check):
+    """Gradient norms, update ratios and gradient ratios of the layers owning weights.
+
+    Measured by the gradient probe (`keras_initkit.probe.gradients`): the data needs
+    targets. `gradient_ratio` is reported for kernel layers when the last kernel
+    layer's gradient norm is finite and positive (absent otherwise, never a fake value).
+    """
+
+    rules = (EXPLODING, VANISHING)
+    metrics = ("gradient_norm", "update_ratio", "weight_norm")
+    gradients = True
+    log_metrics = ("gradient_norm", "update_ratio")
+    layout = {"Gradients": GRADIENT_METRICS}
+
+    def __init__(self, **thresholds):
+        super().__init__(**thresholds)
+        self.reference = None  # the last kernel layer, which gradient ratios compare with
+
+    def applies(self, site):
+        return True  # the gradient probe's sites: every layer owning trainable weights
+
+    def complete(self, sites, scalars):
+        kernels = [s for s in sites if s.has_kernel and "gradient_norm" in scalars.get(s.name, {})]
+        self.reference = kernels[-1].name if len(kernels) >= 2 else None
+        last = scalars[self.reference]["gradient_norm"] if self.reference else math.nan
+        if not (math.isfinite(last) and last > 0):
+            return
+        for site in kernels:
+            g = scalars[site.name]["gradient_norm"]
+            if math.isfinite(g):
+                scalars[site.name]["gradient_ratio"] = g / last
+
+    def context(self, site, scalars, step):
+        return {"reference": self.reference}
