@@ -1,0 +1,208 @@
+"""The initkit tab in a real browser: TensorBoard on 127.0.0.1, headless Chromium (selenium).
+
+Marked `browser` (tox -e browser). Without Chromium and chromedriver the tests skip,
+except under CI (`CI` set), where a skipped browser test would hide a broken dashboard:
+there they fail.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from keras_initkit.dashboard import fixtures
+
+pytestmark = pytest.mark.browser
+LAYERS, STEPS = 12, 9
+WAIT_S = 120
+
+
+def _missing(reason):
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI: the browser test must run; tox -e browser installs it)")
+    pytest.skip(reason)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chrome_driver():
+    """A headless Chromium driven by the system chromedriver."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not binary or not driver_path:
+        _missing(
+            "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(argument)
+    from selenium.webdriver.chrome.service import Service
+
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def tensorboard(log_dir):
+    """`tensorboard --logdir log_dir` on a free 127.0.0.1 port: `(url, process)`."""
+    port = _free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    command = [exe] if os.path.exists(exe) else [sys.executable, "-m", "tensorboard.main"]
+    process = subprocess.Popen(
+        command
+        + [
+            "--logdir",
+            str(log_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
+    )
+    return f"http://127.0.0.1:{port}", process
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("browser_logs")
+    names = fixtures.write_logs(log_dir, layers=LAYERS, steps=STEPS)
+    return log_dir, names
+
+
+@pytest.fixture(scope="module")
+def server(logs):
+    url, process = tensorboard(logs[0])
+    yield url, process
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def driver():
+    driver = chrome_driver()
+    yield driver
+    driver.quit()
+
+
+def _wait(predicate, what, timeout=WAIT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception:  # not there yet: the page is still loading
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def open_dashboard(driver, url, process=None):
+    """Open the initkit tab and switch into its iframe; waits for the heatmaps."""
+    from selenium.webdriver.common.by import By
+
+    def loaded():
+        assert process is None or process.poll() is None, "tensorboard exited"
+        driver.get(f"{url}/#initkit")
+        return _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "iframe"), "iframe", 15)
+
+    _wait(loaded, "the initkit tab")
+    driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe"))
+    _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) >= 1, "heatmaps")
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, ".ik-findings-run"), "findings")
+
+
+def test_heatmap_rows_columns_and_findings_in_the_browser(server, driver, logs, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, process = server
+    log_dir, names = logs
+    open_dashboard(driver, url, process)
+    canvases = driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")
+    assert len(canvases) == len(fixtures.RUNS)  # the four runs side by side
+    for canvas in canvases:
+        assert int(canvas.get_attribute("data-rows")) == LAYERS
+        assert int(canvas.get_attribute("data-cols")) == STEPS
+        assert canvas.size["width"] > 0 and canvas.size["height"] > 0
+    labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
+    assert [label.get_attribute("title") for label in labels] == names["keras-default"]
+
+    rows = driver.find_elements(
+        By.CSS_SELECTOR, '.ik-findings-run[data-run="keras-default/initkit"] tr.ik-finding'
+    )
+    cells = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+    assert [c[0] for c in cells] == ["saturated_fraction", "dead_fraction"]
+    half = LAYERS // 2
+    assert (
+        cells[1][1] == f"{names['keras-default'][half]} – {names['keras-default'][-1]} "
+        f"({LAYERS - half})"
+    )
+    assert cells[1][2] == "10" and cells[1][4] == fixtures.FIX_DEAD
+    empty = driver.find_element(By.CSS_SELECTOR, '.ik-findings-run[data-run="lsuv/initkit"] h2')
+    assert "no findings" in empty.text
+
+    # Clicking a row label draws that layer's curve, one line per run.
+    labels[3].click()
+    curve = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve svg"), "curve")
+    assert len(curve.find_elements(By.TAG_NAME, "polyline")) == len(fixtures.RUNS)
+    # Hovering a cell names the layer, the step and the value.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    size = canvases[0].size  # offsets are from the element's centre
+    ActionChains(driver).move_to_element_with_offset(
+        canvases[0], 2 - size["width"] // 2, 2 - size["height"] // 2
+    ).perform()
+    tip = driver.find_element(By.CSS_SELECTOR, ".ik-tip")
+    assert "dense_0" in tip.text and "step" in tip.text
+    # Another metric: a log scale without a threshold.
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+        "gradient_norm"
+    )
+    _wait(
+        lambda: "log scale" in driver.find_element(By.CSS_SELECTOR, ".ik-legend").text,
+        "the gradient_norm legend",
+    )
+    driver.save_screenshot(str(tmp_path / "dashboard.png"))
+
+
+def test_reload_follows_a_live_run(server, driver, logs):
+    """A run that appears after the page loaded shows after Reload."""
+    from selenium.webdriver.common.by import By
+
+    url, process = server
+    log_dir, _ = logs
+    open_dashboard(driver, url, process)
+    before = len(driver.find_elements(By.CSS_SELECTOR, ".ik-runs input"))
+    fixtures.write_logs(log_dir, runs=("late",), layers=LAYERS, steps=2)
+
+    def appeared():
+        driver.find_element(By.CSS_SELECTOR, "button.ik-reload").click()
+        time.sleep(1)
+        return len(driver.find_elements(By.CSS_SELECTOR, ".ik-runs input")) == before + 1
+
+    _wait(appeared, "the new run after Reload", 60)
