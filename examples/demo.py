@@ -29,7 +29,9 @@ dead units, activation statistics and gradient norms in TensorBoard, which show
 
 It prints a table (final train loss, validation accuracy, fit time) and writes
 TensorBoard logs to `<log_dir>/<run name>`; view them with
-`tensorboard --logdir logs/demo`.
+`tensorboard --logdir logs/demo` (the `initkit` tab shows the four runs side by side,
+layer by layer: the hidden layers are named `dense_0 ... dense_31` in every run) or
+`keras-initkit report logs/demo --html report.html`.
 
     python examples/demo.py               # about a minute on 2 CPU cores
     python examples/demo.py --quick       # a smoke test: 4 layers, 1 epoch
@@ -139,19 +141,44 @@ def load_data(seed, quick):
 
 
 def build_model(initializer, depth):
-    """The deep plain MLP: `depth` hidden Dense layers, then a softmax head."""
+    """The deep plain MLP: `depth` hidden Dense layers, then a softmax head.
+
+    The layers are named explicitly (`dense_0` ... and `head`): Keras numbers unnamed
+    layers per process, so the second run's first layer would be `dense_33`, and the
+    dashboard could not put the same layer of every run in one row by name.
+    """
     model = keras.Sequential([keras.Input((64,))])
-    for _ in range(depth):
+    for i in range(depth):
         model.add(
-            keras.layers.Dense(WIDTH, activation=ACTIVATION, kernel_initializer=initializer())
+            keras.layers.Dense(
+                WIDTH, activation=ACTIVATION, kernel_initializer=initializer(), name=f"dense_{i}"
+            )
         )
-    model.add(keras.layers.Dense(10, activation="softmax"))
+    model.add(keras.layers.Dense(10, activation="softmax", name="head"))
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     return model
+
+
+def write_layer_order(model, log_dir):
+    """Record the layers' forward order for the `initkit` dashboard and report.
+
+    The monitors will write this record themselves; until then the demo does, with the
+    thresholds the monitors flag values above.
+    """
+    from keras_initkit import summary
+    from keras_initkit.health import DEFAULT_THRESHOLDS
+
+    per_value = ("saturated_fraction", "dead_fraction", "bn_mean_shift", "bn_std_ratio")
+    thresholds = {metric: DEFAULT_THRESHOLDS[metric] for metric in per_value}
+    thresholds["inactive_fraction"] = DEFAULT_THRESHOLDS["dead_fraction"]
+    thresholds["update_ratio"] = DEFAULT_THRESHOLDS["update_ratio"]
+    writer = summary.EventFileSummaryWriter(summary.run_dir(log_dir))
+    writer.write_meta(0, layers=[layer.name for layer in model.layers], thresholds=thresholds)
+    writer.close()
 
 
 def train(run, data, args):
@@ -161,6 +188,7 @@ def train(run, data, args):
     data = dataclasses.replace(data, log_dir=run_dir)
     keras.utils.set_random_seed(args.seed)  # same head weights and shuffling in every run
     model = build_model(run.initializer, args.depth)
+    write_layer_order(model, run_dir)
     print(f"{run.name}: training...", flush=True)  # the monitors warn below it
     start = time.perf_counter()
     history = model.fit(
