@@ -66,7 +66,7 @@ def test_matches_hand_computed_gradient_tape():
     model = _small_net(regularizer=keras.regularizers.L2(0.01))
     model.compile(optimizer="adam", loss="mse")
 
-    result = layer_gradients(model, (x, y), batch_size=16)
+    result = layer_gradients(model, (x, y), batch_size=16, mode="inference")
 
     with tf.GradientTape() as tape:
         pred = model(x, training=False)
@@ -87,13 +87,41 @@ def test_matches_hand_computed_gradient_tape():
     assert [s.name for s in result.sites] == ["hidden", "bn", "out"]
 
 
+NAMES = ("hidden", "bn", "out")
+
+
+@TF_ONLY
+def test_training_mode_is_a_training_step_with_dropout_off_and_no_state_change():
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    x, y = _data()
+    model = _small_net(dropout=0.5)
+    model.compile(optimizer="adam", loss="mse")
+    state = [_numpy(v) for v in model.non_trainable_variables]
+
+    result = layer_gradients(model, (x, y))  # mode="training", the default
+
+    reference = _small_net(dropout=0.0)  # the same net without dropout, in training mode
+    reference.set_weights(model.get_weights())
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(reference(x, training=True) - y))
+    grads = tape.gradient(loss, {n: reference.get_layer(n).trainable_weights for n in NAMES})
+    for name in NAMES:
+        expected = np.sqrt(sum(float(tf.reduce_sum(g**2)) for g in grads[name]))
+        np.testing.assert_allclose(result.metrics[name]["gradient_norm"], expected, rtol=1e-4)
+    np.testing.assert_allclose(result.loss, float(loss), rtol=1e-5)
+    for old, v in zip(state, model.non_trainable_variables):  # moving statistics untouched
+        np.testing.assert_array_equal(_numpy(v), old)
+
+
 @TF_ONLY
 def test_explicit_loss_on_uncompiled_model_has_no_update_ratio():
     import tensorflow as tf
 
     x, y = _data()
     model = _small_net()
-    result = layer_gradients(model, (x, y), loss=keras.losses.MeanAbsoluteError())
+    result = layer_gradients(model, (x, y), loss=keras.losses.MeanAbsoluteError(), mode="inference")
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.abs(model(x, training=False) - y))
     g = tape.gradient(loss, model.get_layer("out").trainable_weights)
@@ -114,8 +142,8 @@ def trained():
 
 
 @pytest.mark.backend_agnostic
-@pytest.mark.parametrize("training", [False, True])
-def test_no_variable_changes_model_optimizer_or_seed_state(trained, training):
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_no_variable_changes_model_optimizer_or_seed_state(trained, mode):
     model, x, y = trained
     tracked = model.variables + model.optimizer.variables + model.metrics_variables
     seeds = [
@@ -124,7 +152,7 @@ def test_no_variable_changes_model_optimizer_or_seed_state(trained, training):
     assert seeds
     before = [_numpy(v).copy() for v in tracked + seeds]
 
-    result = layer_gradients(model, (x, y), training=training)
+    result = layer_gradients(model, (x, y), mode=mode)
 
     assert all(np.isfinite(m["gradient_norm"]) for m in result.metrics.values())
     for old, v in zip(before, tracked + seeds):
@@ -136,8 +164,8 @@ def test_training_mode_differs_only_through_batch_statistics():
     x, y = _data()
     model = _small_net()
     model.compile(optimizer="sgd", loss="mse")
-    inference = layer_gradients(model, (x, y)).metric("gradient_norm")
-    training = layer_gradients(model, (x, y), training=True).metric("gradient_norm")
+    inference = layer_gradients(model, (x, y), mode="inference").metric("gradient_norm")
+    training = layer_gradients(model, (x, y), mode="training").metric("gradient_norm")
     # At init the moving statistics (0, 1) are not the batch's: the gradients differ.
     assert not np.isclose(inference["hidden"], training["hidden"], rtol=1e-3)
 

@@ -422,3 +422,47 @@ def test_backend_module_implements_the_interface_and_its_histogram_is_exact():
     counts = keras.ops.convert_to_numpy(module.histogram(keras.ops.array(values), -1.0, 1.0, 4))
     expected, _ = np.histogram(np.clip(values, -1, 1), bins=4, range=(-1, 1))
     np.testing.assert_array_equal(counts, expected)
+
+
+@pytest.mark.backend_agnostic
+def test_training_mode_measures_batch_norm_as_training_does_and_changes_nothing():
+    # Conv with large weights -> BatchNormalization -> tanh. Through the moving statistics
+    # (0, 1) of a fresh net the tanh saturates; training normalizes with the batch's.
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(
+        16, 3, kernel_initializer=keras.initializers.RandomNormal(stddev=5.0, seed=1)
+    )(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Activation("tanh", name="act")(h)
+    h = keras.layers.Dropout(0.5, seed=2)(keras.layers.Flatten()(h))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    x = np.random.default_rng(0).standard_normal((32, 8, 8, 3)).astype("float32")
+    before = _snapshot(model)
+    seeds = [
+        keras.ops.convert_to_numpy(layer.seed_generator.state)
+        for layer in model.layers
+        if hasattr(layer, "seed_generator")
+    ]
+
+    training = probe.Probe(model, [probe.Saturation()]).run(x).metrics["act"]
+    inference = probe.Probe(model, [probe.Saturation()], mode="inference").run(x).metrics["act"]
+
+    assert inference["saturated_fraction"] > 0.5
+    assert training["saturated_fraction"] < 0.05
+    for a, b in zip(before, _snapshot(model)):
+        np.testing.assert_array_equal(a, b)
+    after = [
+        keras.ops.convert_to_numpy(layer.seed_generator.state)
+        for layer in model.layers
+        if hasattr(layer, "seed_generator")
+    ]
+    for a, b in zip(seeds, after):
+        np.testing.assert_array_equal(a, b)
+    # Deterministic: dropout is off, so two passes agree exactly.
+    again = probe.Probe(model, [probe.Saturation()]).run(x).metrics["act"]
+    assert again["saturated_fraction"] == training["saturated_fraction"]
+
+
+def test_mode_is_validated():
+    with pytest.raises(ValueError, match="Received: mode='train'"):
+        probe.Probe(_mlp("relu"), [probe.DeadUnits()], mode="train")

@@ -13,10 +13,17 @@ transfer, and pools per-batch values exactly. Two runners exist:
 Rules worth knowing:
 - A layer called several times in one forward pass (a shared layer) is measured on
   its first call; later calls run unchanged.
-- The pass runs with `training=False`: batch-norm moving statistics are not updated,
-  dropout draws no random numbers, no optimizer state is read or written.
+- **Measure what training sees, change nothing.** In `mode="training"` (the default)
+  the pass runs as a training step does: batch normalization normalizes with the probe
+  batch's statistics. Stochastic layers (those that own a `keras.random.SeedGenerator`:
+  Dropout and its variants, noise layers, random augmentation, recurrent cells with
+  dropout) run as in inference, so measurements are deterministic, and every state
+  update (moving statistics, seed generators, metrics) is discarded: a fit with probes
+  ends bit-identical to one without. `mode="inference"` measures what `predict`
+  computes (`training=False`: moving statistics).
 """
 
+import contextlib
 import dataclasses
 import math
 
@@ -26,8 +33,10 @@ import numpy as np
 from keras_initkit.probe import backend
 from keras_initkit.probe.data import as_batches
 from keras_initkit.probe.intercept import call_split, intercept
-from keras_initkit.probe.selection import make_sites, resolve_layers
-from keras_initkit.validation import positive_int
+from keras_initkit.probe.selection import all_layers, make_sites, resolve_layers
+from keras_initkit.validation import one_of, positive_int
+
+MODES = ("training", "inference")
 
 
 class Reducer:
@@ -109,6 +118,37 @@ class ProbeResult:
     def metric(self, name):
         """`{site name: value}` for one metric, for the sites that report it."""
         return {s: m[name] for s, m in self.metrics.items() if name in m}
+
+
+def stochastic_layers(model):
+    """The layers of `model` that draw random numbers in training (own a SeedGenerator)."""
+    return [
+        layer
+        for layer in all_layers(model)
+        if any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+    ]
+
+
+def deterministic(layer, call, args, kwargs):
+    """An `intercept` hook: a stochastic layer runs as in inference (dropout and noise
+    are the identity, augmentation is off), whatever the model's mode."""
+    if "training" in kwargs:
+        kwargs = {**kwargs, "training": False}
+    return call(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def training_semantics(model, mode, stochastic, *, discard=True):
+    """Run `model` in `mode` with nothing changed: `stochastic` layers deterministic (in
+    training mode) and, with `discard`, every state update recorded in a scope and
+    dropped. Yields the `training` flag to call the model with."""
+    training = one_of(mode, "mode", MODES) == "training"
+    with contextlib.ExitStack() as stack:
+        if training and stochastic:
+            stack.enter_context(intercept(stochastic, deterministic))
+        if discard:
+            stack.enter_context(backend.current().discarding_updates(model))
+        yield training
 
 
 class Runner:
@@ -201,10 +241,17 @@ class Probe(Runner):
             all samples at once.
         compile: trace the pass into one compiled function (TensorFlow and JAX);
             otherwise run eagerly.
+        mode: `"training"` measures what a training step computes (batch norm with
+            the batch's statistics; stochastic layers deterministic; no state
+            changes), `"inference"` what `predict` computes. Defaults to `"training"`.
     """
 
-    def __init__(self, model, reducers, *, layers=None, batch_size=None, compile=True):
+    def __init__(
+        self, model, reducers, *, layers=None, batch_size=None, compile=True, mode="training"
+    ):
         super().__init__(model, compile=compile)
+        self.mode = one_of(mode, "mode", MODES)
+        self._stochastic = stochastic_layers(model)
         self.reducers = list(reducers)
         self.batch_size = positive_int(batch_size, "batch_size")
         sites = make_sites(model, resolve_layers(model, layers))
@@ -249,7 +296,11 @@ class Probe(Runner):
         """One intercepted forward pass: `{site: {reducer: {stat: tensor}}}`."""
         collected = {}
 
+        stochastic = {id(layer) for layer in self._stochastic if self.mode == "training"}
+
         def hook(layer, call, args, kwargs):
+            if id(layer) in stochastic and "training" in kwargs:  # see `deterministic`
+                kwargs = {**kwargs, "training": False}
             site, reducers = self._plan[id(layer)]
             if site.name in collected:  # shared layer: measured on its first call
                 return call(*args, **kwargs)
@@ -257,8 +308,13 @@ class Probe(Runner):
             return out
 
         layers = [site.layer for site, _ in self._plan.values()]
-        with intercept(layers, hook), backend.current().no_grad():
-            self.model(x, training=False)
+        unwatched = [layer for layer in self._stochastic if id(layer) not in self._plan]
+        with (
+            intercept(layers, hook),
+            backend.current().no_grad(),
+            training_semantics(self.model, self.mode, unwatched) as training,
+        ):
+            self.model(x, training=training)
         self._order = list(collected)
         return collected
 

@@ -18,13 +18,13 @@ those of its sublayers, taken together as one vector):
 
 The loss is what the optimizer would minimize: the compiled loss (`model.compute_loss`,
 so custom `compute_loss` overrides are honoured) or the explicit `loss=`, plus the
-model's regularization and `add_loss` terms. It is computed with `training=False`
-semantics by default, the same as every probe: batch norm uses its moving statistics,
-dropout is off. With `training=True` the forward pass runs in training mode (batch norm
-normalizes by batch statistics, dropout is on), which is the gradient of an actual
-training step; its state updates (moving statistics, seed-generator state, metric
-trackers) are captured in a `keras.StatelessScope` and discarded. Either way every
-model, optimizer and seed-generator variable is left bit-identical.
+model's regularization and `add_loss` terms. Like every probe it is computed in
+`mode="training"` by default: the forward pass normalizes batch norm with the batch's
+statistics, as a training step does, while stochastic layers (dropout, noise) run as in
+inference so the result is deterministic; `mode="inference"` uses the moving statistics
+(`training=False`). State updates (moving statistics, seed-generator state, metric
+trackers) are captured in a `keras.StatelessScope` and discarded: every model,
+optimizer and seed-generator variable is left bit-identical.
 
 Backends (`probe.backend`): TensorFlow (a `tf.GradientTape` inside a `tf.function`,
 traced once per input signature), JAX (`jax.value_and_grad` of a stateless forward pass,
@@ -43,9 +43,15 @@ import keras
 from keras_initkit import _keras_private
 from keras_initkit.probe import backend
 from keras_initkit.probe.data import as_batches, check_inputs
-from keras_initkit.probe.engine import ProbeResult, Runner
+from keras_initkit.probe.engine import (
+    MODES,
+    ProbeResult,
+    Runner,
+    stochastic_layers,
+    training_semantics,
+)
 from keras_initkit.probe.selection import make_sites, resolve_layers
-from keras_initkit.validation import positive_int
+from keras_initkit.validation import one_of, positive_int
 
 
 @dataclasses.dataclass
@@ -111,8 +117,9 @@ class GradientProbe(Runner):
             trainable weights. Defaults to `None`.
         batch_size: split array data into chunks of this many samples; `None` runs all
             samples at once. Defaults to `None`.
-        training: run the forward pass in training mode (batch statistics, dropout),
-            discarding its state updates. Defaults to `False`.
+        mode: `"training"` (batch norm with batch statistics, stochastic layers
+            deterministic) or `"inference"` (`training=False`); state updates are
+            discarded either way. Defaults to `"training"`.
 
     ```python
     probe = keras_initkit.probe.gradients.GradientProbe(model)
@@ -121,7 +128,7 @@ class GradientProbe(Runner):
     ```
     """
 
-    def __init__(self, model, *, loss=None, layers=None, batch_size=None, training=False):
+    def __init__(self, model, *, loss=None, layers=None, batch_size=None, mode="training"):
         if not model.built:
             raise ValueError(
                 "The model must be built before its gradients can be measured: call it "
@@ -134,7 +141,8 @@ class GradientProbe(Runner):
         )
         self.loss = loss
         self.batch_size = positive_int(batch_size, "batch_size")
-        self.training = bool(training)
+        self.mode = one_of(mode, "mode", MODES)
+        self._stochastic = stochastic_layers(model)
         self._loss_fn = _loss_function(loss)
         if self._loss_fn is None and not _keras_private.has_loss(model):
             raise ValueError(
@@ -155,11 +163,13 @@ class GradientProbe(Runner):
     def _loss_value(self, x, y):
         """The scalar loss; runs inside a StatelessScope that collects losses."""
         model = self.model
-        y_pred = model(x, training=self.training)
+        # The caller's scope (`value_and_grad`) already records and drops state updates.
+        with training_semantics(model, self.mode, self._stochastic, discard=False) as training:
+            y_pred = model(x, training=training)
         if self._loss_fn is None:
             kwargs = {"x": x, "y": y, "y_pred": y_pred, "sample_weight": None}
             if "training" in inspect.signature(model.compute_loss).parameters:
-                kwargs["training"] = self.training
+                kwargs["training"] = training
             value = model.compute_loss(**kwargs)
         else:
             values = [
@@ -274,7 +284,7 @@ class GradientProbe(Runner):
 
 
 def layer_gradients(
-    model, data, *, loss=None, layers=None, batch_size=None, max_batches=None, training=False
+    model, data, *, loss=None, layers=None, batch_size=None, max_batches=None, mode="training"
 ):
     """Per-layer gradient norms of the training loss on `data`, without a training step.
 
@@ -294,15 +304,15 @@ def layer_gradients(
         batch_size: split array data into chunks of this many samples. Defaults to
             `None` (all at once).
         max_batches: use at most this many batches of a dataset. Defaults to `None`.
-        training: forward pass in training mode, state updates discarded. Defaults to
-            `False`.
+        mode: `"training"` or `"inference"` (see `GradientProbe`). Defaults to
+            `"training"`.
 
     ```python
     result = keras_initkit.probe.gradients.layer_gradients(model, (x, y))
     norms = result.metric("gradient_norm")
     ```
     """
-    probe = GradientProbe(model, loss=loss, layers=layers, batch_size=batch_size, training=training)
+    probe = GradientProbe(model, loss=loss, layers=layers, batch_size=batch_size, mode=mode)
     return probe.run(data, max_batches=max_batches)
 
 

@@ -9,6 +9,8 @@ rest of the package never asks which backend it runs on:
   gradient of `loss_of(x, y)` (run in a `keras.StatelessScope` that collects losses)
   with respect to `variables`, leaving every variable untouched.
 - `no_grad()`: a context in which eager forward passes record no gradients.
+- `discarding_updates(model)`: a scope in which variable assignments are recorded and
+  dropped (a probe in training mode changes no moving statistic or seed state).
 - `run_after(fn, after, *args)`: `fn(*args)` whose ops wait for the tensors `after`
   (bounds the peak memory of a traced pass).
 - `identity(x)`: a graph node standing for `x` (for `run_after` chains).

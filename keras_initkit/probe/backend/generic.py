@@ -36,3 +36,9 @@ def histogram(a, low, high, bins):
     flat = keras.ops.reshape(keras.ops.cast(keras.ops.clip(index, 0, bins - 1), "int32"), (-1,))
     ones = keras.ops.ones_like(flat, dtype="float32")
     return keras.ops.segment_sum(ones, flat, num_segments=bins)
+
+
+def discarding_updates(model):
+    """A scope in which variable assignments (moving statistics, seed generators,
+    metrics) are recorded instead of made, and dropped when it closes."""
+    return keras.StatelessScope()

@@ -31,3 +31,9 @@ def value_and_grad(loss_of, model, variables):
 
     grad_fn = jax.jit(jax.value_and_grad(loss))
     return lambda x, y: grad_fn([v.value for v in variables], [v.value for v in others], x, y)
+
+
+def discarding_updates(model):
+    """A scope that drops assignments; it maps every variable to its current value, so
+    inside a jitted pass (already a scope of traced values) reads stay traced."""
+    return keras.StatelessScope(state_mapping=[(v, v.value) for v in model.variables])

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_initkit.probe.backend.generic import no_grad  # noqa: F401  (eager TF records nothing)
+from keras_initkit.probe.backend.generic import discarding_updates, no_grad  # noqa: F401
 
 
 def compile_function(fn, model):

@@ -5,6 +5,7 @@ import torch
 
 from keras_initkit.probe.backend.generic import (  # noqa: F401
     compile_function,
+    discarding_updates,
     histogram,
     identity,
     run_after,
