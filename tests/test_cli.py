@@ -240,7 +240,7 @@ def test_console_script_launcher_runs_the_report_without_keras(fixture_logs):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env.pop("KERAS_BACKEND", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_initkit_cli", "report", str(log_dir)],
+        [sys.executable, "-m", "keras_initkit_entry", "report", str(log_dir)],
         capture_output=True,
         text=True,
         env=env,

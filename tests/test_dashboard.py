@@ -115,8 +115,8 @@ def test_foreign_logs_are_not_a_run(tmp_path):
 
 def test_reading_imports_neither_tensorflow_nor_keras(logs):
     code = (
-        "import sys, keras_initkit_cli\n"
-        f"assert keras_initkit_cli.main(['report', {str(logs[0])!r}]) == 0\n"
+        "import sys, keras_initkit_entry\n"
+        f"assert keras_initkit_entry.main(['report', {str(logs[0])!r}]) == 0\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
         "assert 'keras' not in sys.modules, 'keras imported'\n"
     )
@@ -129,6 +129,30 @@ def test_reading_imports_neither_tensorflow_nor_keras(logs):
     )
     assert proc.returncode == 0, proc.stderr
     assert "keras-default" in proc.stdout and "oneDNN" not in proc.stderr
+
+
+def test_tensorboard_loads_the_plugin_without_keras(logs):
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="tensorboard_plugins") if e.name == "initkit"]
+    assert entry.value == "keras_initkit_entry:InitkitLoader"
+    code = (
+        "import sys\n"
+        "from tensorboard.plugins import base_plugin\n"
+        "from keras_initkit_entry import InitkitLoader\n"
+        f"context = base_plugin.TBContext(logdir={str(logs[0])!r})\n"
+        "plugin = InitkitLoader().load(context)\n"
+        "assert plugin.plugin_name == 'initkit' and '/heatmap' in plugin.get_plugin_apps()\n"
+        "assert 'keras' not in sys.modules, 'keras imported'\n"
+        "assert 'keras_initkit' not in sys.modules, 'the bare package stayed'\n"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_ranges_in_forward_order():

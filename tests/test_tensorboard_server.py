@@ -110,3 +110,7 @@ def test_tensorboard_server_lists_our_tags(server):
     assert charts["dead_fraction"] == ["^dead_fraction/"]
     points = _get_json(f"{base}/data/plugin/scalars/scalars?run=initkit&tag=dead_fraction/relu")
     assert [p[1] for p in points] == [0, 4, 8]  # [wall_time, step, value]
+    # The installed initkit tab (entry point tensorboard_plugins) is listed and draws the run.
+    assert _get_json(f"{base}/data/plugins_listing")["initkit"]["enabled"] is True
+    heatmap = _get_json(f"{base}/data/plugin/initkit/heatmap?run=initkit&metric=dead_fraction")
+    assert heatmap["layers"] == ["relu"] and heatmap["steps"] == [0, 4, 8]
