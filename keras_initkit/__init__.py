@@ -8,12 +8,14 @@ from keras_initkit import callbacks, initializers, probe
 from keras_initkit.batchnorm import RecalibrationReport, recalibrate_batchnorm
 from keras_initkit.health import HealthReport, diagnose
 from keras_initkit.lsuv import LSUVReport, lsuv_init
+from keras_initkit.suggest import SuggestionReport, suggest_initializer
 from keras_initkit.version import __version__
 
 __all__ = [
     "HealthReport",
     "LSUVReport",
     "RecalibrationReport",
+    "SuggestionReport",
     "__version__",
     "callbacks",
     "diagnose",
@@ -21,4 +23,5 @@ __all__ = [
     "lsuv_init",
     "probe",
     "recalibrate_batchnorm",
+    "suggest_initializer",
 ]
