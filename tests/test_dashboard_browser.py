@@ -190,6 +190,32 @@ def test_heatmap_rows_columns_and_findings_in_the_browser(server, driver, logs, 
     driver.save_screenshot(str(tmp_path / "dashboard.png"))
 
 
+def test_html_report_draws_offline(driver, logs, tmp_path):
+    """The `report --html` file draws the same heatmaps and findings from disk."""
+    from selenium.webdriver.common.by import By
+
+    from keras_initkit.dashboard import events, html
+
+    runs = events.read_logdir(logs[0])
+    path = html.write(runs, tmp_path / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == len(runs),
+        "the report's heatmaps",
+    )
+    for canvas in driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"):
+        assert int(canvas.get_attribute("data-rows")) == LAYERS
+    rules = [
+        row.get_attribute("data-rule")
+        for row in driver.find_elements(
+            By.CSS_SELECTOR, '.ik-findings-run[data-run="keras-default/initkit"] tr.ik-finding'
+        )
+    ]
+    assert rules == ["saturated_fraction", "dead_fraction"]
+    assert not driver.find_elements(By.CSS_SELECTOR, ".ik-reload + label .ik-follow")
+
+
 def test_reload_follows_a_live_run(server, driver, logs):
     """A run that appears after the page loaded shows after Reload."""
     from selenium.webdriver.common.by import By
