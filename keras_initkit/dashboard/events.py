@@ -213,7 +213,7 @@ def read_run(path, label=None):
         layers=layers,
         series=series,
         findings=[f for tag in sorted(findings) for f in findings[tag][1]],
-        thresholds={k: _number(v) for k, v in payload.get("thresholds", {}).items()},
+        thresholds={k: parse_number(v) for k, v in payload.get("thresholds", {}).items()},
         has_meta=has_meta,
         has_findings=bool(findings),
     )
@@ -229,7 +229,7 @@ def read_logdir(log_dir):
     return runs
 
 
-def _number(value):
+def parse_number(value):
     """A float from a JSON record's number or "nan"/"inf"/"-inf" string; None stays None."""
     if value is None:
         return None

@@ -5,6 +5,7 @@ styles and every run's heatmaps and grouped findings as JSON: it opens from disk
 no server and no network, and can be kept as a CI artifact.
 """
 
+import dataclasses
 import html
 import os
 
@@ -21,7 +22,7 @@ def report_data(runs, title=None, thresholds=None):
     listing, heatmaps, findings = [], {}, {}
     for run in runs:
         if thresholds and not run.thresholds:
-            run.thresholds = dict(thresholds)
+            run = dataclasses.replace(run, thresholds=dict(thresholds))
         listing.append(model.run_summary(run))
         heatmaps[run.label] = {m: model.heatmap(run, m) for m in model.metric_order(run.metrics)}
         findings[run.label] = model.group_findings(run)

@@ -6,6 +6,7 @@ matrix of one metric, each metric's colour scale, and the findings grouped by ru
 fix with their layers as ranges in forward order.
 """
 
+import json
 import math
 
 import numpy as np
@@ -109,7 +110,6 @@ def heatmap(run, metric):
 
 def dumps(data):
     """JSON text of a payload whose arrays (float64 numpy) become compact numbers."""
-    import json
 
     def encode(value):
         if isinstance(value, np.ndarray):

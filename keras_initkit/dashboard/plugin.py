@@ -17,8 +17,10 @@ Routes (under `/data/plugin/initkit/`):
   fix, message}, ...]}`, grouped by rule and fix.
 """
 
+import json
 import os
 
+import numpy as np
 from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.context import RequestContext
@@ -121,7 +123,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
             if not data[tag]:
                 continue
             latest = max(data[tag], key=lambda datum: datum.step)
-            payload = events.json.loads(latest.numpy.item().decode("utf-8"))
+            payload = json.loads(latest.numpy.item().decode("utf-8"))
             if tag == events.LAYERS_TAG:
                 meta = payload
             elif tag == events.FINDINGS_TAG or tag.startswith(events.FINDINGS_TAG + "/"):
@@ -129,9 +131,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
         return meta, findings
 
     def read_run(self, ctx, eid, run, metric=None):
-        """The `events.Run` of `run` from the data provider (only `metric` when given)."""
-        import numpy as np
-
+        """The `events.Run` of `run` from TensorBoard's loaded data (only `metric` when given)."""
         tags = self._scalar_tags(ctx, eid, run)
         order, series = [], {}
         seen = set()
@@ -162,7 +162,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
             series=series,
             findings=findings,
             thresholds={
-                k: events._number(v) for k, v in ((meta or {}).get("thresholds") or {}).items()
+                k: events.parse_number(v) for k, v in ((meta or {}).get("thresholds") or {}).items()
             },
             has_meta=meta is not None,
         )
@@ -181,8 +181,6 @@ class InitkitPlugin(base_plugin.TBPlugin):
 
     def _scalar_series(self, ctx, eid, run, tags):
         """`{tag: (steps, values)}` as int64 and float64 arrays."""
-        import numpy as np
-
         out = {}
         if not tags:
             return out

@@ -144,7 +144,7 @@ function legend(data) {
   return el('div', {class: 'ik-legend'}, el('b', {text: data.metric}), ...parts);
 }
 
-function heatmapPanel(data, cell, tip, onRow, colourIndex, rowNames) {
+function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   const rows = data.layers.length;
   const cols = data.steps.length;
   const canvas = el('canvas', {
@@ -377,9 +377,8 @@ export function mount(root, source) {
         text: r % every === 0 ? (differ ? `${r}: ${name}` : name) : '',
         onclick: () => select(r),
       })));
-    grid.replaceChildren(labels, ...maps.map((m, i) =>
-      heatmapPanel(m, cell, tip, select, state.runs.findIndex((r) => r.run === m.run),
-        labelNames)));
+    grid.replaceChildren(labels, ...maps.map((m) =>
+      heatmapPanel(m, cell, tip, select, state.runs.findIndex((r) => r.run === m.run))));
     legendBox.replaceChildren(maps.length ? legend(maps[0]) : '');
     const missing = others.filter((r) => !runs.includes(r)).map((r) => r.run);
     note.textContent = (differ ? 'Rows are aligned by depth (forward order): layer names ' +
