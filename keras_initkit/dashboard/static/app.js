@@ -362,7 +362,7 @@ export function mount(root, source) {
       h: Math.max(2, Math.min(16, Math.floor(Math.max(360, window.innerHeight * 0.6) /
         Math.max(1, depth)))),
     };
-    const every = Math.max(1, Math.ceil(12 / cell.h));
+    const every = Math.max(1, Math.ceil(11 / cell.h));
     const labelNames = [];
     for (let r = 0; r < depth; r++) {
       const names = maps.map((m) => m.layers[r]).filter((n) => n !== undefined);
@@ -373,7 +373,10 @@ export function mount(root, source) {
       ...labelNames.map((name, r) => el('div', {
         class: 'ik-rowlabel' + (r === state.row ? ' ik-sel' : ''),
         'data-row': r, title: name,
-        style: `height:${cell.h}px;line-height:${cell.h}px;font-size:${Math.min(11, cell.h)}px`,
+        // Rows lower than the text: every `every`-th label, overflowing into its
+        // unlabelled neighbours.
+        style: `height:${cell.h}px;line-height:${cell.h}px;font-size:${Math.min(11,
+          Math.max(9, cell.h))}px;overflow:${cell.h < 9 ? 'visible' : 'hidden'}`,
         text: r % every === 0 ? (differ ? `${r}: ${name}` : name) : '',
         onclick: () => select(r),
       })));
