@@ -339,7 +339,7 @@ def _candidates(candidates):
         elif isinstance(spec, (str, dict)):
             try:
                 made = _user(label or str(spec), keras.initializers.get(spec))
-            except (ValueError, TypeError) as error:
+            except Exception as error:  # Keras raises ValueError, TypeError, KeyError
                 raise ValueError(
                     f"Argument `candidates` has an unknown initializer: use one of "
                     f"{DEFAULT_CANDIDATES}, a Keras initializer name ('glorot_normal', "
