@@ -66,15 +66,7 @@ def flagger(run):
     A non-finite value of any metric is flagged.
     """
     if run.thresholds:
-        thresholds = run.thresholds
-
-        def flagged(metric, value, _=None):
-            if not math.isfinite(value):
-                return True
-            limit = thresholds.get(metric)
-            return limit is not None and not value <= limit
-
-        return flagged
+        return model.flagger(run.thresholds)
     return default_thresholds()[1]
 
 
@@ -134,27 +126,9 @@ def summarize(run, everything=False):
     return out
 
 
-def derived_findings(run):
-    """Findings from the logged values: per flagged metric and layer, the first step."""
-    flagged = flagger(run)
-    found = []
-    for metric, per_layer in run.series.items():
-        for layer, (steps, values) in per_layer.items():
-            hits = [i for i, v in enumerate(values.tolist()) if flagged(metric, v)]
-            if hits:
-                worst = max(values[hits].tolist(), key=lambda v: (not math.isfinite(v), v))
-                found.append(
-                    {"rule": metric, "layer": layer, "step": int(steps[hits[0]]), "value": worst}
-                )
-    return found
-
-
 def findings(run):
     """`(grouped findings, source)`: the run's record, else derived from the values."""
-    if run.findings or run.has_findings:
-        return model.group_findings(run), "recorded"
-    derived = events.Run(run.label, run.path, run.layers, {}, derived_findings(run), {})
-    return model.group_findings(derived), "derived"
+    return model.findings(run, flagger(run))
 
 
 def worst_layers(run):
@@ -316,7 +290,13 @@ def report(log_dir, fmt="text", everything=False, layers=False, html=None):
         from keras_initkit.dashboard import html as html_report
 
         fallback = None if all(run.thresholds for run in runs) else default_thresholds()[0]
-        html_report.write(runs, html, title=f"keras_initkit: {log_dir}", thresholds=fallback)
+        html_report.write(
+            runs,
+            html,
+            title=f"keras_initkit: {log_dir}",
+            thresholds=fallback,
+            findings={run.label: findings(run) for run in runs},
+        )
     if fmt == "json":
         return render_json(runs, everything)
     if fmt == "markdown" or layers:
@@ -381,6 +361,9 @@ def main(argv=None):
         print(report(args.logdir, args.format, args.everything, args.layers, args.html))
         if args.html:
             print(f"wrote {args.html}")
+        return 0
+    except BrokenPipeError:  # `keras-initkit report ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except UsageError as error:
         print(f"keras-initkit: error: {error}", file=sys.stderr)

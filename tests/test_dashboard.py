@@ -210,6 +210,23 @@ def test_findings_route_groups_by_rule_with_layer_ranges(client, logs):
     assert _get(client, "findings?run=lsuv/initkit").json["findings"] == []
 
 
+def test_findings_route_derives_findings_for_runs_without_a_record(tmp_path):
+    fixtures.write_logs(tmp_path / "meta", runs=("a",), layers=4, steps=6, findings=False)
+    fixtures.write_logs(tmp_path / "bare", runs=("b",), layers=4, steps=6, meta=False)
+    client = Client(fixtures.tensorboard_app(tmp_path)[0])
+    derived = _get(client, "findings?run=meta/a/initkit").json
+    assert derived["source"] == "derived"
+    dead = next(g for g in derived["findings"] if g["rule"] == "dead_fraction")
+    assert dead["layers"].startswith("dense_") and dead["first_step"] is not None
+    recorded = _get(client, "findings?run=bare/b/initkit").json
+    assert recorded["source"] == "recorded" and recorded["findings"]
+    fixtures.write_logs(
+        tmp_path / "none", runs=("c",), layers=2, steps=2, meta=False, findings=False
+    )
+    client = Client(fixtures.tensorboard_app(tmp_path / "none")[0])
+    assert _get(client, "findings?run=c/initkit").json == {"findings": [], "source": "none"}
+
+
 def test_routes_reject_missing_arguments(client):
     assert client.get("/data/plugin/initkit/heatmap?run=x").status_code == 400
     assert client.get("/data/plugin/initkit/findings").status_code == 400

@@ -6,6 +6,7 @@ matrix of one metric, each metric's colour scale, and the findings grouped by ru
 fix with their layers as ranges in forward order.
 """
 
+import dataclasses
 import json
 import math
 
@@ -205,6 +206,50 @@ def group_findings(run):
         )
     out.sort(key=lambda g: (g["first_step"] is None, g["first_step"] or 0, g["rule"]))
     return out
+
+
+def flagger(thresholds):
+    """`flagged(metric, value)`: above the metric's threshold, or not finite."""
+
+    def flagged(metric, value, _=None):
+        if not math.isfinite(value):
+            return True
+        limit = thresholds.get(metric)
+        return limit is not None and not value <= limit
+
+    return flagged
+
+
+def derived_findings(run, flagged):
+    """Findings from the logged values: per flagged metric and layer, the first step
+    and the worst value (for runs without a findings record)."""
+    found = []
+    for metric, per_layer in run.series.items():
+        for layer, (steps, values) in per_layer.items():
+            hits = [i for i, v in enumerate(values.tolist()) if flagged(metric, v)]
+            if hits:
+                worst = max(values[hits].tolist(), key=lambda v: (not math.isfinite(v), v))
+                found.append(
+                    {"rule": metric, "layer": layer, "step": int(steps[hits[0]]), "value": worst}
+                )
+    return found
+
+
+def findings(run, flagged=None):
+    """`(groups, source)`: the run's grouped findings and where they come from.
+
+    `source` is "recorded" (the run's `initkit/findings` record), "derived" (no record:
+    from the values and `flagged`, by default the run's recorded thresholds) or "none"
+    (neither a record nor thresholds).
+    """
+    if run.findings or run.has_findings:
+        return group_findings(run), "recorded"
+    if flagged is None and run.thresholds:
+        flagged = flagger(run.thresholds)
+    if flagged is None:
+        return [], "none"
+    derived = dataclasses.replace(run, findings=derived_findings(run, flagged))
+    return group_findings(derived), "derived"
 
 
 def run_summary(run):

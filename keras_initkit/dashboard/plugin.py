@@ -102,7 +102,8 @@ class InitkitPlugin(base_plugin.TBPlugin):
         return sorted(ours)
 
     def _records(self, ctx, eid, run):
-        """`(meta payload or None, findings)`: the latest record of each tag."""
+        """`(meta payload or None, findings or None)`: the latest record of each tag
+        (findings None: the run holds no findings record)."""
         listed = self._provider.list_tensors(
             ctx,
             experiment_id=eid,
@@ -110,7 +111,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
             run_tag_filter=data_provider.RunTagFilter(runs=[run]),
         ).get(run, {})
         if not listed:
-            return None, []
+            return None, None
         data = self._provider.read_tensors(
             ctx,
             experiment_id=eid,
@@ -118,7 +119,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
             downsample=_NO_DOWNSAMPLING,
             run_tag_filter=data_provider.RunTagFilter(runs=[run], tags=list(listed)),
         ).get(run, {})
-        meta, findings = None, []
+        meta, findings = None, None
         for tag in sorted(data):
             if not data[tag]:
                 continue
@@ -127,7 +128,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
             if tag == events.LAYERS_TAG:
                 meta = payload
             elif tag == events.FINDINGS_TAG or tag.startswith(events.FINDINGS_TAG + "/"):
-                findings.extend(payload.get("findings", []))
+                findings = (findings or []) + payload.get("findings", [])
         return meta, findings
 
     def read_run(self, ctx, eid, run, metric=None):
@@ -160,7 +161,8 @@ class InitkitPlugin(base_plugin.TBPlugin):
             path=run,
             layers=layers,
             series=series,
-            findings=findings,
+            findings=findings or [],
+            has_findings=findings is not None,
             thresholds={
                 k: events.parse_number(v) for k, v in ((meta or {}).get("thresholds") or {}).items()
             },
@@ -241,7 +243,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
                     "metrics": model.metric_order(metrics),
                     "layers": len(layers),
                     "max_step": max_step,
-                    "findings": len(findings),
+                    "findings": len(findings or []),
                     "has_meta": meta is not None,
                 }
             )
@@ -265,4 +267,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
         ctx = plugin_util.context(request.environ)
         eid = plugin_util.experiment_id(request.environ)
         data = self.read_run(ctx, eid, run, metric="")  # order and records, no scalars
-        return _json_response(request, model.dumps({"findings": model.group_findings(data)}))
+        if not data.has_findings and data.thresholds:  # logs from before the record
+            data = self.read_run(ctx, eid, run)
+        groups, source = model.findings(data)
+        return _json_response(request, model.dumps({"findings": groups, "source": source}))

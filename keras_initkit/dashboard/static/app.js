@@ -258,10 +258,17 @@ function curve(maps, row, metric) {
   return box;
 }
 
-function findingsTable(run, groups) {
-  const section = el('div', {class: 'ik-findings-run', 'data-run': run});
-  section.append(el('h2', {text: `${short(run)} — ${groups.length ? groups.length : 'no'} finding` +
-    `${groups.length === 1 ? '' : 's'}`}));
+const SOURCES = {
+  derived: ' (derived from the logged values and thresholds: the run holds no findings ' +
+    'record)',
+  none: ': the run holds no findings record and no thresholds',
+};
+
+function findingsTable(run, groups, source) {
+  const section = el('div', {class: 'ik-findings-run', 'data-run': run, 'data-source': source});
+  const count = `${groups.length ? groups.length : 'no'} finding${groups.length === 1 ? '' : 's'}`;
+  section.append(el('h2', {text: `${short(run)} — ${source === 'none' ? 'findings unknown' :
+    count}${SOURCES[source] || ''}`}));
   if (!groups.length) return section;
   const head = el('tr', {}, ...['rule', 'layers', 'first step', 'worst', 'fix']
     .map((text) => el('th', {text})));
@@ -297,9 +304,9 @@ export function mount(root, source) {
   const findingsBox = el('div', {class: 'ik-findings'});
   const bar = el('div', {class: 'ik-bar'},
     el('label', {}, 'Metric', metricSelect),
-    el('span', {}, 'Runs: ', runBox),
-    reloadButton);
+    el('span', {}, 'Runs: ', runBox));
   if (source.live) {
+    bar.append(reloadButton);
     follow.checked = true;
     bar.append(el('label', {title: 'reload every 30 s'}, follow, 'follow live run'));
   }
@@ -389,7 +396,7 @@ export function mount(root, source) {
       'order; columns: logged steps. ') + 'Click a row for its curve.' +
       (missing.length ? ` Not logged in ${missing.join(', ')}.` : '');
     findingsBox.replaceChildren(...others.map((r, i) => findingsTable(r.run,
-      findings[i].findings)));
+      findings[i].findings, findings[i].source || 'recorded')));
     drawCurve();
     status.textContent = `${depth} layers × ${maxCols} steps · drawn in ` +
       `${Math.round(performance.now() - started)} ms`;
@@ -460,6 +467,7 @@ export function inlineSource(data) {
     title: data.title,
     runs: async () => ({runs: data.runs}),
     heatmap: async (run, metric) => data.heatmaps[run][metric],
-    findings: async (run) => ({findings: data.findings[run] || []}),
+    findings: async (run) => ({findings: data.findings[run] || [],
+      source: (data.findings_source || {})[run]}),
   };
 }
