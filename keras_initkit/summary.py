@@ -46,7 +46,7 @@ RUN_NAME = "initkit"
 PLUGIN_NAME = "initkit"  # the dashboard's plugin name: the meta records are its data
 LAYERS_TAG = "initkit/layers"
 FINDINGS_TAG = "initkit/findings"
-FINDING_KEYS = ("rule", "layer", "step", "value", "message", "fix", "metric", "threshold")
+FINDING_KEYS = ("rule", "layer", "step", "value", "message", "fix", "kind", "metric", "threshold")
 HISTOGRAM_BUCKETS = 30
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 
@@ -286,9 +286,11 @@ class SummaryWriter:
             findings: dicts (or objects with `to_dict()`, or dataclasses) with the keys
                 `rule` (e.g. `"dead_fraction"`), `layer` (as in the tags), `step` (when
                 it first fired), `value` (the measured value), `message` (the
-                observation) and `fix`; optionally `metric` (the logged metric `value`
-                is of) and `threshold` (the limit it crossed; a value below it marks a
-                lower-is-worse rule). Missing keys are left out; others are dropped.
+                observation) and `fix`; optionally `kind` (`Finding.kind`), `metric`
+                (the logged metric `value` is of) and `threshold` (the limit it
+                crossed; a value below it marks a lower-is-worse rule). Missing keys are
+                left out; others are dropped. `keras_initkit.checks.Finding.to_dict()`
+                fits as it is (it has no `fix`: add the rule's fix to show one).
             source: optional name of the writer (e.g. the monitor's class name) when
                 several monitors write findings into one run: each source keeps its own
                 latest list (tag `initkit/findings/<source>`), the dashboard shows all.
