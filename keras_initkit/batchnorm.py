@@ -217,7 +217,10 @@ def recalibrate_batchnorm(
     ]
     try:
         return _chain(
-            Probe(model, [BatchNormStatistics()], layers=chosen), batches, source, verbose
+            Probe(model, [BatchNormStatistics()], layers=chosen, mode="inference"),
+            batches,
+            source,
+            verbose,
         )
     except BaseException:
         for layer, mean, variance in saved:

@@ -23,6 +23,7 @@ from keras_initkit.initializers import LSUV
 from keras_initkit.probe import (
     BOUNDED,
     KERNEL_LAYERS,
+    MODES,
     as_batches,
     call_linear,
     check_inputs,
@@ -31,6 +32,8 @@ from keras_initkit.probe import (
     make_sites,
     no_grad,
     resolve_layers,
+    stochastic_layers,
+    training_semantics,
 )
 from keras_initkit.table import render
 
@@ -148,6 +151,7 @@ def check_arguments(
     measure="pre_activation",
     center=False,
     verbose="auto",
+    mode="training",
 ):
     """Validate `lsuv_init`'s scalar arguments; raise `ValueError` naming the bad one.
 
@@ -160,6 +164,7 @@ def check_arguments(
     validation.one_of(measure, "measure", MEASURES)
     validation.boolean(center, "center")
     validation.verbose(verbose)
+    validation.one_of(mode, "mode", MODES)
 
 
 def _kernel_of(layer):
@@ -224,6 +229,7 @@ class _Calibration:
         self.bar = bar
         self.results = {}  # id(layer) -> LayerResult, in call order
         self.snapshot = {}  # id(variable) -> (variable, its value before any change)
+        self.updates = {}  # id(variable) -> (variable, its calibrated value)
 
     def keep(self, variable):
         """Copy `variable` before its first change; return the copy.
@@ -237,8 +243,16 @@ class _Calibration:
         return self.snapshot[id(variable)][1]
 
     def assign(self, variable, value):
+        """Change `variable` for the rest of the pass (inside the pass's scope, which
+        drops every update) and remember the value for `commit`."""
         self.keep(variable)
         variable.assign(value)
+        self.updates[id(variable)] = (variable, value)
+
+    def commit(self):
+        """Write the calibrated kernels (and centred biases), after the pass."""
+        for variable, value in self.updates.values():
+            variable.assign(value)
 
     def restore(self):
         for variable, value in self.snapshot.values():
@@ -370,6 +384,7 @@ def lsuv_init(
     measure="pre_activation",
     center=False,
     verbose="auto",
+    mode="training",
 ):
     """Scale kernels, layer by layer, until each layer's output variance on `x` is 1.
 
@@ -383,9 +398,12 @@ def lsuv_init(
     the same as the absolute margin of the paper's code at the default target
     of 1 — with at most `max_iterations` rescales per layer.
 
-    It runs the model once (eagerly, `training=False`): every target layer's call
-    is intercepted and the layer is calibrated on its actual input, then its
-    calibrated output is handed on, so each layer sees final upstream layers.
+    It runs the model once, eagerly and as a training step does (`mode="training"`:
+    batch normalization uses the batch's statistics, so each layer is calibrated on
+    the signal training will feed it; dropout and noise are off; no moving statistic or
+    seed state changes): every target layer's call is intercepted and the layer is
+    calibrated on its actual input, then its calibrated output is handed on, so each
+    layer sees final upstream layers. The kernels are written when the pass ends.
     That costs O(L) layer calls for L layers, where the published scripts, which
     rebuild a sub-model per layer and iteration, cost O(L²·T). For the built-in
     kernel layers the output is linear in the kernel: a rescale by `s` maps the
@@ -435,6 +453,11 @@ def lsuv_init(
         verbose: `0` silent, `1` a Keras progress bar over the target layers,
             `"auto"` a progress bar only when there are more than 10 target
             layers and standard output is a terminal. Defaults to `"auto"`.
+        mode: `"training"` calibrates what a training step computes (see above);
+            `"inference"` what `predict` computes (batch norm with its moving
+            statistics: on a fresh network those are 0 and 1, so the layers after
+            a batch-norm layer would be calibrated on a signal training never
+            sees). Defaults to `"training"`.
 
     Returns:
         An `LSUVReport`: per layer the variance before and after, the iterations
@@ -462,7 +485,7 @@ def lsuv_init(
 
     - [Mishkin & Matas, 2016. All you need is a good init](https://arxiv.org/abs/1511.06422)
     """
-    check_arguments(target_variance, tolerance, max_iterations, measure, center, verbose)
+    check_arguments(target_variance, tolerance, max_iterations, measure, center, verbose, mode)
     batches, source = as_batches(x, max_batches=1, argument="x")
     batch = batches[0][0]
     sites = _prepare(model, batch, layers)
@@ -472,8 +495,13 @@ def lsuv_init(
     bar = keras.utils.Progbar(len(sites), unit_name="layer") if verbose else None
     run = _Calibration(sites, target_variance, tolerance, max_iterations, measure, center, bar)
     try:
-        with intercept([site.layer for site in sites], run.hook), no_grad():
-            model(batch, training=False)
+        with (
+            intercept([site.layer for site in sites], run.hook),
+            no_grad(),
+            training_semantics(model, mode, stochastic_layers(model)) as training,
+        ):
+            model(batch, training=training)
+        run.commit()
     except BaseException as e:
         run.restore()
         if type(e).__name__ == "InvalidArgumentError":  # TensorFlow's shape errors

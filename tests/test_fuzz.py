@@ -498,7 +498,8 @@ def test_probe_on_random_architectures(arch, batch_size):
     model, x = build(arch)
     before = weights(model)
     reducers = [ActivationMoments(), Saturation(), DeadUnits(), BatchNormStatistics()]
-    result = Probe(model, reducers, batch_size=batch_size).run(x)
+    # Inference mode: the definitions are recomputed from `predict`-style outputs.
+    result = Probe(model, reducers, batch_size=batch_size, mode="inference").run(x)
     outputs = intermediate(model, x)
     for site in result.sites:
         values = result.metrics[site.name]

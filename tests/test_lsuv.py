@@ -30,8 +30,8 @@ def data(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype("float32")
 
 
-def measured(model, x, layers, post=False):
-    """Variance of each layer's (pre-)activation in a real forward pass."""
+def measured(model, x, layers, post=False, mode="inference"):
+    """Variance of each layer's (pre-)activation in a real forward pass (in `mode`)."""
     out = {}
 
     def hook(layer, call, args, kwargs):
@@ -41,8 +41,12 @@ def measured(model, x, layers, post=False):
         return post_
 
     call_split = probe.call_split
-    with probe.intercept(layers, hook):
-        model(x, training=False)
+    stochastic = probe.stochastic_layers(model)
+    with (
+        probe.intercept(layers, hook),
+        probe.training_semantics(model, mode, stochastic) as training,
+    ):
+        model(x, training=training)
     return out
 
 
@@ -61,9 +65,9 @@ def assert_identical(before, model):
         np.testing.assert_array_equal(a, b)
 
 
-def assert_calibrated(model, x, report, target=1.0, post=False):
+def assert_calibrated(model, x, report, target=1.0, post=False, mode="training"):
     assert report.converged, str(report)
-    variances = measured(model, x, kernel_layers(model), post=post)
+    variances = measured(model, x, kernel_layers(model), post=post, mode=mode)
     names = {r.name for r in report.layers}
     assert names, "no layer calibrated"
     for name in names:
@@ -164,10 +168,11 @@ def test_deep_tanh_mlp_converges_in_one_pass():
 
 
 @pytest.mark.parametrize("build", [cnn_bn_residual, nested, multi_input, subclassed, all_kinds])
-def test_every_model_shape_converges(build):
+@pytest.mark.parametrize("mode", ["training", "inference"])
+def test_every_model_shape_converges(build, mode):
     model, x = build()
-    report = ik.lsuv_init(model, x)
-    assert_calibrated(model, x, report)
+    report = ik.lsuv_init(model, x, mode=mode)
+    assert_calibrated(model, x, report, mode=mode)
 
 
 def test_batchnorm_moving_statistics_untouched():

@@ -9,7 +9,17 @@ and `backend` (one module per Keras backend).
 
 from keras_initkit.probe import backend
 from keras_initkit.probe.data import as_batches, check_inputs, check_positive_int
-from keras_initkit.probe.engine import Probe, ProbeResult, Reducer, Runner, moments
+from keras_initkit.probe.engine import (
+    MODES,
+    Probe,
+    ProbeResult,
+    Reducer,
+    Runner,
+    deterministic,
+    moments,
+    stochastic_layers,
+    training_semantics,
+)
 from keras_initkit.probe.intercept import call_linear, call_split, has_activation, intercept
 from keras_initkit.probe.reducers import (
     ActivationMoments,
@@ -37,6 +47,7 @@ def no_grad():
 
 __all__ = [
     "BOUNDED",
+    "MODES",
     "KERNEL_LAYERS",
     "RECTIFIERS",
     "ActivationMoments",
@@ -52,6 +63,9 @@ __all__ = [
     "activation_name",
     "all_layers",
     "as_batches",
+    "deterministic",
+    "stochastic_layers",
+    "training_semantics",
     "backend",
     "call_linear",
     "call_split",
