@@ -212,7 +212,8 @@ def diagnose(
 ):
     """Check a network's health at initialization (or at any point) in one call.
 
-    Runs the model once on `x` with `training=False` semantics and applies every check
+    Runs the model once on `x` as training sees it (batch norm with the batch's
+    statistics, dropout off, state updates discarded) and applies every check
     of the rule book (`keras_initkit.checks`) to every layer: output mean and std and
     their scale through depth, saturated fraction (bounded activations), dead or
     inactive fraction (rectifiers), batch-norm mismatch between moving statistics and
@@ -284,7 +285,7 @@ def diagnose(
                 None,
                 message(site.name, text, rule.fix_at_init or rule.fix),
             )
-            for site, rule, value, text in judge(assignment, scalars)
+            for _, site, rule, value, text in judge(assignment, scalars)
         ),
         key=lambda f: rank.get(f.layer, len(rank)),
     )

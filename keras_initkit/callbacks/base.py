@@ -10,65 +10,26 @@ rule and fit.
 import keras
 
 from keras_initkit import _keras_private, summary, validation
-from keras_initkit.callbacks.measurement import Measurement
+from keras_initkit.callbacks.measurement import HookCheck, Measurement, check_layers, on_device
 from keras_initkit.callbacks.sink import Sink
 from keras_initkit.callbacks.warning import grouped, warn
-from keras_initkit.checks import Check, Finding, Rule, judge, message
+from keras_initkit.checks import Finding, judge, message
 from keras_initkit.probe import as_batches
 
 # Custom Scalars categories, in display order.
 CATEGORIES = ("Saturation", "Dead units", "Batch norm", "Gradients", "Activations")
 
 
-def _check_layers(layers):
-    """`layers` as a list, validated before any model is known (None stays None)."""
-    if layers is None:
-        return None
-    items = [layers] if isinstance(layers, (str, keras.layers.Layer)) else layers
-    if not isinstance(items, (list, tuple)) or not items:
-        raise ValueError(
-            "Argument `layers` must be None, a layer name or layer, or a non-empty list "
-            f"of them. Received: layers={layers!r}"
-        )
-    for item in items:
-        if not isinstance(item, (str, keras.layers.Layer)):
-            raise ValueError(
-                "Argument `layers` must contain layer names or layer objects. "
-                f"Received: {item!r} of type {type(item).__name__}"
-            )
-    return list(items)
-
-
-class _Hooks(Check):
-    """A monitor's own hooks (what a custom monitor overrides), run as one more check."""
-
-    def __init__(self, monitor):
-        super().__init__()
-        self.monitor = monitor
-        self.gradients = monitor.needs_gradients
-        self.samples = type(monitor).judges is not Monitor.judges
-        self.log_metrics, self.layout = monitor.log_metrics, monitor.layout
-
-    def reducers(self):
-        return self.monitor.reducers()
-
-    def applies(self, site):
-        return self.monitor.judges(site)
-
-    def report(self, site, values, step):
-        return self.monitor.report(site, values, step)
-
-    def findings(self, sites, scalars, step, epoch_end=True):
-        for site in sites:
-            values = scalars.get(site.name)
-            found = self.monitor.check(site, values, step, epoch_end) if values else ()
-            for name, observation, *fix in found:
-                yield (
-                    site,
-                    Rule(name, name, "", "", observation, fix[0] if fix else ""),
-                    None,
-                    observation,
-                )
+def _record(check, site, rule, value, observation, step):
+    """A finding as the dashboard's record (`keras_initkit.summary.write_findings`)."""
+    record = {"rule": rule.name, "layer": site.name, "step": step, "message": observation}
+    if rule.fix:
+        record["fix"] = rule.fix
+    if value is not None:
+        record["value"] = value
+    if check.limit(rule) is not None:
+        record.update(metric=rule.metric, threshold=check.limit(rule))
+    return record
 
 
 class Monitor(keras.callbacks.Callback):
@@ -76,8 +37,9 @@ class Monitor(keras.callbacks.Callback):
 
     At every train begin (the first one also validates the probe data against the
     model), every `update_freq` batches and at every epoch end, the monitor runs its
-    model on the probe data with `training=False` semantics, computes each watched
-    layer's statistics on device, and brings them to the host in one transfer. It then
+    model on the probe data as training sees it (batch norm with the batch's statistics,
+    dropout off, every state update discarded), computes each watched layer's
+    statistics on device, and brings them to the host in one transfer. It then
     writes them to TensorBoard as `<metric>/<layer>` in the run `<log_dir>/initkit`,
     adds the headline metrics to the epoch `logs` as `<metric>/<layer>`, and records a
     `Finding` once per layer, rule and fit when a rule of its checks fires, with one
@@ -160,14 +122,16 @@ class Monitor(keras.callbacks.Callback):
             )
         self.log_dir = summary.check_log_dir(log_dir)
         self.update_freq = update_freq
-        self.layers = _check_layers(layers)
+        self.layers = check_layers(layers)
         self.histograms = validation.boolean(histograms, "histograms")
         self.add_to_logs = validation.boolean(add_to_logs, "add_to_logs")
         self.verbose = validation.verbose(verbose)
         self.batch_size = validation.positive_int(batch_size, "batch_size")
         self.max_batches = max_batches
-        self.checks = [*checks, _Hooks(self)]
-        if self.histograms and not any(c.samples for c in self.checks):
+        self.checks = list(checks)
+        hooks = HookCheck(self, samples=type(self).judges is not Monitor.judges)
+        self._parts = [*self.checks, hooks]  # the checks, and a custom monitor's hooks
+        if self.histograms and not any(c.samples for c in self._parts):
             raise ValueError(
                 f"Argument `histograms` has no effect on {type(self).__name__}: it samples "
                 "layers ending in a bounded or rectifier activation, which it does not watch. "
@@ -176,7 +140,7 @@ class Monitor(keras.callbacks.Callback):
         self._batches, self.source = as_batches(
             data, batch_size=batch_size, max_batches=max_batches, argument="data"
         )
-        if any(c.gradients for c in self.checks):
+        if any(c.gradients for c in self._parts):
             for i, (_, y) in enumerate(self._batches):
                 if y is None:
                     raise ValueError(
@@ -190,6 +154,8 @@ class Monitor(keras.callbacks.Callback):
         self._epoch_start = 0
         self._last_update = None
         self._warned = set()
+        self._records = []  # the findings as dashboard records, across fits
+        self._records_written = 0
         self.latest = {}
         self.findings = []
 
@@ -224,7 +190,7 @@ class Monitor(keras.callbacks.Callback):
         """Build the probes for `self.model` (once per model)."""
         if self._measurement is not None and self._measurement.model is self.model:
             return
-        measurement = Measurement(self.model, self.checks, self.layers, self.histograms)
+        measurement = Measurement(self.model, self._parts, self.layers, self.histograms)
         name = type(self).__name__
         for site in measurement.skipped:
             warn(
@@ -235,29 +201,16 @@ class Monitor(keras.callbacks.Callback):
             warn(f"{name} found no layer it can judge in model '{self.model.name}'.")
         self._measurement = measurement
         if self._tensors is None:
-            convert = keras.ops.convert_to_tensor
-            self._tensors = [
-                (
-                    keras.tree.map_structure(convert, x),
-                    y if y is None else keras.tree.map_structure(convert, y),
-                )
-                for x, y in self._batches
-            ]
+            self._tensors = on_device(self._batches)
 
     def _update(self, epoch_end):
         _keras_private.sync_jax_state(self.model)
         try:
             scalars, histograms = self._measurement.run(self._tensors, self.source, self._step)
-        except Exception as error:
-            if self._measurement.validated:
-                raise
-            self._measurement = None
-            shapes = keras.tree.map_structure(lambda a: tuple(a.shape), self._batches[0][0])
-            raise ValueError(
-                f"Argument `data` does not fit model '{self.model.name}': {error} "
-                f"Received: data with input shape(s) {shapes} ({self.source})"
-            ) from error
-        self._measurement.validated = True
+        except Exception:
+            if not self._measurement.validated:
+                self._measurement = None  # built again at the next train begin
+            raise
         self.latest, self._last_update = scalars, self._step
         tags = {f"{m}/{site}": v for site, metrics in scalars.items() for m, v in metrics.items()}
         self._sink.write(self._step, tags, histograms or None)
@@ -267,22 +220,41 @@ class Monitor(keras.callbacks.Callback):
         """Record new findings; warn once per rule and fix, listing its layers."""
         new = []
         assignment = self._measurement.assignment
-        for site, rule, value, observation in judge(assignment, self.latest, self._step, epoch_end):
+        for check, site, rule, value, observation in judge(
+            assignment, self.latest, self._step, epoch_end
+        ):
             if (site.name, rule.name) in self._warned:
                 continue
             self._warned.add((site.name, rule.name))
             text = message(site.name, observation, rule.fix, self._step)
             self.findings.append(Finding(site.name, rule.name, value, self._step, text))
+            self._records.append(_record(check, site, rule, value, observation, self._step))
             new.append((site.name, rule.name, observation, rule.fix, text))
         if validation.resolve_verbose(self.verbose, auto=True):
             for text in grouped(new, self._step):
                 warn(text)
 
+    def _write_meta(self):
+        """The layers in forward order and the per-value thresholds, for the dashboard."""
+        thresholds = {}
+        for check in self._parts:
+            for rule in check.rules:
+                limit = check.limit(rule)
+                if limit is not None and not rule.below and rule.reads != ():
+                    thresholds.setdefault(rule.metric, limit)
+        self._sink.write_meta(self._step, self._measurement.layer_names, thresholds)
+
+    def _write_records(self):
+        """The findings record for the dashboard, when new findings arrived."""
+        if len(self._records) != self._records_written:
+            self._sink.write_findings(self._step, list(self._records))
+            self._records_written = len(self._records)
+
     def _layout(self):
         """The Custom Scalars layout of the metrics measured."""
         present = {m for metrics in self.latest.values() for m in metrics}
         layout = {}
-        for check in self.checks:
+        for check in self._parts:
             for category, metrics in check.layout.items():
                 chosen = layout.setdefault(category, [])
                 chosen.extend(m for m in metrics if m in present and m not in chosen)
@@ -301,6 +273,7 @@ class Monitor(keras.callbacks.Callback):
         # Measured at every train begin, also when no step was taken since the last
         # update: the weights may have changed in between (load_weights, lsuv_init).
         self._update(epoch_end=False)  # the first one validates the data against the model
+        self._write_meta()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._step
@@ -329,10 +302,12 @@ class Monitor(keras.callbacks.Callback):
         else:
             self._judge(epoch_end=True)
         if self.add_to_logs and logs is not None:
-            wanted = {m for check in self.checks for m in check.log_metrics}
+            wanted = {m for check in self._parts for m in check.log_metrics}
             for site, metrics in self.latest.items():
                 logs.update({f"{m}/{site}": v for m, v in metrics.items() if m in wanted})
+        self._write_records()
         self._sink.flush(self._step, self._layout())
 
     def on_train_end(self, logs=None):
+        self._write_records()
         self._sink.close(self._step, self._layout())

@@ -9,7 +9,7 @@ class GradientMonitor(Monitor):
 
     For every layer that owns trainable weights, computes on the probe data (which
     must hold targets, `(x, y)`) the gradient of the mean training loss with respect
-    to the layer's own weights, with `training=False` semantics, no optimizer step
+    to the layer's own weights, as training sees the network, with no optimizer step
     and no change to any variable (`keras_initkit.probe.gradients`):
 
     - `gradient_norm` = ‖g‖₂ over the layer's weights taken together;

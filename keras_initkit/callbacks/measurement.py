@@ -1,10 +1,75 @@
 """A monitor's probes on one model: built once, run at every update."""
 
-from keras_initkit.checks import assign, measure
+import keras
+
+from keras_initkit.checks import Check, Rule, assign, measure
 from keras_initkit.probe import ActivationSample, Probe, make_sites, resolve_layers
 from keras_initkit.probe.gradients import GradientProbe
 
 HISTOGRAM_SAMPLES = 1024
+
+
+def check_layers(layers):
+    """`layers` as a list, validated before any model is known (None stays None)."""
+    if layers is None:
+        return None
+    items = [layers] if isinstance(layers, (str, keras.layers.Layer)) else layers
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(
+            "Argument `layers` must be None, a layer name or layer, or a non-empty list "
+            f"of them. Received: layers={layers!r}"
+        )
+    for item in items:
+        if not isinstance(item, (str, keras.layers.Layer)):
+            raise ValueError(
+                "Argument `layers` must contain layer names or layer objects. "
+                f"Received: {item!r} of type {type(item).__name__}"
+            )
+    return list(items)
+
+
+class HookCheck(Check):
+    """A monitor's own hooks (what a custom monitor overrides), run as one more check."""
+
+    def __init__(self, monitor, samples=False):
+        super().__init__()
+        self.monitor = monitor
+        self.gradients = monitor.needs_gradients
+        self.samples = samples
+        self.log_metrics, self.layout = monitor.log_metrics, monitor.layout
+
+    def reducers(self):
+        return self.monitor.reducers()
+
+    def applies(self, site):
+        return self.monitor.judges(site)
+
+    def report(self, site, values, step):
+        return self.monitor.report(site, values, step)
+
+    def findings(self, sites, scalars, step, epoch_end=True):
+        for site in sites:
+            values = scalars.get(site.name)
+            found = self.monitor.check(site, values, step, epoch_end) if values else ()
+            for name, observation, *fix in found:
+                yield (
+                    site,
+                    Rule(name, name, "", "", observation, fix[0] if fix else ""),
+                    None,
+                    observation,
+                )
+
+
+def on_device(batches):
+    """Device copies of host `(x, y)` batches, made once per monitor."""
+    convert = keras.ops.convert_to_tensor
+    return [
+        (
+            keras.tree.map_structure(convert, x),
+            None if y is None else keras.tree.map_structure(convert, y),
+        )
+        for x, y in batches
+    ]
 
 
 class Measurement:
@@ -45,12 +110,29 @@ class Measurement:
         self.probe = Probe(model, list(reducers.values()), layers=[s.layer for s in kept])
         self.assignment = assign(checks, self.probe.sites, gradient_sites)
 
+    @property
+    def layer_names(self):
+        """The watched layers' names, forward order first (once the probe has run)."""
+        names = [s.name for s in self.probe.sites]
+        gradient_sites = self.gradient_probe.sites if self.gradient_probe is not None else []
+        return names + [s.name for s in gradient_sites if s.name not in names]
+
     def run(self, batches, source, step):
         """`({site: {metric: value}}, {histogram tag: values})` of one update."""
-        result = self.probe.run_batches(batches, source) if self.probe.sites else None
-        gradients = None
-        if self.gradient_probe is not None and self.gradient_probe.sites:
-            gradients = self.gradient_probe.run_batches(batches, source)
+        try:  # the first run is where probe data and model meet
+            result = self.probe.run_batches(batches, source) if self.probe.sites else None
+            gradients = None
+            if self.gradient_probe is not None and self.gradient_probe.sites:
+                gradients = self.gradient_probe.run_batches(batches, source)
+        except Exception as error:
+            if self.validated:
+                raise
+            shapes = keras.tree.map_structure(lambda a: tuple(a.shape), batches[0][0])
+            raise ValueError(
+                f"Argument `data` does not fit model '{self.model.name}': {error} "
+                f"Received: data with input shape(s) {shapes} ({source})"
+            ) from error
+        self.validated = True
         scalars = measure(self.assignment, result, gradients, step)
         histograms = {
             f"activations/{site}": values["activation_values"]

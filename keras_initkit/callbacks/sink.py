@@ -42,6 +42,16 @@ class Sink:
             self._run(lambda w: w.write(step, scalars=scalars, histograms=histograms))
             self.last_step = step
 
+    def write_meta(self, step, layers, thresholds):
+        """The `initkit/layers` record: layers in forward order, metric thresholds."""
+        if self.writer is not None:
+            self._run(lambda w: w.write_meta(step, layers, thresholds))
+
+    def write_findings(self, step, records):
+        """The `initkit/findings/<owner>` record: every finding so far."""
+        if self.writer is not None:
+            self._run(lambda w: w.write_findings(step, records, source=self.owner))
+
     def flush(self, step, layout):
         """Write the Custom Scalars `layout` once per writer, then flush."""
         if self.writer is not None and not self.layout_written:

@@ -64,6 +64,10 @@ class Check:
     def complete(self, sites, scalars):
         """Add metrics that compare layers (in `scalars`, `{site name: {metric: value}}`)."""
 
+    def limit(self, rule):
+        """The threshold `rule` compares a layer's value with, or None (not per value)."""
+        return self.thresholds.get(rule.threshold) if rule.per_value else None
+
     def context(self, site, scalars, step):
         """Extra names the observation texts use for `site`."""
         return {}

@@ -89,6 +89,7 @@ def measure(assignment, result, gradients=None, step=None):
 
 
 def judge(assignment, scalars, step=None, epoch_end=True):
-    """Every check's `(site, rule, value, observation)` findings on `scalars`."""
+    """Every check's findings on `scalars`: `(check, site, rule, value, observation)`."""
     for check, sites in assignment:
-        yield from check.findings(sites, scalars, step, epoch_end)
+        for found in check.findings(sites, scalars, step, epoch_end):
+            yield check, *found

@@ -1,0 +1,262 @@
+"""The rule book: one source for thresholds, texts and definitions, read alike by
+`diagnose`, the monitors and `keras-initkit report`."""
+
+import inspect
+import math
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initkit
+from keras_initkit import checks
+from keras_initkit.callbacks import (
+    BatchNormMonitor,
+    DeadUnitMonitor,
+    Finding,
+    GradientMonitor,
+    Monitor,
+    SaturationMonitor,
+    TrainingMonitor,
+)
+from keras_initkit.health import DEFAULT_THRESHOLDS, flagged
+
+MONITORS = [SaturationMonitor, DeadUnitMonitor, BatchNormMonitor, GradientMonitor, TrainingMonitor]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning"),
+    pytest.mark.backend_agnostic,
+]
+
+
+def _normal(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _measure(monitor, model):
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    monitor.on_train_end()
+    return monitor
+
+
+def test_default_thresholds_are_derived_from_the_rules():
+    rules = checks.RULES.values()
+    assert DEFAULT_THRESHOLDS is checks.DEFAULT_THRESHOLDS
+    assert DEFAULT_THRESHOLDS == {r.threshold: r.default for r in rules if r.threshold}
+    for rule in rules:
+        assert rule.definition and rule.fix and rule.kind, rule.name
+        if rule.threshold:
+            assert rule.valid(rule.default, rule.threshold) == rule.default
+
+
+@pytest.mark.parametrize("monitor", MONITORS)
+def test_every_monitor_threshold_defaults_to_its_rule(monitor):
+    by_argument = {r.argument: r for r in checks.RULES.values() if r.argument}
+    parameters = inspect.signature(monitor.__init__).parameters
+    own = [name for name in parameters if name.endswith("_threshold")]
+    assert own
+    for name in own:
+        assert parameters[name].default == by_argument[name].default, name
+
+
+def test_flagged_is_the_per_value_rules():
+    assert flagged("saturated_fraction", 0.21) and not flagged("saturated_fraction", 0.2)
+    assert flagged("inactive_fraction", 0.6)  # the dead_fraction threshold
+    assert flagged("gradient_norm", math.inf) and flagged("gradient_norm", math.nan)
+    assert not flagged("gradient_norm", 1e6)  # a norm alone is no finding
+    assert flagged("update_ratio", 1.5) and not flagged("update_ratio", 0.5)
+    assert flagged("gradient_ratio", 1e-4) and not flagged("gradient_ratio", 1.0)
+    assert not flagged("bn_init_weight", 1.0)  # information until an epoch has passed
+    assert not flagged("activation_std", 1e6)  # judged between layers, not alone
+    assert flagged("bn_std_ratio", 2.5, {**DEFAULT_THRESHOLDS, "bn_std_ratio": 2.0})
+    assert not flagged("bn_std_ratio", 2.5, {**DEFAULT_THRESHOLDS, "bn_std_ratio": 3.0})
+
+
+def test_thresholds_are_validated_by_their_rule():
+    with pytest.raises(ValueError, match=r"Received: saturated_fraction=1.5"):
+        checks.check_thresholds({"saturated_fraction": 1.5})
+    with pytest.raises(ValueError, match=r"Received: gradient_ratio=1000"):
+        checks.check_thresholds({"gradient_ratio": 1000})  # a fraction: below it vanishes
+    with pytest.raises(ValueError, match=r"Received: 'dead'"):
+        checks.check_thresholds({"dead": 0.1})
+    with pytest.raises(ValueError, match="Received: nope"):
+        checks.DeadUnitCheck(nope=1)
+
+
+def test_one_finding_type_with_kind_read_from_the_rule():
+    for rule in checks.RULES.values():
+        finding = Finding("dense", rule.name, 1.0, None, "dense: ...")
+        assert finding.kind == rule.kind
+        assert finding.to_dict() == {
+            "layer": "dense",
+            "rule": rule.name,
+            "value": 1.0,
+            "step": None,
+            "message": "dense: ...",
+            "kind": rule.kind,
+        }
+    assert Finding("dense", "my_rule", None, 3, "...").kind == "my_rule"
+    assert keras_initkit.health.Finding is Finding is checks.Finding
+    with pytest.raises(AttributeError):
+        Finding("dense", "dead_fraction", 1.0, None, "").kind = "dead"
+
+
+def _deep_sigmoid():
+    keras.utils.set_random_seed(2)
+    small = keras.initializers.RandomNormal(stddev=0.05)
+    model = keras.Sequential(
+        [keras.Input((8,))]
+        + [keras.layers.Dense(16, activation="sigmoid", kernel_initializer=small) for _ in range(8)]
+        + [keras.layers.Dense(1, name="out")]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_diagnose_and_the_gradient_monitor_share_one_vanishing_definition():
+    model = _deep_sigmoid()
+    x, y = _normal(64, 8), _normal(64, 1, seed=1)
+    report = keras_initkit.diagnose(model, x, y)
+    monitor = _measure(GradientMonitor((x, y), verbose=0), model)
+    diagnosed = {f.layer: f.value for f in report.findings if f.rule == "vanishing"}
+    monitored = {f.layer: f.value for f in monitor.findings if f.rule == "vanishing"}
+    assert diagnosed.keys() == monitored.keys() and model.layers[0].name in diagnosed
+    for layer, value in diagnosed.items():
+        assert monitored[layer] == pytest.approx(value, rel=1e-4)
+        norms = report.metrics[layer]["gradient_norm"], report.metrics["out"]["gradient_norm"]
+        assert value == pytest.approx(norms[0] / norms[1], rel=1e-6)
+        assert value < DEFAULT_THRESHOLDS["gradient_ratio"]
+    assert report.gradient_ratio == diagnosed[model.layers[0].name]  # AutoTrainer's ratio
+    assert {f.kind for f in report.findings if f.rule == "vanishing"} == {"vanishing_gradients"}
+
+
+def test_diagnose_and_the_training_monitor_find_the_same_activation_problems():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(
+        8, activation="tanh", kernel_initializer=keras.initializers.Constant(3.0)
+    )(inputs)
+    h = keras.layers.Dense(
+        8, activation="relu", bias_initializer=keras.initializers.Constant(-50.0), name="dead"
+    )(h)
+    model = keras.Model(inputs, keras.layers.Dense(1)(h))
+    x = np.abs(_normal(64, 6)) + 0.5
+    report = keras_initkit.diagnose(model, x)
+    monitor = _measure(TrainingMonitor(x, verbose=0), model)
+    forward = {"saturated_fraction", "dead_fraction", "inactive_fraction"}
+    diagnosed = {(f.layer, f.rule, f.value) for f in report.findings if f.rule in forward}
+    monitored = {(f.layer, f.rule, f.value) for f in monitor.findings if f.rule in forward}
+    assert diagnosed == monitored and len(diagnosed) == 2
+    # One rule, one observation: the texts differ only by the step and the fix.
+    rule = checks.RULES["dead_fraction"]
+    (seen,) = [f for f in monitor.findings if f.rule == "dead_fraction"]
+    (found,) = [f for f in report.findings if f.rule == "dead_fraction"]
+    assert seen.message == f"dead (step 0): 100% of units dead (8 of 8) — {rule.fix}"
+    assert found.message == f"dead: 100% of units dead (8 of 8) — {rule.fix_at_init}"
+
+
+def test_a_monitor_is_the_base_with_checks():
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(8, activation="tanh", name="tanh")]
+        + [keras.layers.Dense(1, name="out")]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    data = (_normal(32, 8), _normal(32, 1))
+    used = [checks.SaturationCheck(saturation_threshold=0.0), checks.GradientCheck()]
+    monitor = _measure(Monitor(data, checks=used, verbose=0), model)
+    assert set(monitor.latest["tanh"]) >= {"saturated_fraction", "gradient_norm"}
+    assert monitor.checks == used
+    assert [(f.layer, f.rule) for f in monitor.findings] == [("tanh", "saturated_fraction")]
+
+
+@pytest.mark.parametrize("cls", [BatchNormMonitor, GradientMonitor])
+def test_histograms_are_rejected_where_they_have_no_effect(cls):
+    with pytest.raises(ValueError, match="has no effect.*Received: histograms=True"):
+        cls((_normal(8, 8), _normal(8, 1)), histograms=True)
+
+
+@pytest.mark.parametrize("verbose", [2, 0.5, "loud"])
+def test_one_verbose_policy(verbose):
+    assert SaturationMonitor(_normal(8, 8)).verbose == "auto"
+    with pytest.raises(ValueError, match=r'0, 1 or "auto"|one of'):
+        SaturationMonitor(_normal(8, 8), verbose=verbose)
+
+
+def test_every_rule_is_listed_once_in_the_docs():
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "health.md").read_text()
+    section = page.split("### The rule book", 1)[1].split("\n### ", 1)[0]
+    table = next(block for block in section.split("\n\n") if block.startswith("| rule |"))
+    listed = [row.split("|")[1].strip().strip("`") for row in table.splitlines()[2:]]
+    assert listed == list(checks.RULES)
+
+
+def test_a_new_rule_and_check_plug_into_monitors_and_flagged_alike(tmp_path):
+    low = checks.Rule(
+        name="low_std",
+        kind="vanishing_activations",
+        metric="activation_std",
+        definition="output std below the threshold",
+        observation="output std {value:.2g}",
+        fix="rescale the kernel.",
+        threshold="low_std",
+        default=0.5,
+        below=True,
+        valid=lambda value, name: float(value),
+        argument="low_threshold",
+    )
+
+    class LowStd(checks.Check):
+        rules = (low,)
+        metrics = ("activation_std",)
+        log_metrics = ("activation_std",)
+        layout = {"Activations": ("activation_std",)}
+
+        def reducers(self):
+            return [keras_initkit.probe.ActivationMoments()]
+
+        def applies(self, site):
+            return site.has_kernel
+
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(
+                4, kernel_initializer=keras.initializers.Constant(1e-3), name="tiny"
+            ),
+            keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(1e3), name="big"),
+        ]
+    )
+    monitor = _measure(
+        Monitor(_normal(32, 4), checks=[LowStd(low_threshold=0.5)], verbose=0), model
+    )
+    assert [(f.layer, f.rule, f.kind) for f in monitor.findings] == [
+        ("tiny", "low_std", "low_std")  # a rule outside the book is its own kind
+    ]
+    assert monitor.findings[0].message.startswith("tiny (step 0): output std ")
+    assert monitor.findings[0].message.endswith(" — rescale the kernel.")
+    assert low.fires(0.1, 0.5) and not low.fires(0.6, 0.5) and low.fires(math.nan, 0.5)
+
+
+def test_monitors_write_the_layers_and_findings_records_for_the_dashboard(tmp_path):
+    from keras_initkit.dashboard import events
+
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(
+        4, activation="relu", kernel_initializer=keras.initializers.Constant(-1.0), name="dead"
+    )(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.abs(_normal(16, 4)) + 0.1, _normal(16, 1)
+    monitor = TrainingMonitor((x, y), log_dir=tmp_path, gradients=True, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[monitor], verbose=0)
+    (run,) = events.read_logdir(str(tmp_path))
+    assert run.has_meta and run.layers[:2] == ["dead", "head"]
+    assert run.thresholds["dead_fraction"] == DEFAULT_THRESHOLDS["dead_fraction"]
+    assert "gradient_ratio" not in run.thresholds  # lower is worse: not an upper limit
+    recorded = {(f["rule"], f["layer"]) for f in run.findings}
+    assert recorded == {(f.rule, f.layer) for f in monitor.findings}
+    dead = next(f for f in run.findings if f["rule"] == "dead_fraction")
+    assert dead["message"] == "100% of units dead (4 of 4)" and dead["step"] == 0
+    assert dead["fix"] == checks.RULES["dead_fraction"].fix
+    assert (dead["metric"], dead["threshold"], dead["value"]) == ("dead_fraction", 0.5, 1.0)
