@@ -259,4 +259,5 @@ def test_monitors_write_the_layers_and_findings_records_for_the_dashboard(tmp_pa
     dead = next(f for f in run.findings if f["rule"] == "dead_fraction")
     assert dead["message"] == "100% of units dead (4 of 4)" and dead["step"] == 0
     assert dead["fix"] == checks.RULES["dead_fraction"].fix
+    assert dead["kind"] == "dead"
     assert (dead["metric"], dead["threshold"], dead["value"]) == ("dead_fraction", 0.5, 1.0)

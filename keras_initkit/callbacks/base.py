@@ -22,14 +22,19 @@ CATEGORIES = ("Saturation", "Dead units", "Batch norm", "Gradients", "Activation
 
 def _record(check, site, rule, value, observation, step):
     """A finding as the dashboard's record (`keras_initkit.summary.write_findings`)."""
-    record = {"rule": rule.name, "layer": site.name, "step": step, "message": observation}
-    if rule.fix:
-        record["fix"] = rule.fix
-    if value is not None:
-        record["value"] = value
-    if check.limit(rule) is not None:
-        record.update(metric=rule.metric, threshold=check.limit(rule))
-    return record
+    limit = check.limit(rule)
+    record = {
+        "rule": rule.name,
+        "kind": rule.kind,
+        "layer": site.name,
+        "step": step,
+        "value": value,
+        "message": observation,
+        "fix": rule.fix or None,
+        "metric": None if limit is None else rule.metric,
+        "threshold": limit,
+    }
+    return {key: v for key, v in record.items() if v is not None}
 
 
 class Monitor(keras.callbacks.Callback):
