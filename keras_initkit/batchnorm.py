@@ -1,25 +1,31 @@
-"""PreciseBN: set batch-norm moving statistics to the exact population statistics.
+"""PreciseBN: set batch-norm moving statistics to exact statistics over given data.
 
 Exponential moving averages lag behind the weights they describe and mix statistics of
 many past weight states, so after training (or after a few steps, or after surgery on a
 model) a batch-norm layer's moving mean and variance can be far from the statistics of
-the inputs it actually sees at inference. `recalibrate_batchnorm` replaces them by the
-exact population statistics over given data (Wu & Johnson 2021).
+the inputs it actually sees. `recalibrate_batchnorm` replaces them by exact statistics
+over given data (Wu & Johnson 2021).
 
-The algorithm. At inference a batch-norm layer's input depends on the moving statistics
-of the batch-norm layers upstream of it, so each layer must be measured with its
-upstream layers already recalibrated. Pooling over batches needs every batch before a
-layer's statistics are known, so one pass over the data can settle only the layers
-whose upstream layers are all settled. Each pass of the probe measures the pooled
-input mean and biased variance of every batch-norm layer (the probe's
-`BatchNormStatistics`: Keras 3's moving variance tracks the *biased* batch variance)
-and assigns them; a pass after which no layer is off by more than `1e-5` (the largest
-per-channel `|d|` and `|log r|`) ends it. After pass t every layer with at most t
-batch-norm layers on its longest path from the input is exact, so it ends after D + 1
-passes, D being that depth (D = number of batch-norm layers for a plain chain, fewer
-for parallel branches), and the first and last passes are the report's "before" and
-"after" measurements. Cost: D + 1 inference passes over the data, with the memory of
-one batch; use `num_samples` to bound it.
+Two methods:
+
+- `"one_pass"` (the default, as published and as fvcore's `update_bn_stats`): one pass
+  over the data with frozen weights, batch norm in training mode (each layer normalizes
+  with the batch's statistics, so no layer's input depends on another layer's moving
+  statistics), every layer's input mean and variance pooled exactly across batches;
+  every state update of the pass is discarded and the pooled statistics are assigned at
+  the end. Cost: one forward pass over the data, with the memory of one batch.
+- `"chain"`: the inference-consistent fixpoint. At inference a layer's input depends on
+  the moving statistics upstream of it, so each pass (in inference mode) measures every
+  layer and assigns the result, until no layer is off by more than `1e-5` (largest
+  per-channel `|d|` and `|log r|`). After pass t every layer with at most t batch-norm
+  layers on its longest path from the input is exact: D + 1 passes, D being that depth.
+
+Variance conventions (`variance=`): `"batch_average"` (default), the mean of the
+per-batch biased variances: the normalizer training applied on average, which is what
+Keras' own moving variance tracks (an average of biased batch variances), so inference
+normalizes as training did; use the training batch size. `"population"`: the variance
+of all samples together, which adds the variance of the batch means (Keras 3's moving
+variance is a *biased* variance in both).
 """
 
 import math
@@ -141,26 +147,37 @@ def _summary(values):
     }
 
 
+METHODS = ("one_pass", "chain")
+
+
 def recalibrate_batchnorm(
-    model, data, num_samples=None, *, batch_size=32, layers=None, verbose="auto"
+    model,
+    data,
+    num_samples=None,
+    *,
+    batch_size=32,
+    layers=None,
+    method="one_pass",
+    variance="batch_average",
+    verbose="auto",
 ):
-    """Set every batch-norm layer's moving statistics to their exact population values.
+    """Set every batch-norm layer's moving statistics to exact statistics over `data`.
 
     PreciseBN (Wu & Johnson 2021): replaces each `BatchNormalization` layer's
-    `moving_mean` and `moving_variance` by the mean and biased variance of the layer's
-    input over `data`, pooled exactly over batches, measured with every upstream
-    batch-norm layer already recalibrated, so that inference sees exactly the
-    statistics it normalizes by. Use it after training (the moving averages lag the
-    final weights), after a short fine-tune, or before evaluating a model whose
-    batch-norm layers were never trained.
+    `moving_mean` and `moving_variance` by the mean and (biased) variance of the
+    layer's input over `data`, pooled exactly over batches. By default in one pass with
+    batch norm in training mode, as published: each layer's statistics are those of the
+    inputs training feeds it. Use it after training (the moving averages lag the final
+    weights), after a short fine-tune, or before evaluating a model whose batch-norm
+    layers were never trained.
 
     Only `moving_mean` and `moving_variance` change: kernels, `gamma`/`beta`, other
     layers' state, optimizer and seed-generator state stay bit-identical. An exception
     or `KeyboardInterrupt` part-way restores the moving statistics to their values
     before the call. A model without batch-norm layers gets a warning and an empty
-    report. Cost: D + 1 inference passes over the data, where D ≤ the number of
-    batch-norm layers is the depth of the longest chain of batch-norm layers; memory of
-    one batch.
+    report. Cost: one forward pass over the data (`"one_pass"`), or D + 1 inference
+    passes (`"chain"`, D ≤ the number of batch-norm layers is the depth of the longest
+    chain of them); the memory of one batch.
 
     Args:
         model: a built Keras model (Sequential, Functional, nested or subclassed).
@@ -169,10 +186,15 @@ def recalibrate_batchnorm(
             `keras.utils.PyDataset`.
         num_samples: use at most this many samples of `data`; `None` uses all of it
             (an infinite dataset requires it). Defaults to `None`.
-        batch_size: split array data into chunks of this many samples; datasets keep
-            their own batches. Defaults to `32`.
+        batch_size: split array data into chunks of this many samples (use the
+            training batch size); datasets keep their own batches. Defaults to `32`.
         layers: batch-norm layer names or objects to recalibrate; `None` for all of
             them. Defaults to `None`.
+        method: `"one_pass"` (training-mode statistics, one pass) or `"chain"` (the
+            inference-consistent fixpoint, D + 1 passes). Defaults to `"one_pass"`.
+        variance: `"batch_average"` (the mean of per-batch variances: what training
+            normalized by, and what Keras' moving variance tracks) or `"population"`
+            (the variance of all samples together). Defaults to `"batch_average"`.
         verbose: `0` silent, `1` one line per pass; `"auto"` is `1`. Defaults to
             `"auto"`.
 
@@ -181,8 +203,10 @@ def recalibrate_batchnorm(
         of each layer before and after.
 
     ```python
-    model.fit(x_train, y_train, epochs=10)
-    report = keras_initkit.recalibrate_batchnorm(model, x_train, num_samples=4096)
+    model.fit(x_train, y_train, epochs=10, batch_size=64)
+    report = keras_initkit.recalibrate_batchnorm(
+        model, x_train, num_samples=4096, batch_size=64
+    )
     print(report)
     ```
 
@@ -191,6 +215,8 @@ def recalibrate_batchnorm(
     - [Wu & Johnson, 2021. Rethinking "Batch" in BatchNorm](https://arxiv.org/abs/2105.07576)
     """
     verbose = validation.resolve_verbose(validation.verbose(verbose), auto=True)
+    validation.one_of(method, "method", METHODS)
+    reducer = BatchNormStatistics(variance)
     if not model.built:
         raise ValueError(
             "The model must be built before its batch-norm statistics can be "
@@ -215,18 +241,54 @@ def recalibrate_batchnorm(
         (layer, keras.ops.copy(layer.moving_mean), keras.ops.copy(layer.moving_variance))
         for layer in chosen
     ]
+    mode = "training" if method == "one_pass" else "inference"
+    probe = Probe(model, [reducer], layers=chosen, mode=mode)
     try:
-        return _chain(
-            Probe(model, [BatchNormStatistics()], layers=chosen, mode="inference"),
-            batches,
-            source,
-            verbose,
-        )
+        run = _one_pass if method == "one_pass" else _chain
+        return run(probe, batches, source, verbose)
     except BaseException:
-        for layer, mean, variance in saved:
+        for layer, mean, variance_ in saved:
             layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(variance)
+            layer.moving_variance.assign(variance_)
         raise
+
+
+def _not_called(sites, passes, source):
+    warnings.warn(
+        "No batch-norm layer was called in the forward pass: nothing to "
+        f"recalibrate. Received: layers {[site.layer.name for site in sites]}",
+        stacklevel=4,
+    )
+    return RecalibrationReport([], {}, {}, passes, source)
+
+
+def _one_pass(probe, batches, source, verbose):
+    """One training-mode pass; every layer's pooled input statistics assigned at once.
+
+    "after" is each layer's mismatch against the same statistics once assigned: zero up
+    to the float rounding of the stored values.
+    """
+    result = probe.run_batches(batches, source)
+    measured = result.metrics
+    if not measured:
+        return _not_called(probe.sites, 1, source)
+    sites = {site.name: site for site in probe.sites}
+    before = {name: _summary(v) for name, v in measured.items()}
+    if verbose:
+        worst = max(_worst(v) for v in measured.values())
+        print(f"recalibrate_batchnorm pass 1: largest mismatch {worst:.3g}")
+    after = {}
+    for name, values in measured.items():
+        layer = sites[name].layer
+        _assign(layer, values["bn_input_mean"], values["bn_input_variance"])
+        stats = {
+            "input": np.stack([values["bn_input_mean"], values["bn_input_variance"]]),
+            "moving_mean": keras.ops.convert_to_numpy(layer.moving_mean),
+            "moving_variance": keras.ops.convert_to_numpy(layer.moving_variance),
+        }
+        after[name] = _summary(BatchNormStatistics().finalize(sites[name], stats))
+    order = [site.name for site in result.sites if site.name in measured]
+    return RecalibrationReport(order, before, {n: after[n] for n in order}, 1, source)
 
 
 def _chain(probe, batches, source, verbose):
@@ -239,12 +301,7 @@ def _chain(probe, batches, source, verbose):
         passes += 1
         measured = result.metrics
         if not measured:
-            warnings.warn(
-                "No batch-norm layer was called in the forward pass: nothing to "
-                f"recalibrate. Received: layers {[site.layer.name for site in sites.values()]}",
-                stacklevel=3,
-            )
-            return RecalibrationReport([], {}, {}, passes, source)
+            return _not_called(probe.sites, passes, source)
         if before is None:
             before = {name: _summary(v) for name, v in measured.items()}
         worst = max(_worst(v) for v in measured.values())

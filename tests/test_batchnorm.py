@@ -54,7 +54,9 @@ def _input_moments(model, layer_name, x):
 @pytest.mark.backend_agnostic
 def test_moving_statistics_become_population_statistics_of_concatenated_data():
     model, x = _stale_chain()
-    report = recalibrate_batchnorm(model, x, batch_size=64, verbose=0)  # 3 uneven batches
+    report = recalibrate_batchnorm(
+        model, x, batch_size=64, method="chain", variance="population", verbose=0
+    )  # 3 uneven batches
 
     assert report.source == "150 samples in 3 batch(es)"
     for name in ("bn_0", "bn_1", "bn_2"):
@@ -89,11 +91,12 @@ def test_nothing_but_moving_statistics_changes():
         np.testing.assert_array_equal(_numpy(v), old)
 
 
-def test_recalibrated_model_is_a_fixpoint():
+@pytest.mark.parametrize("method", ["one_pass", "chain"])
+def test_recalibrated_model_is_a_fixpoint(method):
     model, x = _stale_chain()
-    recalibrate_batchnorm(model, x, verbose=0)
+    recalibrate_batchnorm(model, x, method=method, verbose=0)
     stats = [_numpy(v).copy() for v in model.non_trainable_variables]
-    again = recalibrate_batchnorm(model, x, verbose=0)
+    again = recalibrate_batchnorm(model, x, method=method, verbose=0)
     assert again.passes == 1
     for old, v in zip(stats, model.non_trainable_variables):
         np.testing.assert_array_equal(_numpy(v), old)
@@ -188,7 +191,7 @@ def test_data_sources_give_the_same_statistics(kind):
         "PyDataset": lambda: _Batches(x, 32),
     }[kind]()
     model = _sequential()
-    recalibrate_batchnorm(model, data, verbose=0)
+    recalibrate_batchnorm(model, data, variance="population", verbose=0)
     mean, var = _input_moments(model, model.layers[1].name, x)
     np.testing.assert_allclose(_numpy(model.layers[1].moving_mean), mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(_numpy(model.layers[1].moving_variance), var, rtol=1e-4, atol=1e-5)
@@ -199,7 +202,7 @@ def test_num_samples_uses_only_the_first_samples(kind):
     x = _x(100)
     model = _sequential()
     data = x if kind == "array" else _Batches(x, 32)
-    report = recalibrate_batchnorm(model, data, num_samples=40, verbose=0)
+    report = recalibrate_batchnorm(model, data, num_samples=40, variance="population", verbose=0)
     assert report.source.startswith("40 samples")
     mean, var = _input_moments(model, model.layers[1].name, x[:40])
     np.testing.assert_allclose(_numpy(model.layers[1].moving_mean), mean, rtol=1e-4, atol=1e-5)
@@ -232,7 +235,7 @@ def test_interrupt_part_way_restores_statistics(monkeypatch, error):
 
     monkeypatch.setattr(batchnorm.Probe, "run_batches", failing)
     with pytest.raises(error):
-        recalibrate_batchnorm(model, x, verbose=0)
+        recalibrate_batchnorm(model, x, method="chain", verbose=0)
     for old, v in zip(stats, model.non_trainable_variables):
         np.testing.assert_array_equal(_numpy(v), old)
 
@@ -259,7 +262,59 @@ def test_bad_input_raises_value_error():
         {"data": x, "num_samples": 0},
         {"data": x, "layers": [model.layers[0].name]},
         {"data": x, "verbose": 3},
+        {"data": x, "method": "two_pass"},
+        {"data": x, "variance": "unbiased"},
         {"data": _x(10, d=4)},
     ):
         with pytest.raises(ValueError, match="Received"):
             recalibrate_batchnorm(model, **kwargs)
+
+
+def _training_input_moments(model, x, batch_size):
+    """Per-batch mean and biased variance of every BN layer's input in training mode
+    (a clone: its own moving statistics may change), as `(means, variances, sizes)`."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    names = [
+        layer.name for layer in clone.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    features = keras.Model(clone.inputs, [clone.get_layer(n).input for n in names])
+    out = {n: ([], []) for n in names}
+    sizes = []
+    for i in range(0, len(x), batch_size):
+        values = features(x[i : i + batch_size], training=True)
+        sizes.append(len(x[i : i + batch_size]))
+        for n, v in zip(names, values):
+            v = _numpy(v).astype(np.float64)
+            out[n][0].append(v.mean(axis=0))
+            out[n][1].append(v.var(axis=0))
+    return out, np.asarray(sizes, np.float64)
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("variance", ["batch_average", "population"])
+def test_one_pass_assigns_training_mode_statistics_pooled_exactly(monkeypatch, variance):
+    keras.utils.set_random_seed(0)
+    model = _chain(dropout=0.0)
+    x = _x()
+    reference, sizes = _training_input_moments(model, x, 64)
+    passes = []
+    run_batches = batchnorm.Probe.run_batches
+    monkeypatch.setattr(
+        batchnorm.Probe,
+        "run_batches",
+        lambda self, *a, **k: passes.append(1) or run_batches(self, *a, **k),
+    )
+    report = recalibrate_batchnorm(model, x, batch_size=64, variance=variance, verbose=0)
+    assert len(passes) == 1 and report.passes == 1  # one pass over the data, whatever the depth
+    w = sizes / sizes.sum()
+    for name, (means, variances) in reference.items():
+        means, variances = np.stack(means), np.stack(variances)
+        mean = (w[:, None] * means).sum(axis=0)
+        var = (w[:, None] * variances).sum(axis=0)
+        if variance == "population":
+            var = var + (w[:, None] * (means - mean) ** 2).sum(axis=0)
+        layer = model.get_layer(name)
+        np.testing.assert_allclose(_numpy(layer.moving_mean), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(_numpy(layer.moving_variance), var, rtol=1e-4, atol=1e-5)
+        assert report.after[name]["bn_mean_shift"] < 1e-5

@@ -29,6 +29,7 @@ import numpy as np
 
 from keras_initkit.probe import backend
 from keras_initkit.probe.engine import Reducer, moments
+from keras_initkit.validation import one_of
 
 HIST_BINS = 1000
 SAMPLE_SIZE = 256
@@ -152,11 +153,25 @@ class DeadUnits(Reducer):
 
 
 class BatchNormStatistics(Reducer):
-    """Pooled moments of a batch-norm layer's input against its moving statistics."""
+    """Pooled moments of a batch-norm layer's input against its moving statistics.
+
+    Args:
+        variance: how the input variance of several batches is pooled:
+            `"population"`, the variance of all samples together (the law of total
+            variance: the mean of the per-batch variances plus the variance of the
+            batch means), or `"batch_average"`, the mean of the per-batch (biased)
+            variances: the normalizer training applied on average, and what Keras'
+            moving variance itself tracks. Defaults to `"population"`.
+    """
 
     name = "batchnorm"
-    merge = {"input": "moments", "moving_mean": "last", "moving_variance": "last"}
     needs = "inputs"
+    VARIANCES = ("population", "batch_average")
+
+    def __init__(self, variance="population"):
+        self.variance = one_of(variance, "variance", self.VARIANCES)
+        pooled = "moments" if variance == "population" else "mean"
+        self.merge = {"input": pooled, "moving_mean": "last", "moving_variance": "last"}
 
     def applies(self, site):
         return site.is_batchnorm
