@@ -8,6 +8,8 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+from test_diagnose import X, Y, _mlp
+from test_monitors import _measure, _normal
 
 import keras_initkit
 from keras_initkit import checks
@@ -27,17 +29,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning"),
     pytest.mark.backend_agnostic,
 ]
-
-
-def _normal(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
-
-
-def _measure(monitor, model):
-    monitor.set_model(model)
-    monitor.on_train_begin()
-    monitor.on_train_end()
-    return monitor
 
 
 def test_default_thresholds_are_derived_from_the_rules():
@@ -102,32 +93,21 @@ def test_one_finding_type_with_kind_read_from_the_rule():
         Finding("dense", "dead_fraction", 1.0, None, "").kind = "dead"
 
 
-def _deep_sigmoid():
-    keras.utils.set_random_seed(2)
-    small = keras.initializers.RandomNormal(stddev=0.05)
-    model = keras.Sequential(
-        [keras.Input((8,))]
-        + [keras.layers.Dense(16, activation="sigmoid", kernel_initializer=small) for _ in range(8)]
-        + [keras.layers.Dense(1, name="out")]
-    )
-    model.compile(optimizer="sgd", loss="mse")
-    return model
-
-
 def test_diagnose_and_the_gradient_monitor_share_one_vanishing_definition():
-    model = _deep_sigmoid()
-    x, y = _normal(64, 8), _normal(64, 1, seed=1)
+    model = _mlp("sigmoid", keras.initializers.RandomNormal(stddev=0.05), depth=8)
+    x, y = X[:64], Y[:64]
     report = keras_initkit.diagnose(model, x, y)
-    monitor = _measure(GradientMonitor((x, y), verbose=0), model)
+    monitor = GradientMonitor((x, y), verbose=0)
+    _measure(monitor, model)
     diagnosed = {f.layer: f.value for f in report.findings if f.rule == "vanishing"}
     monitored = {f.layer: f.value for f in monitor.findings if f.rule == "vanishing"}
-    assert diagnosed.keys() == monitored.keys() and model.layers[0].name in diagnosed
+    assert diagnosed.keys() == monitored.keys() and "dense_0" in diagnosed
     for layer, value in diagnosed.items():
         assert monitored[layer] == pytest.approx(value, rel=1e-4)
         norms = report.metrics[layer]["gradient_norm"], report.metrics["out"]["gradient_norm"]
         assert value == pytest.approx(norms[0] / norms[1], rel=1e-6)
         assert value < DEFAULT_THRESHOLDS["gradient_ratio"]
-    assert report.gradient_ratio == diagnosed[model.layers[0].name]  # AutoTrainer's ratio
+    assert report.gradient_ratio == diagnosed["dense_0"]  # AutoTrainer's ratio
     assert {f.kind for f in report.findings if f.rule == "vanishing"} == {"vanishing_gradients"}
 
 
@@ -143,7 +123,8 @@ def test_diagnose_and_the_training_monitor_find_the_same_activation_problems():
     model = keras.Model(inputs, keras.layers.Dense(1)(h))
     x = np.abs(_normal(64, 6)) + 0.5
     report = keras_initkit.diagnose(model, x)
-    monitor = _measure(TrainingMonitor(x, verbose=0), model)
+    monitor = TrainingMonitor(x, verbose=0)
+    _measure(monitor, model)
     forward = {"saturated_fraction", "dead_fraction", "inactive_fraction"}
     diagnosed = {(f.layer, f.rule, f.value) for f in report.findings if f.rule in forward}
     monitored = {(f.layer, f.rule, f.value) for f in monitor.findings if f.rule in forward}
@@ -164,7 +145,8 @@ def test_a_monitor_is_the_base_with_checks():
     model.compile(optimizer="sgd", loss="mse")
     data = (_normal(32, 8), _normal(32, 1))
     used = [checks.SaturationCheck(saturation_threshold=0.0), checks.GradientCheck()]
-    monitor = _measure(Monitor(data, checks=used, verbose=0), model)
+    monitor = Monitor(data, checks=used, verbose=0)
+    _measure(monitor, model)
     assert set(monitor.latest["tanh"]) >= {"saturated_fraction", "gradient_norm"}
     assert monitor.checks == used
     assert [(f.layer, f.rule) for f in monitor.findings] == [("tanh", "saturated_fraction")]
@@ -227,9 +209,8 @@ def test_a_new_rule_and_check_plug_into_monitors_and_flagged_alike(tmp_path):
             keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(1e3), name="big"),
         ]
     )
-    monitor = _measure(
-        Monitor(_normal(32, 4), checks=[LowStd(low_threshold=0.5)], verbose=0), model
-    )
+    monitor = Monitor(_normal(32, 4), checks=[LowStd(low_threshold=0.5)], verbose=0)
+    _measure(monitor, model)
     assert [(f.layer, f.rule, f.kind) for f in monitor.findings] == [
         ("tiny", "low_std", "low_std")  # a rule outside the book is its own kind
     ]
