@@ -4,11 +4,14 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from keras_initkit import summary
+
+# The TensorFlow writer is compared with the event-file one: TensorFlow envs only (the
+# jax and torch envs have none; test_backends covers the event-file writer there).
+tf = pytest.importorskip("tensorflow")
 
 WRITERS = [summary.TFSummaryWriter, summary.EventFileSummaryWriter]
 
