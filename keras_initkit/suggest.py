@@ -219,17 +219,17 @@ class _Candidate:
     convolutions_only: bool = False
 
 
-def _reseeded(initializer, seed):
-    """`initializer` with an int `seed` in place of a None/generator seed.
+def _reseeded(initializer, seed, keep_int=False):
+    """`initializer` drawing with the int `seed` (a layer's own int seed if `keep_int`).
 
     Keras draws an unseeded initializer's seed from Python's global `random` when it
     is built, and ours draw from Keras' global generator: either would change the
-    caller's random state and give every layer the same values.
+    caller's random state. One int seed for every layer would give equal layers.
     """
     if not isinstance(initializer, keras.initializers.Initializer):
         return initializer
     config = initializer.get_config()
-    if "seed" not in config or isinstance(config["seed"], int):
+    if "seed" not in config or (keep_int and isinstance(config["seed"], int)):
         return initializer
     return type(initializer).from_config({**config, "seed": seed})
 
@@ -261,7 +261,7 @@ def _builtin(name):
         return _Candidate(
             "current",
             "current",
-            lambda layer, shape, seed: _reseeded(layer.kernel_initializer, seed),
+            lambda layer, shape, seed: _reseeded(layer.kernel_initializer, seed, keep_int=True),
         )
     if name == "he_normal":
         return _Candidate(
@@ -550,8 +550,12 @@ class _Trial:
                 variable.assign(value)
 
     def initialize(self, candidate):
-        """Draws the candidate's kernels into the copy; returns (initializers, own, fallback)."""
-        used, own, fallback = {}, [], []
+        """Draws the candidate's kernels into the copy.
+
+        Returns the initializer of each target layer (in `pairs` order) and the names
+        of the layers the candidate itself drew and of those that fell back.
+        """
+        used, own, fallback = [], [], []
         for index, (user_layer, layer) in enumerate(self.pairs):
             shape = tuple(layer.kernel.shape)
             seed = _layer_seed(self.seed, index)
@@ -563,13 +567,13 @@ class _Trial:
                 except ValueError:  # the initializer does not take this shape
                     values = None
             if values is None:
-                initializer = _reseeded(user_layer.kernel_initializer, seed)
+                initializer = _reseeded(user_layer.kernel_initializer, seed, keep_int=True)
                 values = initializer(shape, dtype=layer.kernel.dtype)
                 fallback.append(layer.name)
             else:
                 own.append(layer.name)
             layer.kernel.assign(values)
-            used[layer.name] = initializer
+            used.append(initializer)
         return used, own, fallback
 
     def _sensitivity_setup(self):
@@ -606,9 +610,12 @@ class _Trial:
         f1 = f1.reshape(len(f1), -1).astype("float64")
         typical = float(np.sqrt(np.mean(np.sum(f0**2, axis=1))))
         moved = np.linalg.norm(f1 - f0, axis=1) / self.step
-        if not (np.all(np.isfinite(moved)) and typical > 0 and np.all(moved > 0)):
+        # A sample whose every unit is dead does not move at all: the dead fraction
+        # counts it; the sensitivity is that of the samples that move.
+        moving = moved[moved > 0]
+        if not (np.all(np.isfinite(moved)) and typical > 0 and moving.size):
             return math.inf, math.inf
-        logs = np.log10(moved / (typical / self.x_norm))
+        logs = np.log10(moving / (typical / self.x_norm))
         return float(np.mean(logs)), float(np.std(logs))
 
     def measure(self):
@@ -689,6 +696,7 @@ def _score(trial, result, grads, sensitivity):
             else:
                 ratio = 0.0 if last_norm > 0 else math.inf
                 gradient_term = math.inf
+                reasons.append("no gradient reaches the first or last kernel layer")
         if not math.isfinite(loss):
             reasons.append("non-finite loss")
 
@@ -716,10 +724,10 @@ def _score(trial, result, grads, sensitivity):
     }
 
 
-def _description(candidate, initializers_used, own):
-    if candidate.name != "current" or candidate.description != "current":
+def _description(candidate, used):
+    if candidate.description != "current":
         return candidate.description
-    kinds = sorted({type(initializers_used[n]).__name__ for n in own})
+    kinds = sorted({type(i).__name__ for i in used})
     return f"current ({', '.join(kinds)})"
 
 
@@ -877,6 +885,16 @@ def suggest_initializer(
             "Argument `model` must be built (call it on a batch, or give it an `Input`). "
             f"Received: unbuilt model '{model.name}'"
         )
+    for name, data in (("x", x), ("y", y)):
+        leaves = [] if data is None else keras.tree.flatten(data)
+        if (data is not None or name == "x") and not (
+            leaves and all(isinstance(a, np.ndarray) or keras.ops.is_tensor(a) for a in leaves)
+        ):
+            raise ValueError(
+                f"Argument `{name}` must be an array or tensor (a list or dict of them for "
+                "several inputs): a few hundred samples, used all at once. "
+                f"Received: {name} of type {type(data).__name__}"
+            )
     specs = _candidates(candidates)
     if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and steps == 0:
         steps = 0
@@ -919,9 +937,9 @@ def suggest_initializer(
                 f"disqualified:\n{report}"
             )
         kernels, used = winner
-        for (user_layer, layer), values in zip(trial.pairs, kernels):
+        for (user_layer, _), values, initializer in zip(trial.pairs, kernels, used):
             user_layer.kernel.assign(values)
-            user_layer.kernel_initializer = used[layer.name]
+            user_layer.kernel_initializer = initializer
         report = dataclasses.replace(report, applied=True)
     return report
 
@@ -962,16 +980,21 @@ def _run(trial, specs, verbose, started, keep_winner):
         score = numbers.pop("score")
         if trial.steps:
             score = math.inf if loss_after is None else loss_after
+        if not math.isfinite(score) and not reasons:
+            reasons.append("the score is not finite")
         if reasons:
             score = math.inf
         candidate = CandidateResult(
             name=spec.name,
-            description=_description(spec, used, own),
+            description=_description(spec, used),
             score=float(score),
             loss_after=loss_after,
             layers=tuple(own),
             fallback_layers=tuple(fallback),
-            initializers={n: keras.saving.serialize_keras_object(i) for n, i in used.items()},
+            initializers={
+                b.name: keras.saving.serialize_keras_object(i)
+                for (_, b), i in zip(trial.pairs, used)
+            },
             disqualified="; ".join(reasons) or None,
             notes=tuple(dict.fromkeys(notes)),
             **numbers,

@@ -79,6 +79,12 @@ def calculate_gain(activation, param=None):
       layers. Self-normalizing networks (Klambauer et al., 2017) need weights of
       variance `1 / fan_in` instead, i.e. gain 1: `keras.initializers.LecunNormal()`.
 
+    A gain sets the scale, not the structure: for a deep tanh net with orthogonal
+    weights, gain 1 (the edge of chaos with zero biases, Pennington et al., 2017)
+    trains far better than 5/3, which starts it in the chaotic phase (see
+    docs/choosing.md); `keras_initkit.suggest_initializer` measures this on your
+    model.
+
     Activations with no established gain (`gelu`, `silu`/`swish`, `elu`, `softmax`,
     `softplus`, `mish`, `hard_sigmoid`, ...) raise a `ValueError` rather than
     returning a guess: for those, measure instead (`keras_initkit.lsuv_init` scales
@@ -110,6 +116,7 @@ def calculate_gain(activation, param=None):
     - [Glorot & Bengio, 2010](https://proceedings.mlr.press/v9/glorot10a.html)
     - [He et al., 2015](https://arxiv.org/abs/1502.01852) (relu, leaky_relu)
     - [Klambauer et al., 2017](https://arxiv.org/abs/1706.02515) (selu)
+    - [Pennington et al., 2017](https://arxiv.org/abs/1711.04735) (tanh, orthogonal)
     """
     if isinstance(activation, keras.layers.LeakyReLU):
         if param is None:
