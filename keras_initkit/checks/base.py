@@ -9,8 +9,13 @@ class Check:
     (`report`, `complete`) and its `rules`. The monitors and `diagnose` run checks;
     neither knows what a check measures.
 
-    Thresholds are set by the monitors' argument names (`Rule.argument`), validated
-    here; a threshold not given is the rule's default.
+    A check may keep what it measured for its observation texts (unit counts, the
+    reference layer), so each monitor and each `diagnose` call uses its own instances.
+
+    Args:
+        **thresholds: the thresholds of its rules, by the monitors' argument names
+            (`Rule.argument`, e.g. `dead_threshold=0.3`), validated here. Defaults to
+            each rule's `default`.
 
     Class attributes:
         rules: the `Rule`s it judges, in the order they are judged.
