@@ -46,6 +46,13 @@ _ZERO = 1e-12
 _LINEAR_CALLS = frozenset(cls.call for cls in KERNEL_LAYERS)
 
 
+# What the report says of a recurrent layer (not a target: not counted as unconverged).
+RECURRENT = (
+    "recurrent layer (LSUV calibrates feed-forward kernels; its recurrent kernel keeps its "
+    "initializer: Keras' orthogonal default, or Identity for an IRNN)"
+)
+
+
 class LSUVWarning(UserWarning):
     """A layer `lsuv_init` skipped or could not bring to the target variance."""
 
@@ -99,8 +106,9 @@ class LSUVReport:
 
     @property
     def converged(self):
-        """True when every target layer converged (a skipped layer did not)."""
-        return all(layer.converged for layer in self.layers)
+        """True when every target layer converged (a skipped layer did not; recurrent
+        layers, listed for information, are not targets)."""
+        return all(layer.converged for layer in self.layers if layer.skipped != RECURRENT)
 
     def __getitem__(self, name):
         """The `LayerResult` of the layer named `name`."""
@@ -139,7 +147,7 @@ class LSUVReport:
             f"{self.target_variance:g} ± {self.tolerance:.0%}, data: {self.source}"
         )
         header = ["Layer", "var before", "var after", "iter", "scale", "status"]
-        failed = [r.name for r in self.layers if not r.converged]
+        failed = [r.name for r in self.layers if not r.converged and r.skipped != RECURRENT]
         last = "All layers converged." if not failed else f"Not converged: {', '.join(failed)}"
         return render(header, rows, title=title) + "\n" + last
 
@@ -273,7 +281,11 @@ class _Calibration:
     def hook(self, layer, call, args, kwargs):
         if id(layer) in self.results:  # a shared layer is calibrated on its first call
             return call(*args, **kwargs)
-        result = self.results[id(layer)] = LayerResult(self.sites[id(layer)].name)
+        site = self.sites[id(layer)]
+        if site.kind == "recurrent":  # listed in forward order, not calibrated
+            self.results[id(layer)] = LayerResult(site.name, skipped=RECURRENT)
+            return call(*args, **kwargs)
+        result = self.results[id(layer)] = LayerResult(site.name)
         pre = call_linear(layer, call, args, kwargs)
         if _is_linear(layer):
             rescaled, commit, quadratic = self.linear(layer, pre)
@@ -540,7 +552,9 @@ def _prepare(model, batch, layers):
             "kernel (Dense, EinsumDense, Conv*, SeparableConv*, DepthwiseConv*). "
             f"Received: a model with layers {[layer.name for layer in model.layers]}"
         )
-    return make_sites(model, targets)
+    recurrent = resolve_layers(model, where=lambda layer: isinstance(layer, keras.layers.RNN))
+    chosen = {id(layer) for layer in targets}
+    return make_sites(model, targets + [r for r in recurrent if id(r) not in chosen])
 
 
 def _warn_unreachable(sites, target_variance):
@@ -561,7 +575,7 @@ def _warn_unreachable(sites, target_variance):
 def _warn_results(results, target_variance, tolerance, max_iterations):
     """One warning per skipped layer, one naming every layer that did not converge."""
     for r in results:
-        if r.skipped:
+        if r.skipped and r.skipped != RECURRENT:
             warnings.warn(
                 f"LSUV skipped layer '{r.name}': {r.skipped} "
                 f"(variance {r.variance_before:.3g}). Its kernel is unchanged.",

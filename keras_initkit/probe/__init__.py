@@ -26,6 +26,7 @@ from keras_initkit.probe.reducers import (
     ActivationSample,
     BatchNormStatistics,
     DeadUnits,
+    RecurrentGates,
     Saturation,
 )
 from keras_initkit.probe.selection import (
@@ -56,6 +57,7 @@ __all__ = [
     "DeadUnits",
     "Probe",
     "ProbeResult",
+    "RecurrentGates",
     "Reducer",
     "Runner",
     "Saturation",

@@ -33,6 +33,7 @@ import numpy as np
 from keras_initkit.probe import backend
 from keras_initkit.probe.data import as_batches
 from keras_initkit.probe.intercept import call_split, intercept
+from keras_initkit.probe.recurrent import call_recurrent
 from keras_initkit.probe.selection import all_layers, make_sites, resolve_layers
 from keras_initkit.validation import one_of, positive_int
 
@@ -48,7 +49,9 @@ class Reducer:
     `"moments"` (a `(2, ...)` stack of mean and biased variance, pooled exactly), or
     `"sample"` (values concatenated). A reducer that reads only the layer's input
     sets `needs = "inputs"`: it then runs before the layer (with `pre` and
-    `outputs` None), which keeps the probe's peak memory low.
+    `outputs` None), which keeps the probe's peak memory low. For a recurrent layer
+    (`site.kind == "recurrent"`) `pre` is a `probe.recurrent.Trace` (input and
+    hidden-state sequences, mask, initial state) and `outputs` the layer's output.
     """
 
     name = "reducer"
@@ -121,11 +124,14 @@ class ProbeResult:
 
 
 def stochastic_layers(model):
-    """The layers of `model` that draw random numbers in training (own a SeedGenerator)."""
+    """The layers of `model` that draw random numbers in training: those that own a
+    SeedGenerator, and recurrent layers (their dropout masks are drawn outside the
+    cell; `training` changes nothing else in them)."""
     return [
         layer
         for layer in all_layers(model)
-        if any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+        if isinstance(layer, keras.layers.RNN)
+        or any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
     ]
 
 
@@ -281,12 +287,14 @@ class Probe(Runner):
             if r.needs == "inputs":
                 stats[r.name] = run_after(r.reduce, last, site, inputs, None, None)
                 last = keras.tree.flatten(stats[r.name]) if chain else []
-        pre, out = run_after(call_split, last, layer, call, args, kwargs)
+        split = call_recurrent if site.kind == "recurrent" else call_split
+        pre, out = run_after(split, last, layer, call, args, kwargs)
         chain = chain or _large(out)
         last = keras.tree.flatten(out) if chain else []
+        main = out[0] if isinstance(out, (list, tuple)) else out  # return_state
         for r in reducers:
             if r.needs != "inputs":
-                stats[r.name] = run_after(r.reduce, last, site, inputs, pre, out)
+                stats[r.name] = run_after(r.reduce, last, site, inputs, pre, main)
                 last = keras.tree.flatten(stats[r.name]) if chain else []
         if chain:
             out = run_after(keras.tree.map_structure, last, backend.current().identity, out)

@@ -72,7 +72,10 @@ class GradientResult(ProbeResult):
 
 
 def own_trainable_weights(layer):
-    """The trainable weights `layer` owns itself, not those of its sublayers."""
+    """The trainable weights `layer` owns itself, not those of its sublayers (a
+    recurrent layer owns its cell's: the cell runs inside its loop)."""
+    if isinstance(layer, keras.layers.RNN):
+        return list(layer.trainable_weights)
     inner = {id(w) for sub in _keras_private.sublayers(layer) for w in sub.trainable_weights}
     return [w for w in layer.trainable_weights if id(w) not in inner]
 

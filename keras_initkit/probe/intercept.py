@@ -44,7 +44,13 @@ def intercept(layers, hook):
 
 
 def has_activation(layer):
-    """True when `layer` applies a non-linear `activation` attribute inside `call`."""
+    """True when `layer` applies a non-linear `activation` attribute at the end of `call`.
+
+    Not for recurrent layers and their cells: their `activation` acts inside the
+    recurrence (and a recurrent layer's is a read-only view of its cell's).
+    """
+    if isinstance(layer, keras.layers.RNN) or hasattr(layer, "state_size"):
+        return False
     fn = getattr(layer, "activation", None)
     return callable(fn) and fn is not keras.activations.linear
 

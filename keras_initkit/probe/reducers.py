@@ -27,8 +27,9 @@ import functools
 import keras
 import numpy as np
 
-from keras_initkit.probe import backend
+from keras_initkit.probe import backend, recurrent
 from keras_initkit.probe.engine import Reducer, moments
+from keras_initkit.probe.selection import BOUNDED
 from keras_initkit.validation import one_of
 
 HIST_BINS = 1000
@@ -51,7 +52,7 @@ class ActivationMoments(Reducer):
     merge = {"moments": "moments"}
 
     def applies(self, site):
-        return site.activation is not None or site.has_kernel
+        return site.activation is not None or site.has_kernel or site.kind == "recurrent"
 
     def reduce(self, site, inputs, pre, outputs):
         return {"moments": moments(outputs, _all_axes(outputs))}
@@ -222,3 +223,66 @@ class ActivationSample(Reducer):
 
     def finalize(self, site, stats):
         return {"activation_values": stats["values"]}
+
+
+class RecurrentGates(Reducer):
+    """Gate saturation of recurrent layers, and their recurrent kernels' spectral radii.
+
+    Per `SimpleRNN`, `LSTM` and `GRU` layer (`RNN` with one of their cells), on the
+    probe data: every gate value is recomputed from the layer's input and hidden-state
+    sequences (`probe.recurrent.gates`); a value is saturated when it lies within
+    `delta × (high − low)` of an asymptote of its bounded activation (sigmoid gates
+    near 0 or 1, the tanh candidate near ±1). Masked time steps are excluded.
+
+    - `gate_saturated_fraction`: the largest saturated share among the layer's gates;
+      `gate_saturated_by_gate` the share per gate (`gate_names`).
+    - `recurrent_spectral_radius`: the largest |eigenvalue| of the recurrent kernel's
+      gate blocks (a `units × units` block per gate), `..._by_gate` per block. Far
+      above 1 the state dynamics explode or turn chaotic, far below 1 the memory
+      vanishes; an IRNN (identity recurrent kernel) has exactly 1. Read from the
+      weights on the host.
+    """
+
+    name = "recurrent"
+    merge = {"saturated": "mean", "valid": "mean"}
+
+    def __init__(self, delta=0.01):
+        self.delta = delta
+
+    def applies(self, site):
+        return site.kind == "recurrent" and recurrent.gate_names(site.layer) is not None
+
+    def reduce(self, site, inputs, pre, outputs):
+        mask = pre.mask
+        if mask is not None and site.layer.go_backwards:
+            mask = keras.ops.flip(mask, axis=1)
+        shares = []
+        for _, activation, values in recurrent.gates(site.layer, pre):
+            bounds = BOUNDED.get(activation)
+            if bounds is None:
+                shares.append(keras.ops.zeros(()) - 1.0)  # not a bounded gate
+                continue
+            low, high = bounds
+            margin = self.delta * (high - low)
+            hit = keras.ops.cast((values <= low + margin) | (values >= high - margin), "float32")
+            share = keras.ops.mean(hit, axis=-1)  # (batch, time)
+            if mask is not None:
+                share = share * keras.ops.cast(mask, "float32")
+            shares.append(keras.ops.mean(share))
+        valid = (
+            keras.ops.ones(()) if mask is None else keras.ops.mean(keras.ops.cast(mask, "float32"))
+        )
+        return {"saturated": keras.ops.stack(shares), "valid": valid}
+
+    def finalize(self, site, stats):
+        valid = float(stats["valid"])
+        per_gate = np.where(stats["saturated"] < 0, np.nan, stats["saturated"] / max(valid, 1e-12))
+        radii = recurrent.spectral_radii(site.layer)
+        values = {
+            "recurrent_spectral_radius": float(radii.max()),
+            "recurrent_spectral_radius_by_gate": radii,
+        }
+        if valid > 0 and not np.all(np.isnan(per_gate)):
+            values["gate_saturated_fraction"] = float(np.nanmax(per_gate))
+            values["gate_saturated_by_gate"] = per_gate
+        return values

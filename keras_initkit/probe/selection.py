@@ -55,7 +55,8 @@ class Site:
             when two watched layers share a name).
         activation: canonical name of the activation the layer's output ends with,
             or `None` for a linear output.
-        kind: `"bounded"`, `"dead"`, `"inactive"` or `None` (not judged).
+        kind: `"bounded"`, `"dead"`, `"inactive"`, `"recurrent"` (a `keras.layers.RNN`:
+            SimpleRNN, LSTM, GRU, `RNN(cell)`) or `None` (not judged).
         channel_axis: the unit axis of the output (last axis, or 1 for
             `channels_first` layers).
     """
@@ -110,6 +111,17 @@ def _leaf(layer):
     return not isinstance(layer, keras.Model)
 
 
+def _inside_recurrence(model):
+    """Ids of the layers that run inside a recurrent layer's loop (its cell and below):
+    their calls cannot be measured from outside the loop."""
+    return {
+        id(sub)
+        for layer in all_layers(model)
+        if isinstance(layer, keras.layers.RNN)
+        for sub in sublayers(layer)
+    }
+
+
 def make_sites(model, layers):
     """Build `Site`s for `layers` (layer objects of `model`) with unique names."""
     parents = {}
@@ -126,7 +138,9 @@ def make_sites(model, layers):
         if counts[name] > 1 and parent is not None and parent is not model:
             name = f"{parent.name}/{name}"
         act = activation_name(layer)
-        if act in BOUNDED:
+        if isinstance(layer, keras.layers.RNN):
+            kind = "recurrent"
+        elif act in BOUNDED:
             kind = "bounded"
         else:
             kind = RECTIFIERS.get(act)
@@ -141,7 +155,8 @@ def resolve_layers(model, layers=None, *, where=None, argument="layers"):
     `where(layer) -> bool` filters the default selection. Unknown names raise
     `ValueError` listing what is available.
     """
-    candidates = [layer for layer in all_layers(model) if _leaf(layer)]
+    looped = _inside_recurrence(model)
+    candidates = [layer for layer in all_layers(model) if _leaf(layer) and id(layer) not in looped]
     if layers is None:
         return [layer for layer in candidates if where is None or where(layer)]
     if isinstance(layers, (str, keras.layers.Layer)):

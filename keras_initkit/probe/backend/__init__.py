@@ -30,7 +30,13 @@ import keras
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
+_LOADED = {}
+
+
 def current():
     """The backend module for `keras.backend.backend()` (`generic` for others)."""
-    name = _MODULES.get(keras.backend.backend(), "generic")
-    return importlib.import_module(f"{__name__}.{name}")
+    backend = keras.backend.backend()
+    if backend not in _LOADED:
+        name = _MODULES.get(backend, "generic")
+        _LOADED[backend] = importlib.import_module(f"{__name__}.{name}")
+    return _LOADED[backend]
