@@ -1,13 +1,16 @@
 """tf.distribute: MirroredStrategy on two logical CPUs, MultiWorkerMirroredStrategy on two
-processes, and the chief-only rule for TensorBoard writing.
+processes, and the chief-only rule for TensorBoard writing; keras.distribution:
+DataParallel on JAX with two host devices.
 
 Semantics under test (docs/scaling.md): the probe feeds the whole probe batch to ONE
 non-replicated call of the model, so every statistic describes the global probe batch
-by construction: the numbers equal those of the same model without a strategy. In a
-multi-worker job only the chief writes event files; every worker measures.
+by construction: the numbers equal those of the same model without a strategy (or
+distribution). In a multi-worker job only the chief writes event files; every worker
+measures.
 
 Strategies run in subprocesses: logical devices must be configured before TensorFlow
-initializes, and this process's TensorFlow configuration stays untouched.
+initializes (and XLA's host device count before JAX does), and this process's
+configuration stays untouched.
 """
 
 import json
@@ -26,6 +29,10 @@ from keras_initkit.callbacks import TrainingMonitor
 
 TF_ONLY = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="tf.distribute needs TensorFlow"
+)
+JAX_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="keras.distribution.DataParallel on JAX host devices (tox -e jax)",
 )
 
 # ------------------------------------------------------------------ the chief rule
@@ -344,3 +351,172 @@ def test_multi_worker_two_processes_only_the_chief_writes(tmp_path, workers):
     files = os.listdir(log_dir / "initkit")
     assert len(files) == 1
     assert f".{chief['pid']}." in files[0]
+
+
+# ------------------------------------------------------------------ keras.distribution
+
+# DataParallel on JAX over two host devices: variables replicated on a ("batch",) mesh,
+# `fit` sharding each batch. The probe batch is the same numpy data as for a model
+# without distribution, or the same data laid out by the distribution (sharded along
+# the batch axis): both must give the undistributed numbers.
+DATA_PARALLEL = """
+import json, os, sys, tempfile
+import jax
+import keras
+import numpy as np
+import keras_initkit as ik
+from keras_initkit.dashboard import events
+from keras_initkit.probe import (
+    ActivationMoments, BatchNormStatistics, DeadUnits, Probe, Saturation
+)
+from keras_initkit.probe.gradients import layer_gradients
+
+assert keras.backend.backend() == "jax"
+dp = keras.distribution.DataParallel(devices=keras.distribution.list_devices("cpu"))
+rng = np.random.default_rng(0)
+x = (rng.normal(size=(64, 8)) * 2 + 0.5).astype("float32")
+y = rng.normal(size=(64, 1)).astype("float32")
+
+
+def build():
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="tanh", name="tanh",
+                           kernel_initializer=ik.initializers.LSUV(seed=1)),
+        keras.layers.Dense(16, activation="relu", name="relu",
+                           kernel_initializer=ik.initializers.LSUV(seed=2)),
+        keras.layers.BatchNormalization(momentum=0.5, name="bn"),
+        keras.layers.Dropout(0.2, seed=3),
+        keras.layers.Dense(1, name="head"),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    return model
+
+
+def scalars(metrics):
+    return {s: {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+            for s, m in metrics.items()}
+
+
+def numpy(v):
+    return keras.ops.convert_to_numpy(v).tolist()
+
+
+def devices(model):
+    return sorted({len(v.value.sharding.device_set) for v in model.variables})
+
+
+def measure(model, x, y):
+    out = {}
+    report = ik.lsuv_init(model, x, verbose=0)
+    out["lsuv"] = [[r.name, r.scale, r.variance_after] for r in report.layers]
+    reducers = [ActivationMoments(), Saturation(), DeadUnits(), BatchNormStatistics()]
+    # 25: batches of 25, 25 and 14 samples, none a multiple of the device count needed
+    out["probe"] = scalars(Probe(model, reducers, batch_size=25).run(x).metrics)
+    out["gradients"] = scalars(layer_gradients(model, (x, y), batch_size=25).metrics)
+    health = ik.diagnose(model, x, y)
+    out["diagnose"] = {s: {k: v for k, v in m.items() if isinstance(v, float)}
+                       for s, m in health.metrics.items()}
+    out["findings"] = [[f.layer, f.kind] for f in health.findings]
+    bn = model.get_layer("bn")
+    for method in ("one_pass", "chain"):
+        ik.recalibrate_batchnorm(model, x, batch_size=16, method=method, verbose=0)
+        out["bn_" + method] = [numpy(bn.moving_mean), numpy(bn.moving_variance)]
+    out["devices"] = devices(model)  # the layout survives every write
+    return out
+
+
+def fit(model, callbacks):
+    keras.utils.set_random_seed(5)
+    history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False,
+                        callbacks=callbacks, verbose=0)
+    return [keras.ops.convert_to_numpy(v) for v in model.variables], history.history
+
+
+keras.utils.set_random_seed(4)
+with dp.scope():
+    distributed, sharded, twin = build(), build(), build()
+plain = build()
+for model in (sharded, twin, plain):
+    model.set_weights(distributed.get_weights())
+result = {"devices": len(jax.devices()), "plain_devices": devices(plain)}
+with dp.scope():
+    result["distributed"] = measure(distributed, x, y)
+    xs = keras.distribution.distribute_tensor(x, dp.get_data_layout(x.shape))
+    ys = keras.distribution.distribute_tensor(y, dp.get_data_layout(y.shape))
+    result["x_devices"] = len(xs.sharding.device_set)
+    result["sharded"] = measure(sharded, xs, ys)
+result["plain"] = measure(plain, x, y)
+
+# fit under DataParallel with every monitor, against the same fit without them
+twin.set_weights(distributed.get_weights())
+log_dir = tempfile.mkdtemp()
+monitor = ik.callbacks.TrainingMonitor((x, y), log_dir=log_dir, update_freq=1,
+                                       histograms=True, gradients=True, verbose=0)
+with dp.scope():
+    watched, watched_history = fit(distributed, [monitor, ik.callbacks.LSUVCallback(x, verbose=0)])
+    unwatched, unwatched_history = fit(twin, [ik.callbacks.LSUVCallback(x, verbose=0)])
+result["bit_identical"] = all(np.array_equal(a, b) for a, b in zip(watched, unwatched))
+result["same_history"] = watched_history["loss"] == unwatched_history["loss"]
+(run,) = events.read_logdir(log_dir)
+result["steps"] = run.series["gradient_norm"]["tanh"][0].tolist()
+result["latest"] = {s: {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+                    for s, m in monitor.latest.items()}
+# the last update measured the final weights: measure them again without distribution
+# (a monitor driven through the callback interface, as `fit` drives it: train begin)
+plain.set_weights(distributed.get_weights())
+again = ik.callbacks.TrainingMonitor((x, y), gradients=True, verbose=0)
+again.set_model(plain)
+again.on_train_begin()
+again.on_train_end()
+result["plain_latest"] = {s: {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+                          for s, m in again.latest.items()}
+print("RESULT" + json.dumps(result))
+"""
+
+
+def _approx_tables(got, expected, key):
+    assert got.keys() == expected.keys(), key
+    for site, values in expected.items():
+        assert got[site] == pytest.approx(values, rel=1e-5, abs=1e-7), (key, site)
+
+
+@pytest.mark.backend_agnostic
+@JAX_ONLY
+def test_data_parallel_statistics_are_those_of_the_global_probe_batch():
+    # XLA reads the host device count when JAX initializes: a fresh interpreter.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+    result = _result(_run(DATA_PARALLEL, {"KERAS_BACKEND": "jax", "XLA_FLAGS": flags}), 400)
+    assert result["devices"] == 2
+    assert result["plain_devices"] == [1]  # the reference: one device, no distribution
+    assert result["x_devices"] == 2  # the sharded probe data really is split
+    plain = result["plain"]
+    # lsuv_init, the probe, layer gradients, diagnose and recalibrate_batchnorm (both
+    # methods), on replicated variables, with numpy or batch-sharded probe data: the
+    # numbers without distribution, to float rounding.
+    for name in ("distributed", "sharded"):
+        got = result[name]
+        assert got["devices"] == [2], name  # every variable still on both devices
+        assert [r[0] for r in got["lsuv"]] == [r[0] for r in plain["lsuv"]]
+        for (_, scale, variance), (_, scale2, variance2) in zip(got["lsuv"], plain["lsuv"]):
+            assert scale == pytest.approx(scale2, rel=1e-6), name
+            assert variance == pytest.approx(variance2, rel=1e-6), name
+        for key in ("probe", "gradients", "diagnose"):
+            _approx_tables(got[key], plain[key], f"{name}/{key}")
+        assert got["findings"] == plain["findings"], name
+        for key in ("bn_one_pass", "bn_chain"):
+            np.testing.assert_allclose(got[key], plain[key], rtol=1e-5, atol=1e-7)
+    # fit under DataParallel with every monitor: measured at every step, written, the
+    # last measurement that of the final weights without distribution, and training
+    # bit-identical to the same fit without the monitors.
+    assert result["steps"] == list(range(9))
+    latest, reference = result["latest"], result["plain_latest"]
+    assert latest.keys() == reference.keys()
+    for site, values in reference.items():
+        # bn_init_weight = momentum^(updates seen): a count of steps, not a statistic
+        common = {k: v for k, v in latest[site].items() if k in values and k != "bn_init_weight"}
+        assert common and common == pytest.approx(
+            {k: values[k] for k in common}, rel=1e-4, abs=1e-6
+        ), site
+    assert result["bit_identical"]
+    assert result["same_history"]
