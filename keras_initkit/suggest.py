@@ -966,7 +966,11 @@ def _run(trial, specs, verbose, started, keep_winner):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 lsuv_init(trial.copy, trial.x, layers=[b for _, b in trial.pairs], verbose=0)
-            notes = [str(w.message).split("\n")[0] for w in caught]
+            notes = [
+                str(w.message).split("\n")[0]
+                for w in caught
+                if issubclass(w.category, UserWarning)  # not a library's deprecation notice
+            ]
         kernels = [keras.ops.convert_to_numpy(b.kernel) for _, b in trial.pairs]
         result, grads, sensitivity = trial.measure()
         source = result.source
