@@ -73,3 +73,15 @@ def sync_jax_state(model):
     sync = getattr(model, "jax_state_sync", None)
     if callable(sync):
         sync()
+
+
+def keras_mask(tensor):
+    """The Keras mask attached to `tensor` (`mask_zero`, `Masking`), or None.
+
+    `keras.src.backend.common.masking.get_keras_mask`: Keras has no public accessor,
+    and `MultiHeadAttention` clears its inputs' masks when called, so a probe that
+    needs the query mask must read it first.
+    """
+    from keras.src.backend.common.masking import get_keras_mask
+
+    return get_keras_mask(tensor)

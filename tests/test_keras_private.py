@@ -78,3 +78,11 @@ def test_sync_jax_state_is_a_no_op_outside_a_jax_fit():
         np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(v))
     if keras.backend.backend() == "jax":
         assert callable(getattr(keras.Model, "jax_state_sync", None)), "jax_state_sync is gone"
+
+
+def test_keras_mask_of_a_masked_tensor():
+    embed = keras.layers.Embedding(5, 2, mask_zero=True)
+    out = embed(np.array([[1, 0]]))
+    mask = _keras_private.keras_mask(out)
+    assert mask is not None, "keras.src.backend.common.masking.get_keras_mask changed"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask), [[True, False]])

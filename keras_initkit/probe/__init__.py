@@ -24,6 +24,7 @@ from keras_initkit.probe.intercept import call_linear, call_split, has_activatio
 from keras_initkit.probe.reducers import (
     ActivationMoments,
     ActivationSample,
+    AttentionEntropy,
     BatchNormStatistics,
     DeadUnits,
     RecurrentGates,
@@ -53,6 +54,7 @@ __all__ = [
     "RECTIFIERS",
     "ActivationMoments",
     "ActivationSample",
+    "AttentionEntropy",
     "BatchNormStatistics",
     "DeadUnits",
     "Probe",

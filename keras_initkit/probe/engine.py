@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from keras_initkit.probe import backend
+from keras_initkit.probe.attention import call_attention
 from keras_initkit.probe.data import as_batches
 from keras_initkit.probe.intercept import call_split, intercept
 from keras_initkit.probe.recurrent import call_recurrent
@@ -38,6 +39,8 @@ from keras_initkit.probe.selection import all_layers, make_sites, resolve_layers
 from keras_initkit.validation import one_of, positive_int
 
 MODES = ("training", "inference")
+# How a layer's call is split into what its reducers see as `pre` and its output.
+_SPLITS = {"recurrent": call_recurrent, "attention": call_attention}
 
 
 class Reducer:
@@ -51,7 +54,8 @@ class Reducer:
     sets `needs = "inputs"`: it then runs before the layer (with `pre` and
     `outputs` None), which keeps the probe's peak memory low. For a recurrent layer
     (`site.kind == "recurrent"`) `pre` is a `probe.recurrent.Trace` (input and
-    hidden-state sequences, mask, initial state) and `outputs` the layer's output.
+    hidden-state sequences, mask, initial state), for an attention layer a
+    `probe.attention.Weights`; `outputs` is the layer's (first) output.
     """
 
     name = "reducer"
@@ -287,7 +291,7 @@ class Probe(Runner):
             if r.needs == "inputs":
                 stats[r.name] = run_after(r.reduce, last, site, inputs, None, None)
                 last = keras.tree.flatten(stats[r.name]) if chain else []
-        split = call_recurrent if site.kind == "recurrent" else call_split
+        split = _SPLITS.get(site.kind, call_split)
         pre, out = run_after(split, last, layer, call, args, kwargs)
         chain = chain or _large(out)
         last = keras.tree.flatten(out) if chain else []

@@ -27,7 +27,7 @@ import functools
 import keras
 import numpy as np
 
-from keras_initkit.probe import backend, recurrent
+from keras_initkit.probe import attention, backend, recurrent
 from keras_initkit.probe.engine import Reducer, moments
 from keras_initkit.probe.selection import BOUNDED
 from keras_initkit.validation import one_of
@@ -286,3 +286,42 @@ class RecurrentGates(Reducer):
             values["gate_saturated_fraction"] = float(np.nanmax(per_gate))
             values["gate_saturated_by_gate"] = per_gate
         return values
+
+
+class AttentionEntropy(Reducer):
+    """Per-head entropy of the attention weights of `MultiHeadAttention` layers.
+
+    The weights come from the layer's own call (`probe.attention.call_attention`:
+    `return_attention_scores=True`, the output handed on unchanged). A query row's
+    normalized entropy is `-Σ_k p_k log p_k / log n`, over the n keys it may attend to
+    (masked keys excluded): 1 for uniform attention, 0 for attention on one key.
+    Padded queries (their Keras mask) are left out.
+
+    - `attention_entropy`: the lowest head's mean normalized entropy (a collapsing
+      head is the problem, Zhai et al. 2023); `attention_entropy_by_head` per head.
+    - `attention_max_weight`: the highest head's mean largest weight per query row;
+      `attention_max_weight_by_head` per head.
+    """
+
+    name = "attention"
+    merge = {"entropy": "mean", "top": "mean", "valid": "mean"}
+
+    def applies(self, site):
+        return site.kind == "attention"
+
+    def reduce(self, site, inputs, pre, outputs):
+        h, top, valid = attention.entropy(pre)
+        return {"entropy": h, "top": top, "valid": valid}
+
+    def finalize(self, site, stats):
+        valid = stats["valid"]
+        if not np.any(valid > 0):
+            return {}
+        share = np.where(valid > 0, valid, np.nan)
+        entropy, top = stats["entropy"] / share, stats["top"] / share
+        return {
+            "attention_entropy": float(np.nanmin(entropy)),
+            "attention_entropy_by_head": entropy,
+            "attention_max_weight": float(np.nanmax(top)),
+            "attention_max_weight_by_head": top,
+        }

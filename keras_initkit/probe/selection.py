@@ -9,6 +9,7 @@ import dataclasses
 import keras
 
 from keras_initkit._keras_private import sublayers
+from keras_initkit.probe.attention import is_attention
 from keras_initkit.probe.intercept import has_activation
 
 # Bounded activations and their (low, high) asymptotes.
@@ -56,7 +57,8 @@ class Site:
         activation: canonical name of the activation the layer's output ends with,
             or `None` for a linear output.
         kind: `"bounded"`, `"dead"`, `"inactive"`, `"recurrent"` (a `keras.layers.RNN`:
-            SimpleRNN, LSTM, GRU, `RNN(cell)`) or `None` (not judged).
+            SimpleRNN, LSTM, GRU, `RNN(cell)`), `"attention"` (a `MultiHeadAttention`
+            or subclass) or `None` (not judged).
         channel_axis: the unit axis of the output (last axis, or 1 for
             `channels_first` layers).
     """
@@ -140,6 +142,8 @@ def make_sites(model, layers):
         act = activation_name(layer)
         if isinstance(layer, keras.layers.RNN):
             kind = "recurrent"
+        elif is_attention(layer):
+            kind = "attention"
         elif act in BOUNDED:
             kind = "bounded"
         else:

@@ -1,0 +1,99 @@
+"""Attention entropy of MultiHeadAttention layers, against NumPy on the layer's own weights."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_initkit import probe
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def _model(stddev, dropout=0.0):
+    inputs = keras.Input((10,), dtype="int32")
+    embed = keras.layers.Embedding(
+        30,
+        16,
+        mask_zero=True,
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=0),
+        name="embed",
+    )
+    mha = keras.layers.MultiHeadAttention(
+        4,
+        8,
+        dropout=dropout,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=1),
+        name="mha",
+    )
+    h = embed(inputs)
+    outputs = keras.layers.GlobalAveragePooling1D()(mha(h, h))
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(outputs)), embed, mha
+
+
+def _tokens():
+    x = np.random.default_rng(0).integers(1, 30, (8, 10))
+    x[:3, 6:] = 0  # padded: masked keys and queries
+    return x
+
+
+def _reference(embed, mha, x):
+    e = embed(x)
+    mask = keras.ops.convert_to_tensor(x != 0)
+    _, scores = mha(e, e, query_mask=mask, value_mask=mask, return_attention_scores=True)
+    p = keras.ops.convert_to_numpy(scores).astype(np.float64)  # (B, N, Tq, Tk)
+    valid = x != 0
+    n = valid.sum(axis=1)[:, None, None]
+    h = -(p * np.log(np.maximum(p, 1e-30))).sum(axis=-1) / np.log(n)
+    rows = np.broadcast_to(valid[:, None, :], h.shape)
+    entropy = np.array([h[:, k][rows[:, k]].mean() for k in range(h.shape[1])])
+    top = np.array([p.max(axis=-1)[:, k][rows[:, k]].mean() for k in range(h.shape[1])])
+    return entropy, top
+
+
+@pytest.mark.parametrize("stddev", [0.05, 1.0])
+def test_entropy_per_head_matches_numpy_with_padded_queries_and_keys_left_out(stddev):
+    model, embed, mha = _model(stddev, dropout=0.3)
+    x = _tokens()
+    weights = [keras.ops.convert_to_numpy(v).copy() for v in model.variables]
+    values = probe.Probe(model, [probe.AttentionEntropy()]).run(x).metrics["mha"]
+    entropy, top = _reference(embed, mha, x)
+    np.testing.assert_allclose(values["attention_entropy_by_head"], entropy, atol=1e-4)
+    np.testing.assert_allclose(values["attention_max_weight_by_head"], top, atol=1e-4)
+    assert values["attention_entropy"] == pytest.approx(entropy.min(), abs=1e-4)
+    if stddev < 0.1:  # small logits: nearly uniform attention
+        assert values["attention_entropy"] > 0.99
+    else:  # large query/key weights: peaked heads
+        assert values["attention_entropy"] < 0.6
+    for old, v in zip(weights, model.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), old)
+
+
+def test_probe_hands_on_the_layers_output_and_keeps_a_requested_scores_output():
+    model, _, _ = _model(1.0)
+    x = _tokens()
+    seen = {}
+
+    class Last(probe.Reducer):
+        name = "last"
+        merge = {"out": "last"}
+
+        def applies(self, site):
+            return site.name == "head"
+
+        def reduce(self, site, inputs, pre, outputs):
+            return {"out": keras.ops.cast(outputs, "float32")}
+
+        def finalize(self, site, stats):
+            seen["out"] = stats["out"]
+            return {}
+
+    probe.Probe(model, [probe.AttentionEntropy(), Last()], mode="inference").run(x)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(seen["out"], expected, rtol=1e-4, atol=1e-5)
+
+    inputs = keras.Input((5, 8))
+    mha = keras.layers.MultiHeadAttention(2, 4, name="mha2")
+    out, scores = mha(inputs, inputs, return_attention_scores=True)
+    both = keras.Model(inputs, [out, scores])
+    r = probe.Probe(both, [probe.AttentionEntropy()]).run(np.ones((2, 5, 8), "float32"))
+    assert r.metrics["mha2"]["attention_entropy"] == pytest.approx(1.0, abs=1e-5)
