@@ -12,12 +12,20 @@ import keras
 from keras_initkit import _keras_private, summary, validation
 from keras_initkit.callbacks.measurement import HookCheck, Measurement, check_layers, on_device
 from keras_initkit.callbacks.sink import Sink
-from keras_initkit.callbacks.warning import grouped, warn
+from keras_initkit.callbacks.warning import RuleWarnings, warn
 from keras_initkit.checks import Finding, judge, message
 from keras_initkit.probe import as_batches
 
 # Custom Scalars categories, in display order.
-CATEGORIES = ("Saturation", "Dead units", "Batch norm", "Gradients", "Activations")
+CATEGORIES = (
+    "Saturation",
+    "Dead units",
+    "Batch norm",
+    "Recurrent",
+    "Attention",
+    "Gradients",
+    "Activations",
+)
 
 
 def _record(check, site, rule, value, observation, step):
@@ -68,9 +76,10 @@ class Monitor(keras.callbacks.Callback):
             `None` writes no summaries (logs and warnings still work). In a
             multi-worker job only the chief writes (`TF_CONFIG`'s chief, or worker 0
             without one). Defaults to `None`.
-        update_freq: `"epoch"` to measure at the end of each epoch, or an int `N` to
-            measure every `N` training batches (counted globally, across fits) and at
-            the end of each epoch. Defaults to `"epoch"`.
+        update_freq: `"epoch"` to measure at the end of each epoch, `"batch"` after
+            every batch (as `keras.callbacks.TensorBoard`), or an int `N` to measure
+            every `N` training batches (counted globally, across fits) and at the end
+            of each epoch. Defaults to `"epoch"`.
         layers: layer names or layer objects to watch; `None` watches every layer the
             monitor can judge. Layers it cannot judge are skipped with a warning.
             Defaults to `None`.
@@ -82,10 +91,13 @@ class Monitor(keras.callbacks.Callback):
             `CSVLogger` and `EarlyStopping` placed after this callback see them; place
             `keras.callbacks.TensorBoard` before it, or it copies them into its run).
             Defaults to `True`.
-        verbose: `1` or `"auto"` issue an `InitkitWarning` per rule and update that
-            found something (one line, or one line per layer when several layers share
-            the rule); `0` only records findings in `monitor.findings`. Warnings about
-            the monitor's own setup are always issued. Defaults to `"auto"`.
+        verbose: `1` or `"auto"` warn like a diagnosis: one `InitkitWarning` per rule
+            when it first fires in a fit (its layers as ranges in forward order, the
+            worst value, the fix), and again only when it spreads to 25% more layers or
+            its worst value worsens 1.5-fold, at most once per epoch per rule; `0` only
+            records findings in `monitor.findings` (each layer and rule once per fit).
+            Warnings about the monitor's own setup are always issued. Defaults to
+            `"auto"`.
         batch_size: run array probe data through the model in chunks of this many
             samples; `None` runs it at once. Defaults to `None`.
         max_batches: use at most this many batches of a dataset. Defaults to `None`
@@ -118,12 +130,14 @@ class Monitor(keras.callbacks.Callback):
         checks=(),
     ):
         super().__init__()
+        if update_freq == "batch":  # as in keras.callbacks.TensorBoard: every batch
+            update_freq = 1
         if update_freq != "epoch" and (
             isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1
         ):
             raise ValueError(
-                'Argument `update_freq` must be "epoch" or a positive int (a number of '
-                f"batches). Received: update_freq={update_freq!r}"
+                'Argument `update_freq` must be "epoch", "batch" or a positive int (a number '
+                f"of batches). Received: update_freq={update_freq!r}"
             )
         self.log_dir = summary.check_log_dir(log_dir)
         self.update_freq = update_freq
@@ -159,6 +173,8 @@ class Monitor(keras.callbacks.Callback):
         self._epoch_start = 0
         self._last_update = None
         self._warned = set()
+        self._warnings = RuleWarnings()
+        self._epochs = 0  # epochs begun in this fit
         self._records = []  # the findings as dashboard records, across fits
         self._records_written = 0
         self.latest = {}
@@ -222,21 +238,27 @@ class Monitor(keras.callbacks.Callback):
         self._judge(epoch_end)
 
     def _judge(self, epoch_end):
-        """Record new findings; warn once per rule and fix, listing its layers."""
-        new = []
+        """Record each layer's new findings once per fit; warn per rule (`RuleWarnings`)."""
+        current, fixes, below = [], {}, set()
         assignment = self._measurement.assignment
         for check, site, rule, value, observation in judge(
             assignment, self.latest, self._step, epoch_end
         ):
-            if (site.name, rule.name) in self._warned:
-                continue
-            self._warned.add((site.name, rule.name))
             text = message(site.name, observation, rule.fix, self._step)
-            self.findings.append(Finding(site.name, rule.name, value, self._step, text))
-            self._records.append(_record(check, site, rule, value, observation, self._step))
-            new.append((site.name, rule.name, observation, rule.fix, text))
+            found = Finding(site.name, rule.name, value, self._step, text, observation)
+            current.append(found)
+            fixes[rule.name] = rule.fix
+            if rule.below:
+                below.add(rule.name)
+            if (site.name, rule.name) not in self._warned:
+                self._warned.add((site.name, rule.name))
+                self.findings.append(found)
+                self._records.append(_record(check, site, rule, value, observation, self._step))
         if validation.resolve_verbose(self.verbose, auto=True):
-            for text in grouped(new, self._step):
+            order = self._measurement.layer_names
+            for text in self._warnings.texts(
+                current, self._step, self._epochs, order, fixes, below
+            ):
                 warn(text)
 
     def _write_meta(self):
@@ -269,6 +291,8 @@ class Monitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._warned = set()
+        self._warnings = RuleWarnings()
+        self._epochs = 0
         self.findings = []
         self._sink.open()
         if self._step is None:
@@ -282,6 +306,7 @@ class Monitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._step
+        self._epochs += 1
 
     @property
     def async_safe(self):

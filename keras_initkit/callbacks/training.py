@@ -11,13 +11,15 @@ from keras_initkit.checks.activations import (
     DeadUnitCheck,
     SaturationCheck,
 )
+from keras_initkit.checks.attention import COLLAPSED, AttentionCheck
 from keras_initkit.checks.batchnorm import INIT_WEIGHT, MEAN_SHIFT, STD_RATIO, BatchNormCheck
 from keras_initkit.checks.gradients import EXPLODING, VANISHING, GradientCheck
+from keras_initkit.checks.recurrent import CHAOTIC, FORGETFUL, GATES_SATURATED, RecurrentCheck
 
 
 class TrainingMonitor(Monitor):
-    """Watch saturation, dead units, batch-norm statistics, activation scale and
-    gradients at once.
+    """Watch saturation, dead units, batch-norm statistics, recurrent gates and dynamics,
+    attention entropy, activation scale and gradients at once.
 
     The base `Monitor` with every check of `keras_initkit.checks` that reads
     activations or gradients (the symmetry check reads the weights and is for
@@ -43,6 +45,14 @@ class TrainingMonitor(Monitor):
             batch-norm moving statistics. Defaults to `0.05`.
         activation_std_threshold: warn when a hidden kernel layer's output std is more
             than this factor (> 1) above or below the first one's. Defaults to `100.0`.
+        gate_saturation_threshold: warn above this `gate_saturated_fraction` of a
+            recurrent layer. Defaults to `0.3`.
+        spectral_radius_threshold: warn when a recurrent kernel's spectral radius is
+            above this (> 1: chaotic, exploding dynamics). Defaults to `1.5`.
+        short_memory_threshold: warn when a SimpleRNN's recurrent spectral radius is
+            below this (vanishing memory). Defaults to `0.5`.
+        entropy_threshold: warn when an attention layer's lowest-head normalized
+            entropy is below this (entropy collapse). Defaults to `0.05`.
         gradients: also measure per-layer gradients (see `GradientMonitor`). Defaults
             to `False`.
         vanishing_threshold: see `GradientMonitor`. Defaults to `1e-3`.
@@ -71,6 +81,10 @@ class TrainingMonitor(Monitor):
         std_ratio_threshold=STD_RATIO.default,
         init_weight_threshold=INIT_WEIGHT.default,
         activation_std_threshold=VANISHING_ACTIVATIONS.default,
+        gate_saturation_threshold=GATES_SATURATED.default,
+        spectral_radius_threshold=CHAOTIC.default,
+        short_memory_threshold=FORGETFUL.default,
+        entropy_threshold=COLLAPSED.default,
         gradients=False,
         vanishing_threshold=VANISHING.default,
         exploding_threshold=EXPLODING.default,
@@ -85,6 +99,13 @@ class TrainingMonitor(Monitor):
                 std_ratio_threshold=std_ratio_threshold,
                 init_weight_threshold=init_weight_threshold,
             ),
+            RecurrentCheck(
+                delta=delta,
+                gate_saturation_threshold=gate_saturation_threshold,
+                spectral_radius_threshold=spectral_radius_threshold,
+                short_memory_threshold=short_memory_threshold,
+            ),
+            AttentionCheck(entropy_threshold=entropy_threshold),
         ]
         gradient_check = GradientCheck(  # validated even when unused
             vanishing_threshold=vanishing_threshold, exploding_threshold=exploding_threshold

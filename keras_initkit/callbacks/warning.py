@@ -4,8 +4,8 @@ import os
 import sys
 import warnings
 
-# A warning that groups several layers' findings lists at most this many of them.
-MAX_LISTED = 10
+from keras_initkit.checks.summary import blocks
+
 _INTERNAL = ("keras_initkit", "keras", "tensorflow", "jax", "torch", "tf_keras")
 
 
@@ -45,22 +45,38 @@ def warn(message, category=InitkitWarning):
     warnings.warn(message, category, stacklevel=user_stacklevel())
 
 
-def grouped(found, step):
-    """The warning texts for one update's new findings, one per rule and fix.
-
-    `found` holds `(layer, rule, observation, fix, message)`; a rule with one layer
-    warns its finding's message, several layers share one warning: the fix once, then
-    a line per layer (at most `MAX_LISTED`).
+class RuleWarnings:
+    """When a monitor warns: a findings block per rule (its layers as ranges in forward
+    order, the worst value, the fix) when the rule first fires in a fit; afterwards only
+    when it spreads (to at least 25% more layers, and one more at least) or worsens
+    markedly (its worst value 1.5 times further in the rule's direction), at most once
+    per epoch per rule.
     """
-    groups = {}
-    for layer, rule, observation, fix, text in found:
-        groups.setdefault((rule, fix), []).append((layer, observation, text))
-    for (_, fix), items in groups.items():
-        if len(items) == 1:
-            yield items[0][2]
-            continue
-        lines = [f"{len(items)} layers (step {step}): {fix or 'see below'}"]
-        lines += [f"  {layer}: {observation}" for layer, observation, _ in items[:MAX_LISTED]]
-        if len(items) > MAX_LISTED:
-            lines.append(f"  ... and {len(items) - MAX_LISTED} more (`monitor.findings` lists all)")
-        yield "\n".join(lines)
+
+    SPREAD = 1.25
+    WORSEN = 1.5
+
+    def __init__(self):
+        self._state = {}  # rule -> (number of layers, worst value, epoch) when warned
+
+    def _news(self, block, epoch, below):
+        previous = self._state.get(block.rule)
+        if previous is None:
+            return True
+        count, worst, when = previous
+        if when == epoch:
+            return False
+        spread = len(block.layers) >= max(count + 1, count * self.SPREAD)
+        value = block.worst.value
+        if value is None or worst is None:
+            return spread
+        worse = value < worst / self.WORSEN if below else value > worst * self.WORSEN
+        return spread or worse
+
+    def texts(self, current, step, epoch, order, fixes, below=()):
+        """The warnings for one update, from every finding `current`ly firing."""
+        for block in blocks(current, fixes, below):
+            if not self._news(block, epoch, block.rule in below):
+                continue
+            self._state[block.rule] = (len(block.layers), block.worst.value, epoch)
+            yield block.worst.message if len(block.layers) == 1 else block.text(order, step)

@@ -13,6 +13,7 @@ from keras_initkit.checks.activations import (
     SaturationCheck,
     depth_ratio,
 )
+from keras_initkit.checks.attention import AttentionCheck
 from keras_initkit.checks.base import Check
 from keras_initkit.checks.batchnorm import BatchNormCheck
 from keras_initkit.checks.book import (
@@ -27,6 +28,7 @@ from keras_initkit.checks.book import (
     measure,
 )
 from keras_initkit.checks.gradients import GradientCheck
+from keras_initkit.checks.recurrent import RecurrentCheck
 from keras_initkit.checks.rules import Finding, Rule, message
 from keras_initkit.checks.symmetry import SymmetryCheck, symmetric_units
 
@@ -35,11 +37,13 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "RULES",
     "ActivationCheck",
+    "AttentionCheck",
     "BatchNormCheck",
     "Check",
     "DeadUnitCheck",
     "Finding",
     "GradientCheck",
+    "RecurrentCheck",
     "Rule",
     "SaturationCheck",
     "SymmetryCheck",

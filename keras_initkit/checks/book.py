@@ -6,8 +6,10 @@ logged value with the same rules (`keras-initkit report`); `assign`, `measure` a
 """
 
 from keras_initkit.checks.activations import ActivationCheck, DeadUnitCheck, SaturationCheck
+from keras_initkit.checks.attention import AttentionCheck
 from keras_initkit.checks.batchnorm import BatchNormCheck
 from keras_initkit.checks.gradients import GradientCheck
+from keras_initkit.checks.recurrent import RecurrentCheck
 from keras_initkit.checks.symmetry import SymmetryCheck
 
 # Every check, in the order their findings are listed for one layer.
@@ -16,6 +18,8 @@ CHECKS = (
     DeadUnitCheck,
     SymmetryCheck,
     BatchNormCheck,
+    RecurrentCheck,
+    AttentionCheck,
     GradientCheck,
     ActivationCheck,
 )

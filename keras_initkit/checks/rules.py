@@ -100,6 +100,7 @@ class Finding:
             finding that gives none).
         step: the global training step it was measured at; `None` in `diagnose`.
         message: the full text: layer, step, observation and fix.
+        observation: what was measured, without the layer, step and fix.
     """
 
     layer: str
@@ -107,6 +108,7 @@ class Finding:
     value: float | None
     step: int | None
     message: str
+    observation: str = ""
 
     @property
     def kind(self):
@@ -120,5 +122,8 @@ class Finding:
         return self.rule if rule is None else rule.kind
 
     def to_dict(self):
-        """The finding as plain data, `kind` included."""
-        return {**dataclasses.asdict(self), "kind": self.kind}
+        """The finding as plain data, `kind` included (`observation` where recorded)."""
+        data = {**dataclasses.asdict(self), "kind": self.kind}
+        if not data["observation"]:
+            del data["observation"]
+        return data

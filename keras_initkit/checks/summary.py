@@ -1,0 +1,76 @@
+"""Findings that read like a diagnosis: one block per rule, its layers as ranges."""
+
+import dataclasses
+
+from keras_initkit.checks.rules import Finding
+
+# A block names at most this many separate runs of layers before counting the rest.
+MAX_RUNS = 4
+
+
+def layer_ranges(names, order):
+    """`names` as runs of consecutive layers in forward `order`: "a … d, f, h … k".
+
+    A run of two or more consecutive layers (no other layer of `order` between them)
+    reads "first … last"; more than `MAX_RUNS` runs end in "and N more".
+    """
+    rank = {name: i for i, name in enumerate(order)}
+    ranked = sorted(set(names), key=lambda n: rank.get(n, len(rank)))
+    runs = []
+    for name in ranked:
+        if runs and name in rank and rank.get(runs[-1][-1], -2) + 1 == rank[name]:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    parts = [run[0] if len(run) == 1 else f"{run[0]} … {run[-1]}" for run in runs[:MAX_RUNS]]
+    if len(runs) > MAX_RUNS:
+        rest = sum(len(run) for run in runs[MAX_RUNS:])
+        parts.append(f"and {rest} more")
+    return ", ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One rule's findings taken together.
+
+    Attributes:
+        rule: the rule's name.
+        layers: the layers it fired on, in forward order.
+        worst: the finding with the most extreme value (the first when values are
+            missing).
+        fix: what to try.
+    """
+
+    rule: str
+    layers: tuple
+    worst: Finding
+    fix: str
+
+    def text(self, order, step=None):
+        """`"<rule>: <ranges> (<n> layers); worst <layer>: <observation> — <fix>"`."""
+        where = layer_ranges(self.layers, order)
+        count = f" ({len(self.layers)} layers)" if len(self.layers) > 1 else ""
+        at = "" if step is None else f" at step {step}"
+        observation = self.worst.observation or self.worst.message
+        head = f"{self.rule}{at}: {where}{count}"
+        if len(self.layers) > 1:
+            head += f"; worst {self.worst.layer}: {observation}"
+        else:
+            head += f": {observation}"
+        return head + (f" — {self.fix}" if self.fix else "")
+
+
+def blocks(findings, fixes, below=()):
+    """One `Block` per rule, in the order rules first fire; `fixes` maps rule -> fix,
+    `below` names the rules whose worst value is the lowest."""
+    by_rule = {}
+    for finding in findings:
+        by_rule.setdefault(finding.rule, []).append(finding)
+    out = []
+    for rule, found in by_rule.items():
+        valued = [f for f in found if f.value is not None and f.value == f.value]
+        pick = min if rule in below else max
+        worst = pick(valued, key=lambda f: f.value) if valued else found[0]
+        layers = tuple(dict.fromkeys(f.layer for f in found))
+        out.append(Block(rule, layers, worst, fixes.get(rule, "")))
+    return out
