@@ -16,6 +16,7 @@ import numpy as np
 from keras_initkit import _keras_private
 from keras_initkit.checks import (
     DEFAULT_THRESHOLDS,
+    RULES,
     Finding,
     assign,
     check_thresholds,
@@ -29,6 +30,7 @@ from keras_initkit.checks import (
 )
 from keras_initkit.probe import Probe, as_batches, check_inputs
 from keras_initkit.probe.gradients import GradientProbe
+from keras_initkit.checks.summary import blocks
 from keras_initkit.table import render
 
 __all__ = [
@@ -49,6 +51,8 @@ COLUMNS = {
     "activation": "activation", "mean": "activation_mean", "std": "activation_std",
     "saturated": "saturated_fraction", "dead": "dead_fraction", "inactive": "inactive_fraction",
     "symmetric": "symmetric_fraction", "bn_shift": "bn_mean_shift", "bn_ratio": "bn_std_ratio",
+    "gates": "gate_saturated_fraction", "radius": "recurrent_spectral_radius",
+    "attn_entropy": "attention_entropy",
     "grad_norm": "gradient_norm", "grad_ratio": "gradient_ratio", "update": "update_ratio",
 }  # fmt: skip
 
@@ -66,8 +70,10 @@ def _cell(metric, value, thresholds):
 class HealthReport:
     """What `diagnose` measured, and what it found wrong.
 
-    `str(report)` is a table (one row per layer, flagged values marked `!`) followed by
-    the findings, each naming the layer, the number and a fix.
+    `str(report)` reads like a diagnosis: first one line per rule that fired (its
+    layers as ranges in forward order, the worst value, the fix) and notes, then the
+    per-layer table (flagged values marked `!`). Each layer's own findings are in
+    `findings`.
 
     Attributes:
         metrics: `layer -> {metric: value}` in forward order: `activation` (name) and
@@ -82,6 +88,8 @@ class HealthReport:
         loss: the mean loss on the data, or `None` without gradients.
         source: which data was used.
         thresholds: the thresholds that were applied.
+        notes: information that is not a finding (e.g. batch-norm layers whose moving
+            statistics are still at their initial values).
     """
 
     metrics: dict
@@ -90,6 +98,7 @@ class HealthReport:
     loss: float | None
     source: str
     thresholds: dict
+    notes: tuple = ()
 
     @property
     def ok(self):
@@ -124,25 +133,42 @@ class HealthReport:
         return render(["layer", *columns], rows, markdown=markdown, title=title)
 
     def _summary(self):
-        if self.gradient_ratio is None:
+        if self.loss is None:
             return "Gradients not measured (pass `y` and compile the model or pass `loss=`)."
+        if self.gradient_ratio is None:
+            return f"Loss {self.loss:.4g}; gradient ratio undefined (fewer than two kernel layers)."
         return (
             f"Gradient norm ratio first/last layer: {self.gradient_ratio:.3g}; "
             f"loss {self.loss:.4g}."
         )
 
+    def blocks(self):
+        """The findings taken together: one `checks.summary.Block` per rule."""
+        fixes = {name: rule.fix_at_init or rule.fix for name, rule in RULES.items()}
+        below = {name for name, rule in RULES.items() if rule.below}
+        return blocks(self.findings, fixes, below)
+
     def __str__(self):
-        lines = [self._table(False, f"HealthReport on {self.source}"), self._summary()]
+        order = list(self.metrics)
         if self.ok:
-            lines.append("No findings: the network looks healthy at initialization.")
+            lines = [
+                f"HealthReport on {self.source}. No findings: the network looks healthy "
+                "at initialization."
+            ]
         else:
-            lines.append(f"{len(self.findings)} finding(s):")
-            lines.extend(f"- {f.message}" for f in self.findings)
+            layers = len({f.layer for f in self.findings})
+            lines = [f"HealthReport on {self.source}: {len(self.findings)} finding(s) in "]
+            lines[0] += f"{layers} layer(s):"
+            lines.extend(f"- {block.text(order)}" for block in self.blocks())
+        lines.extend(f"Note: {note}" for note in self.notes)
+        lines.append(self._summary())
+        lines.append(self._table(False, None))
         return "\n".join(lines)
 
     def to_markdown(self):
         """The report as a Markdown table and a list of findings."""
         lines = [self._table(True, f"**Health report** on {self.source}"), "", self._summary()]
+        lines.extend(f"\n*Note:* {note}" for note in self.notes)
         lines.append("")
         if self.ok:
             lines.append("No findings.")
@@ -284,6 +310,7 @@ def diagnose(
                 value,
                 None,
                 message(site.name, text, rule.fix_at_init or rule.fix),
+                text,
             )
             for _, site, rule, value, text in judge(assignment, scalars)
         ),
@@ -292,4 +319,17 @@ def diagnose(
     ratios = [v["gradient_ratio"] for v in metrics.values() if "gradient_ratio" in v]
     gradient_ratio = ratios[0] if ratios else None
     loss_value = None if gradients is None else gradients.loss
-    return HealthReport(metrics, findings, gradient_ratio, loss_value, source, t)
+    notes = _notes(metrics)
+    return HealthReport(metrics, findings, gradient_ratio, loss_value, source, t, notes)
+
+
+def _notes(metrics):
+    """Information that is not a finding: untrained batch-norm moving statistics."""
+    untrained = [name for name, v in metrics.items() if v.get("bn_untrained") == 1.0]
+    if not untrained:
+        return ()
+    return (
+        f"{len(untrained)} batch-norm layer(s) have untrained moving statistics (mean 0, "
+        "variance 1), as every freshly built network does; run "
+        "keras_initkit.recalibrate_batchnorm(model, data) before evaluating.",
+    )

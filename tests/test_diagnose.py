@@ -155,7 +155,11 @@ def test_report_forms():
     assert isinstance(report, HealthReport) and not report.ok
     text = str(report)
     assert "100%!" in text  # flagged values are marked
-    assert all(f.message in text for f in report.findings)
+    # A diagnosis first: one line per rule, its layers as ranges, then the table.
+    for block in report.blocks():
+        assert f"- {block.text(list(report.metrics))}" in text
+        assert block.rule in text and block.worst.layer in text
+    assert len(text.splitlines()) < len(report.metrics) + len(report.blocks()) + 6
     data = json.loads(json.dumps(report.to_dict()))
     assert data["ok"] is False
     assert data["layers"]["dense_0"]["dead_fraction"] == 1.0
@@ -195,3 +199,41 @@ def test_bad_input_raises_value_error():
     for case in cases:
         with pytest.raises(ValueError, match="Received"):
             case()
+
+
+def test_a_sixty_layer_saturated_net_is_one_line_of_diagnosis():
+    inputs = keras.Input((8,))
+    h = inputs
+    for i in range(60):
+        h = keras.layers.Dense(
+            8,
+            activation="tanh",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=4.0, seed=i),
+            name=f"t{i}",
+        )(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(h))
+    report = diagnose(model, X[:, :8] if X.shape[1] >= 8 else np.tile(X, 8)[:, :8])
+    head = str(report).split("\n", 8)[:6]
+    saturated = [line for line in head if line.startswith("- saturated_fraction")]
+    assert len(saturated) == 1 and "t0 … t59 (60 layers)" in saturated[0]
+    assert len([f for f in report.findings if f.rule == "saturated_fraction"]) == 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10),
+        lambda: keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10),
+        lambda: keras.applications.DenseNet121(weights=None, input_shape=(32, 32, 3), classes=10),
+    ],
+    ids=["ResNet50", "MobileNetV2", "DenseNet121"],
+)
+def test_fresh_keras_applications_get_no_batchnorm_finding_but_one_note(build):
+    model = build()
+    x = np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype("float32")
+    report = diagnose(model, x)
+    assert not [f for f in report.findings if f.kind == "bn_mismatch"], str(report)
+    count = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert len(report.notes) == 1 and report.notes[0].startswith(f"{count} batch-norm layer(s)")
+    assert f"Note: {count} batch-norm" in str(report)

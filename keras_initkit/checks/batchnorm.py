@@ -11,6 +11,12 @@ BN_METRICS = ("bn_mean_shift", "bn_std_ratio", "bn_init_weight")
 _RECALIBRATE = "run keras_initkit.recalibrate_batchnorm(model, data) before evaluating"
 _MISMATCH = "inference normalizes differently from training"
 
+def _trained(scalars, metric):
+    """A mismatch is judged once the moving statistics moved from their initial values
+    (mean 0, variance 1 exactly: a freshly built layer is information, not a finding)."""
+    return None if scalars.get("bn_untrained") == 1.0 else scalars.get(metric)
+
+
 FROZEN = Rule(
     name="frozen",
     kind="frozen",
@@ -71,6 +77,7 @@ MEAN_SHIFT = Rule(
     valid=validation.positive,
     argument="mean_shift_threshold",
     epoch_end=True,
+    value=lambda site, scalars: _trained(scalars, "bn_mean_shift"),
 )
 
 STD_RATIO = Rule(
@@ -92,6 +99,7 @@ STD_RATIO = Rule(
     valid=functools.partial(validation.positive, above=1.0),
     argument="std_ratio_threshold",
     epoch_end=True,
+    value=lambda site, scalars: _trained(scalars, "bn_std_ratio"),
 )
 
 
@@ -103,7 +111,7 @@ class BatchNormCheck(Check):
     """
 
     rules = (FROZEN, INIT_WEIGHT, MEAN_SHIFT, STD_RATIO)
-    metrics = ("bn_mean_shift", "bn_std_ratio")
+    metrics = ("bn_mean_shift", "bn_std_ratio", "bn_untrained")
     log_metrics = ("bn_mean_shift", "bn_std_ratio")
     layout = {"Batch norm": BN_METRICS}
 

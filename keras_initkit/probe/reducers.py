@@ -191,9 +191,11 @@ class BatchNormStatistics(Reducer):
         mu, s2 = stats["input"]
         d = (stats["moving_mean"] - mu) / np.sqrt(s2 + eps)
         r = np.sqrt((stats["moving_variance"] + eps) / (s2 + eps))
+        untrained = np.all(stats["moving_mean"] == 0) and np.all(stats["moving_variance"] == 1)
         return {
             "bn_mean_shift": float(np.mean(np.abs(d))),
             "bn_std_ratio": float(np.exp(np.max(np.abs(np.log(r))))),
+            "bn_untrained": float(untrained),
             "bn_d": d,
             "bn_r": r,
             "bn_input_mean": mu,
