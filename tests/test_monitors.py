@@ -276,6 +276,7 @@ def test_nested_subclassed_and_mixed_precision_models():
 @pytest.fixture(scope="module")
 def fitted_log_dir(tmp_path_factory):
     """Two fits (steps continue) with TrainingMonitor next to keras' TensorBoard."""
+    pytest.importorskip("tensorflow")  # keras.callbacks.TensorBoard writes with tf.summary
     log_dir = tmp_path_factory.mktemp("logs")
     keras.utils.set_random_seed(4)
     model = _mixed_model()
