@@ -1,0 +1,516 @@
+"""What watching a real model costs: fixed costs, fit overhead, PreciseBN (issue 15, items 1-3).
+
+Run from the repository root:
+
+    TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/bench_real_models.py            # TF, all parts
+    python benchmarks/bench_real_models.py --backend jax --parts precisebn   # re-executes itself
+    python benchmarks/bench_real_models.py --quick                           # smoke run
+
+Models: `keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)`
+and a 4-block Transformer encoder (token + position embedding, 4 x
+`keras_hub.layers.TransformerEncoder` -- or MultiHeadAttention + LayerNorm + Dense blocks
+when keras_hub is missing -- sequence length 64, d_model 128, 4 heads, 512 hidden, mean
+pooling, softmax head of 10 classes). Batch 32, random data from a fixed seed,
+`model.compile("adam", "sparse_categorical_crossentropy")`.
+
+Every ratio is measured side by side in one run: the configurations alternate round by
+round (the order rotates), and a ratio is the median over rounds of the per-round ratio.
+Times are process CPU time (all threads) and wall time; the verdict is printed for both.
+
+Parts (`--parts fixed,fit,precisebn`):
+
+1. fixed -- cold costs on fresh models (one fresh model per call, rounds interleaved):
+   `predict`'s first call (32 samples, batch 32) against the first
+   `TrainingMonitor` update (`on_train_begin`: probe tracing + one update) and the first
+   `keras_initkit.diagnose(model, x, y)` (which also traces a gradient pass). Then, on
+   one model: a second `diagnose` and a steady monitor update against a warm `predict`
+   on the same 32 samples. Targets: probe tracing <= 1.5x predict's first call; second
+   diagnose <= 2x warm predict.
+2. fit -- 100 steps of batch 32 (2 epochs x 50 steps), configurations interleaved in one
+   process after a warm-up fit of each (the train function and every callback's own
+   functions traced once; that cost is part 1's figure): plain fit; TrainingMonitor
+   every 10 steps (<= 1.05x), at "epoch" (<= 1.03x), every 10 steps with gradients
+   (<= 1.15x); peers: `keras.callbacks.TensorBoard(histogram_freq=1)` and the
+   feature-model recipe every 10 steps (one multi-output `keras.Model` over every layer's
+   output, built once, `predict_on_batch` on the probe, NumPy mean/std/dead fraction per
+   layer). Probe: 32 samples. TrainingMonitor must be cheaper than each peer at the same
+   frequency (every 10 steps: the recipe; per epoch: TensorBoard's histograms).
+3. precisebn -- `recalibrate_batchnorm(model, x, batch_size=32, verbose=0)` on ResNet50
+   with 512 samples against `predict(x, batch_size=32)` on the same data (<= 1.5x),
+   first calls reported apart; `method="chain"` once for comparison.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _reexec_for_backend():
+    """`--backend X` when KERAS_BACKEND differs: run this script again under X."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "--backend" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--backend="):
+            value = arg.split("=", 1)[1]
+        if value is not None and value != os.environ.get("KERAS_BACKEND", "tensorflow"):
+            env = {**os.environ, "KERAS_BACKEND": value}
+            os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
+
+
+if __name__ == "__main__":
+    _reexec_for_backend()
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# BENCH_PACKAGE_ROOT: measure another copy of the package (a prototype) with this script.
+sys.path.insert(
+    0,
+    os.environ.get("BENCH_PACKAGE_ROOT")
+    or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+)
+
+import warnings  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_initkit  # noqa: E402
+from keras_initkit.callbacks import InitkitWarning, TrainingMonitor  # noqa: E402
+
+warnings.simplefilter("ignore", InitkitWarning)  # random-init models; findings are not the point
+warnings.simplefilter("ignore", UserWarning)
+
+BATCH = 32
+RESULTS = []  # (label, ratio, target, verdict) for the summary
+
+
+# -- models and data --------------------------------------------------------------------
+
+
+def build_resnet(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def build_transformer(seed=0, seq_len=64, d_model=128, heads=4, hidden=512, vocab=1000):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((seq_len,), dtype="int32")
+    try:
+        import keras_hub
+
+        h = keras_hub.layers.TokenAndPositionEmbedding(vocab, seq_len, d_model)(inputs)
+        for _ in range(4):
+            h = keras_hub.layers.TransformerEncoder(hidden, heads)(h)
+    except ImportError:
+        h = keras.layers.Embedding(vocab, d_model)(inputs)
+        for _ in range(4):
+            a = keras.layers.MultiHeadAttention(heads, d_model // heads)(h, h)
+            h = keras.layers.LayerNormalization()(h + a)
+            f = keras.layers.Dense(hidden, activation="relu")(h)
+            h = keras.layers.LayerNormalization()(h + keras.layers.Dense(d_model)(f))
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    outputs = keras.layers.Dense(10, activation="softmax")(h)
+    model = keras.Model(inputs, outputs, name="transformer4")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+BUILDERS = {"resnet50": build_resnet, "transformer": build_transformer}
+
+
+def data(name, n, seed=0):
+    rng = np.random.default_rng(seed)
+    if name == "resnet50":
+        x = rng.normal(size=(n, 32, 32, 3)).astype("float32")
+    else:
+        x = rng.integers(0, 1000, size=(n, 64)).astype("int32")
+    return x, rng.integers(0, 10, size=n).astype("int32")
+
+
+# -- timing -----------------------------------------------------------------------------
+
+
+def timed(call):
+    wall, cpu = time.perf_counter(), time.process_time()
+    call()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def med(pairs, i):
+    return statistics.median(p[i] for p in pairs)
+
+
+def ratio(num, den, i):
+    """Median over rounds of the per-round ratio (i=0 wall, 1 CPU)."""
+    return statistics.median(a[i] / b[i] for a, b in zip(num, den))
+
+
+def verdict(value, target):
+    return "PASS" if value <= target else "FAIL"
+
+
+def report(label, num, den, target, unit_num, unit_den):
+    """Print one ratio line (CPU and wall) and record it for the summary."""
+    cpu, wall = ratio(num, den, 1), ratio(num, den, 0)
+    line = (
+        f"  {label}: cpu {cpu:.2f}x {verdict(cpu, target) if target else ''} | "
+        f"wall {wall:.2f}x {verdict(wall, target) if target else ''}"
+        f"{f' (target <= {target}x)' if target else ''}   "
+        f"[{unit_num} {med(num, 1):.3f} s cpu / {med(num, 0):.3f} s wall; "
+        f"{unit_den} {med(den, 1):.3f} / {med(den, 0):.3f}]"
+    )
+    print(line, flush=True)
+    if target:
+        RESULTS.append((label, cpu, wall, target))
+    return cpu, wall
+
+
+def report_if(label, num, den, *rest):
+    """`report`, or a FAIL line when one side could not be measured (an error above)."""
+    if num and den:
+        return report(label, num, den, *rest)
+    print(f"  {label}: not measured (error above)")
+    RESULTS.append((f"{label} [not measured: error]", None, None, False))
+    return None
+
+
+def error_line(what, error):
+    print(f"  ERROR {what}: {type(error).__name__}: {str(error).splitlines()[0][:200]}", flush=True)
+
+
+def load():
+    return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def rotate(keys, r):
+    return keys[r % len(keys) :] + keys[: r % len(keys)]
+
+
+# -- part 1: fixed costs ----------------------------------------------------------------
+
+
+def part_fixed(name, rounds, steady_rounds):
+    build = BUILDERS[name]
+    x, y = data(name, BATCH, seed=1)
+    print(f"\n[fixed costs: {name}] {rounds} cold round(s), a fresh model per call", flush=True)
+    build().predict(x, batch_size=BATCH, verbose=0)  # the backend's own one-time start-up
+
+    def first_predict(model):
+        return timed(lambda: model.predict(x, batch_size=BATCH, verbose=0))
+
+    def first_diagnose(model):
+        return timed(lambda: keras_initkit.diagnose(model, x, y))
+
+    def first_update(model):
+        monitor = TrainingMonitor((x, y), verbose=0)
+        monitor.set_model(model)
+        t = timed(monitor.on_train_begin)
+        monitor.on_train_end()
+        return t
+
+    calls = {"predict": first_predict, "diagnose": first_diagnose, "monitor": first_update}
+    cold = {k: [] for k in calls}
+    broken = {}
+    for r in range(rounds):
+        for key in rotate(list(calls), r):
+            if key in broken:
+                continue
+            model = build()
+            try:
+                cold[key].append(calls[key](model))
+            except Exception as error:  # an engine bug is a figure too: report, go on
+                broken[key] = error
+                error_line(f"{name}: first {key}", error)
+            del model
+    report_if(
+        f"{name}: first TrainingMonitor update (probe tracing) / first predict",
+        cold["monitor"],
+        cold["predict"],
+        1.5,
+        "update",
+        "predict",
+    )
+    report_if(
+        f"{name}: first diagnose(model, x, y) / first predict",
+        cold["diagnose"],
+        cold["predict"],
+        1.5,
+        "diagnose",
+        "predict",
+    )
+
+    model = build()
+    monitor = TrainingMonitor((x, y), verbose=0)
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    model.predict(x, batch_size=BATCH, verbose=0)
+
+    def update():
+        monitor._step += 1
+        monitor._update(epoch_end=False)
+
+    warm_calls = {
+        "predict": lambda: model.predict(x, batch_size=BATCH, verbose=0),
+        "diagnose": lambda: keras_initkit.diagnose(model, x, y),
+        "diagnose_x": lambda: keras_initkit.diagnose(model, x),  # no targets: no gradient pass
+        "update": update,
+    }
+    if "diagnose" in broken:
+        del warm_calls["diagnose"]
+    else:
+        keras_initkit.diagnose(model, x, y)
+    keras_initkit.diagnose(model, x)
+    warm = {k: [] for k in warm_calls}
+    for r in range(steady_rounds):
+        for key in rotate(list(warm_calls), r):
+            warm[key].append(timed(warm_calls[key]))
+    monitor.on_train_end()
+    print(f"  steady state on one model, {steady_rounds} interleaved rounds:")
+    report_if(
+        f"{name}: second diagnose(model, x, y) / warm predict",
+        warm.get("diagnose"),
+        warm["predict"],
+        2.0,
+        "diagnose",
+        "predict",
+    )
+    report(
+        f"{name}: second diagnose(model, x) (no gradient pass) / warm predict",
+        warm["diagnose_x"],
+        warm["predict"],
+        2.0,
+        "diagnose",
+        "predict",
+    )
+    report(
+        f"{name}: steady monitor update / warm predict",
+        warm["update"],
+        warm["predict"],
+        None,
+        "update",
+        "predict",
+    )
+
+
+# -- part 2: fit overhead ---------------------------------------------------------------
+
+
+class FeatureModelRecipe(keras.callbacks.Callback):
+    """What Keras users write today: a multi-output feature model, NumPy statistics."""
+
+    def __init__(self, x_probe, freq=10):
+        super().__init__()
+        self.x_probe, self.freq = x_probe, freq
+        self.features, self.stats, self.step = None, [], 0
+
+    def on_train_begin(self, logs=None):
+        if self.features is None or self.features.inputs != self.model.inputs:
+            layers = [
+                layer
+                for layer in self.model.layers
+                if not isinstance(layer, keras.layers.InputLayer)
+            ]
+            self.names = [layer.name for layer in layers]
+            self.features = keras.Model(self.model.inputs, [layer.output for layer in layers])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.freq:
+            return
+        outputs = self.features.predict_on_batch(self.x_probe)
+        stats = {}
+        for name, a in zip(self.names, outputs):
+            a = np.asarray(a, dtype=np.float32)
+            units = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(-1, 1)
+            stats[name] = (
+                float(a.mean()),
+                float(a.std()),
+                float(np.mean(np.all(units <= 0, axis=0))),  # dead: never positive on the probe
+            )
+        self.stats.append(stats)
+
+
+def part_fit(name, rounds, epochs, steps):
+    model = BUILDERS[name]()
+    x, y = data(name, steps * BATCH)
+    x_probe, y_probe = data(name, BATCH, seed=1)
+    print(
+        f"\n[fit overhead: {name}] {model.count_params():,} parameters; {epochs} epochs x "
+        f"{steps} steps of {BATCH} = {epochs * steps} steps per fit; probe {BATCH} samples; "
+        f"{rounds} interleaved round(s) after one warm-up fit per configuration; load {load()}",
+        flush=True,
+    )
+    tmp = tempfile.mkdtemp(prefix="bench_real_")
+
+    def monitor(**kwargs):
+        return TrainingMonitor((x_probe, y_probe), verbose=0, **kwargs)
+
+    configs = {
+        "plain": [],
+        "monitor_10": [monitor(update_freq=10)],
+        "monitor_epoch": [monitor(update_freq="epoch")],
+        "monitor_10_grad": [monitor(update_freq=10, gradients=True)],
+        "tensorboard_hist": [
+            keras.callbacks.TensorBoard(os.path.join(tmp, "tb"), histogram_freq=1)
+        ],
+        "recipe_10": [FeatureModelRecipe(x_probe, freq=10)],
+    }
+
+    def fit(key, xs, ys, n_epochs):
+        return timed(
+            lambda: model.fit(
+                xs, ys, batch_size=BATCH, epochs=n_epochs, callbacks=configs[key], verbose=0
+            )
+        )
+
+    warmup = {}
+    for key in list(configs):  # traces the train function, then each callback's functions
+        try:
+            warmup[key] = fit(key, x[: 10 * BATCH], y[: 10 * BATCH], 1)
+        except Exception as error:  # an engine bug is a figure too: report, go on
+            error_line(f"{name}: fit with {key}", error)
+            del configs[key]
+    times = {k: [] for k in configs}
+    for r in range(rounds):
+        for key in rotate(list(configs), r):
+            times[key].append(fit(key, x, y, epochs))
+    base = times["plain"]
+    print(
+        f"  plain fit: {med(base, 1):.2f} s cpu, {med(base, 0):.2f} s wall "
+        f"({med(base, 0) / (epochs * steps) * 1e3:.0f} ms wall per step); "
+        f"warm-up fits (10 steps, first call of each configuration) wall: "
+        + ", ".join(f"{k} {w:.1f} s" for k, (w, _) in warmup.items())
+    )
+    targets = {
+        "monitor_10": ("TrainingMonitor every 10 steps", 1.05),
+        "monitor_epoch": ('TrainingMonitor "epoch"', 1.03),
+        "monitor_10_grad": ("TrainingMonitor every 10 steps, gradients", 1.15),
+        "tensorboard_hist": ("peer: TensorBoard(histogram_freq=1)", None),
+        "recipe_10": ("peer: feature-model recipe every 10 steps", None),
+    }
+    got = {}
+    for key, (label, target) in targets.items():
+        got[key] = report_if(
+            f"{name}: {label} / plain fit", times.get(key), base, target, key, "plain"
+        )
+    for mine, peer, what in (
+        ("monitor_10", "recipe_10", "every 10 steps: TrainingMonitor < feature-model recipe"),
+        (
+            "monitor_epoch",
+            "tensorboard_hist",
+            "per epoch: TrainingMonitor < TensorBoard histograms",
+        ),
+    ):
+        if got[mine] is None or got[peer] is None:
+            continue
+        for i, clock in ((0, "cpu"), (1, "wall")):
+            ok = got[mine][i] < got[peer][i]
+            print(
+                f"  {'PASS' if ok else 'FAIL'}  {name} {what} ({clock}: "
+                f"{got[mine][i]:.3f}x vs {got[peer][i]:.3f}x)"
+            )
+            RESULTS.append((f"{name}: {what} [{clock}]", None, None, ok))
+
+
+# -- part 3: PreciseBN ------------------------------------------------------------------
+
+
+def part_precisebn(rounds, samples, chain):
+    model = build_resnet()
+    x, _ = data("resnet50", samples)
+    print(
+        f"\n[PreciseBN: resnet50, {samples} samples, batch {BATCH}] {rounds} interleaved "
+        f"round(s); load {load()}",
+        flush=True,
+    )
+    calls = {
+        "predict": lambda: model.predict(x, batch_size=BATCH, verbose=0),
+        "one_pass": lambda: keras_initkit.recalibrate_batchnorm(
+            model, x, batch_size=BATCH, verbose=0
+        ),
+    }
+    first = {k: timed(call) for k, call in calls.items()}
+    times = {k: [] for k in calls}
+    for r in range(rounds):
+        for key in rotate(list(calls), r):
+            times[key].append(timed(calls[key]))
+    print(
+        f"  first calls (tracing included), wall: predict {first['predict'][0]:.2f} s, "
+        f"recalibrate_batchnorm {first['one_pass'][0]:.2f} s"
+    )
+    report(
+        f"[{keras.backend.backend()}] recalibrate_batchnorm (one pass) / predict",
+        times["one_pass"],
+        times["predict"],
+        1.5,
+        "recalibrate",
+        "predict",
+    )
+    if chain:
+        t = timed(
+            lambda: keras_initkit.recalibrate_batchnorm(
+                model, x, batch_size=BATCH, method="chain", verbose=0
+            )
+        )
+        p = (med(times["predict"], 0), med(times["predict"], 1))
+        print(
+            f"  method='chain' (one call, tracing included): {t[0]:.1f} s wall = "
+            f"{t[0] / p[0]:.1f}x predict, cpu {t[1] / p[1]:.1f}x"
+        )
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=BACKENDS, help="re-execute under KERAS_BACKEND")
+    parser.add_argument("--parts", default="fixed,fit,precisebn")
+    parser.add_argument("--models", default="resnet50,transformer")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, short fits")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (fit, PreciseBN)")
+    parser.add_argument("--cold-rounds", type=int, default=2, help="fresh-model rounds (fixed)")
+    parser.add_argument("--bn-samples", type=int, default=512)
+    parser.add_argument("--no-chain", action="store_true", help="skip method='chain'")
+    args = parser.parse_args()
+    rounds, cold, steady = args.rounds, args.cold_rounds, 5
+    epochs, steps = 2, 50
+    if args.quick:
+        rounds, cold, steady, steps = 1, 1, 2, 10
+    parts, models = args.parts.split(","), args.models.split(",")
+    start = time.perf_counter()
+    print(
+        f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPU(s), "
+        f"load average at start {load()}; keras_initkit from "
+        f"{os.path.dirname(os.path.dirname(keras_initkit.__file__))}",
+        flush=True,
+    )
+    if "fixed" in parts:
+        for name in models:
+            part_fixed(name, cold, steady)
+    if "fit" in parts:
+        for name in models:
+            part_fit(name, rounds, epochs, steps)
+    if "precisebn" in parts:
+        part_precisebn(rounds, args.bn_samples, chain=not args.no_chain)
+    print(f"\nload average at the end {load()}; total {time.perf_counter() - start:.0f} s\n")
+    for label, cpu, wall, target in RESULTS:
+        if isinstance(target, bool):
+            print(f"{'PASS' if target else 'FAIL'}  {label}")
+        else:
+            print(
+                f"{verdict(cpu, target)}  {label} <= {target}x  "
+                f"(cpu {cpu:.2f}x; wall {wall:.2f}x {verdict(wall, target)})"
+            )
+
+
+if __name__ == "__main__":
+    main()
