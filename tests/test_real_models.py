@@ -1,0 +1,124 @@
+"""Recurrent text models and Transformer encoders through every feature, on every backend."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+import keras_initkit as ik
+from keras_initkit.callbacks import TrainingMonitor
+
+RNG = np.random.default_rng(0)
+
+
+def _text_model():
+    inputs = keras.Input((12,), dtype="int32")
+    h = keras.layers.Embedding(50, 16, mask_zero=True, name="embed")(inputs)
+    h = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True, name="lstm"))(h)
+    h = keras.layers.GRU(8, dropout=0.1, name="gru")(h)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(h)
+    return keras.Model(inputs, outputs), ("forward_lstm", "backward_lstm", "gru"), "gru"
+
+
+def _encoder():
+    inputs = keras.Input((10,), dtype="int32")
+    h = keras.layers.Embedding(40, 16, mask_zero=True, name="embed")(inputs)
+    attended = keras.layers.MultiHeadAttention(4, 4, dropout=0.1, name="mha")(h, h)
+    h = keras.layers.LayerNormalization(name="norm1")(h + attended)
+    ffn = keras.layers.Dense(32, activation="relu", name="ffn1")(h)
+    h = keras.layers.LayerNormalization(name="norm2")(h + keras.layers.Dense(16, name="ffn2")(ffn))
+    pooled = keras.layers.GlobalAveragePooling1D()(h)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(pooled)
+    return keras.Model(inputs, outputs), ("mha",), "mha"
+
+
+def _data(length, vocabulary):
+    x = RNG.integers(1, vocabulary, (32, length))
+    x[:10, length - 3 :] = 0  # padded tails
+    return x, RNG.integers(0, 3, (32,))
+
+
+CASES = {
+    "text": (_text_model, lambda: _data(12, 50), "gate_saturated_fraction", "gru"),
+    "encoder": (_encoder, lambda: _data(10, 40), "attention_entropy", "ffn1"),
+}
+
+
+def _numpy(variables):
+    return [keras.ops.convert_to_numpy(v).copy() for v in variables]
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_diagnose_lsuv_and_a_monitored_fit(case, tmp_path):
+    build, data, metric, weighted = CASES[case]
+    keras.utils.set_random_seed(0)
+    model, watched, tagged = build()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = data()
+
+    before = _numpy(model.variables)
+    report = ik.diagnose(model, x, y)
+    for name in watched:
+        assert metric in report.metrics[name], str(report)
+    for old, new in zip(before, _numpy(model.variables)):  # a probe changes nothing
+        np.testing.assert_array_equal(old, new)
+
+    lsuv = ik.lsuv_init(model, x, verbose=0)
+    assert lsuv["head"].converged
+    if case == "text":
+        assert {r.name for r in lsuv.layers if r.skipped} == set(watched)
+
+    monitor = TrainingMonitor((x, y), log_dir=tmp_path, gradients=True, verbose=0)
+    history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[monitor], verbose=0)
+    assert len(history.history[f"{metric}/{tagged}"]) == 2
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(str(tmp_path), "initkit"), size_guidance={"tensors": 0}
+    )
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    assert f"{metric}/{tagged}" in tags and f"gradient_norm/{weighted}" in tags
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_fit_with_monitors_ends_bit_identical_to_one_without(case):
+    build, data, _, _ = CASES[case]
+    x, y = data()
+    results = []
+    for monitored in (False, True):
+        keras.utils.set_random_seed(1)
+        model, _, _ = build()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        callbacks = [TrainingMonitor((x, y), update_freq=1, gradients=True, verbose=0)]
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+                  callbacks=callbacks if monitored else [])  # fmt: skip
+        results.append(_numpy(model.variables + model.optimizer.variables))
+    for plain, monitored in zip(*results):
+        np.testing.assert_array_equal(plain, monitored)
+
+
+@pytest.mark.slow
+def test_a_keras_hub_gpt2_backbone_built_from_a_config():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=200,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=16,
+    )
+    tokens = RNG.integers(1, 200, (8, 16))
+    mask = np.ones_like(tokens, dtype=bool)
+    mask[:3, 12:] = False
+    x = {"token_ids": tokens, "padding_mask": mask}
+    report = ik.diagnose(backbone, x)
+    entropies = {
+        n: v["attention_entropy"] for n, v in report.metrics.items() if "attention_entropy" in v
+    }
+    assert len(entropies) == 2 and all(0 < e <= 1 for e in entropies.values()), str(report)
+    lsuv = ik.lsuv_init(backbone, x, verbose=0)
+    assert lsuv.converged, str(lsuv)
