@@ -121,3 +121,31 @@ def test_batchnorm_moving_averages_lag_and_recalibration_fixes_it(tmp_path):
         if row["step"] <= 100:
             assert row["accuracy_recalibrated"] > row["accuracy_moving"]
     assert event_files(tmp_path / "logs")
+
+
+def test_irnn_learns_the_adding_problem_tanh_rnn_does_not(tmp_path):
+    numbers = run_example("irnn", tmp_path)
+    baseline = numbers["baseline_mse"]
+    assert abs(baseline - 1 / 6) < 1e-12
+    assert abs(numbers["baseline_mse_test"] - baseline) < 0.02
+    irnn, rnn, chaotic = (numbers["runs"][kind] for kind in ("irnn", "rnn", "chaotic"))
+    # Le et al. 2015: the IRNN learns the adding problem, the tanh RNN stays at the baseline.
+    assert irnn["best_val_loss"] < baseline - 0.04
+    assert irnn["final_val_loss"] < rnn["final_val_loss"] - 0.03
+    assert rnn["best_val_loss"] > baseline - 0.02
+    # The monitor reads the recurrent kernels: identity and orthogonal radius exactly 1, gain 3.
+    assert irnn["spectral_radius_at_init"] == pytest.approx(1.0, abs=1e-5)
+    assert rnn["spectral_radius_at_init"] == pytest.approx(1.0, abs=1e-4)
+    assert chaotic["spectral_radius_at_init"] == pytest.approx(3.0, abs=1e-3)
+    # A ReLU state has no saturation; the chaotic tanh state saturates, the default one does not.
+    assert irnn["gate_saturated_fraction"] is None
+    assert rnn["gate_saturated_fraction"][0] < 0.05
+    assert chaotic["gate_saturated_fraction"][0] > 0.2
+    assert "recurrent_spectral_radius: chaotic" in chaotic["findings"]
+    assert not any(finding.endswith(": irnn") for finding in irnn["findings"])
+    # Gradients through the chaotic dynamics explode.
+    assert chaotic["gradient_norm"][0] > 100 * max(
+        irnn["gradient_norm"][0], rnn["gradient_norm"][0]
+    )
+    for kind in ("irnn", "rnn", "chaotic"):
+        assert event_files(numbers["runs"][kind]["log_dir"])
