@@ -35,7 +35,14 @@ import keras
 import numpy as np
 
 from keras_initkit import validation
-from keras_initkit.probe import BatchNormStatistics, Probe, as_batches, check_inputs, resolve_layers
+from keras_initkit.probe import (
+    BatchNormStatistics,
+    Probe,
+    as_batches,
+    cached,
+    check_inputs,
+    resolve_layers,
+)
 from keras_initkit.probe.data import is_dataset, is_infinite
 from keras_initkit.table import render
 
@@ -137,7 +144,9 @@ def _take_samples(data, num_samples, batch_size):
 
 def _worst(values):
     """Largest per-channel |d| and |log r| of one layer."""
-    return max(float(np.max(np.abs(values["bn_d"]))), float(np.max(np.abs(np.log(values["bn_r"])))))
+    with np.errstate(divide="ignore"):
+        log_r = np.log(values["bn_r"])
+    return max(float(np.max(np.abs(values["bn_d"]))), float(np.max(np.abs(log_r))))
 
 
 def _summary(values):
@@ -242,7 +251,7 @@ def recalibrate_batchnorm(
         for layer in chosen
     ]
     mode = "training" if method == "one_pass" else "inference"
-    probe = Probe(model, [reducer], layers=chosen, mode=mode)
+    probe = cached(Probe, model, [reducer], layers=chosen, mode=mode)
     try:
         run = _one_pass if method == "one_pass" else _chain
         return run(probe, batches, source, verbose)

@@ -28,9 +28,9 @@ from keras_initkit.checks import (
     message,
     symmetric_units,
 )
-from keras_initkit.probe import Probe, as_batches, check_inputs
-from keras_initkit.probe.gradients import GradientProbe
 from keras_initkit.checks.summary import blocks
+from keras_initkit.probe import Probe, as_batches, cached, check_inputs
+from keras_initkit.probe.gradients import GradientProbe
 from keras_initkit.table import render
 
 __all__ = [
@@ -214,11 +214,12 @@ def _run(model, checks, batches, source, layers, targets, loss):
     for check in checks:
         for reducer in check.reducers():
             reducers.setdefault(reducer.name, reducer)
-    result = Probe(model, list(reducers.values()), layers=layers).run_batches(batches, source)
+    probe = cached(Probe, model, list(reducers.values()), layers=layers)
+    result = probe.run_batches(batches, source)
     sites = [s for s in result.sites if s.name in result.metrics]
     gradients, gradient_sites = None, []
     if targets:
-        probe = GradientProbe(model, loss=loss, layers=layers)
+        probe = cached(GradientProbe, model, loss=loss, layers=layers)
         gradients = probe.run_batches(batches, source, argument="x")
         gradient_sites = probe.sites
     assignment = assign(checks, sites, gradient_sites)

@@ -26,6 +26,7 @@ Rules worth knowing:
 import contextlib
 import dataclasses
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -159,6 +160,38 @@ def training_semantics(model, mode, stochastic, *, discard=True):
         if discard:
             stack.enter_context(backend.current().discarding_updates(model))
         yield training
+
+
+_CACHE = weakref.WeakKeyDictionary()  # model -> {key: runner}
+
+
+def _key(value):
+    """A hashable key for a runner's construction argument."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_key(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _key(v)) for k, v in value.items()))
+    if isinstance(value, Reducer):
+        return (type(value), tuple(sorted((k, _key(v)) for k, v in vars(value).items())))
+    return ("object", id(value))
+
+
+def cached(cls, model, *args, **kwargs):
+    """`cls(model, *args, **kwargs)`, built once per model and arguments and reused.
+
+    A runner compiles its function once per input signature: `diagnose` called again
+    on the same model (and `suggest_initializer`'s candidates) reuse the traced
+    function instead of tracing it again. The key includes the model's variables, so a
+    model whose trainable set changed gets a new runner.
+    """
+    variables = tuple(id(v) for v in model.trainable_variables)
+    key = (cls, variables, len(model.variables), _key(args), _key(sorted(kwargs.items())))
+    runners = _CACHE.setdefault(model, {})
+    if key not in runners:
+        runners[key] = cls(model, *args, **kwargs)
+    return runners[key]
 
 
 class Runner:

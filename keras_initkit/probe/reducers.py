@@ -153,6 +153,12 @@ class DeadUnits(Reducer):
         }
 
 
+def _log(r):
+    """`log r`, `-inf` where a ratio is 0 (an input whose variance overflowed)."""
+    with np.errstate(divide="ignore"):
+        return np.log(r)
+
+
 class BatchNormStatistics(Reducer):
     """Pooled moments of a batch-norm layer's input against its moving statistics.
 
@@ -194,7 +200,7 @@ class BatchNormStatistics(Reducer):
         untrained = np.all(stats["moving_mean"] == 0) and np.all(stats["moving_variance"] == 1)
         return {
             "bn_mean_shift": float(np.mean(np.abs(d))),
-            "bn_std_ratio": float(np.exp(np.max(np.abs(np.log(r))))),
+            "bn_std_ratio": float(np.exp(np.max(np.abs(_log(r))))),
             "bn_untrained": float(untrained),
             "bn_d": d,
             "bn_r": r,
