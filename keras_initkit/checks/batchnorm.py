@@ -11,6 +11,7 @@ BN_METRICS = ("bn_mean_shift", "bn_std_ratio", "bn_init_weight")
 _RECALIBRATE = "run keras_initkit.recalibrate_batchnorm(model, data) before evaluating"
 _MISMATCH = "inference normalizes differently from training"
 
+
 def _trained(scalars, metric):
     """A mismatch is judged once the moving statistics moved from their initial values
     (mean 0, variance 1 exactly: a freshly built layer is information, not a finding)."""
