@@ -12,6 +12,7 @@ rescale is applied to the measured pre-activation instead of re-running the laye
 """
 
 import dataclasses
+import inspect
 import math
 import sys
 import warnings
@@ -152,27 +153,25 @@ class LSUVReport:
         return render(header, rows, title=title) + "\n" + last
 
 
-def check_arguments(
-    target_variance=1.0,
-    tolerance=0.1,
-    max_iterations=10,
-    measure="pre_activation",
-    center=False,
-    verbose="auto",
-    mode="training",
-):
+def check_arguments(**arguments):
     """Validate `lsuv_init`'s scalar arguments; raise `ValueError` naming the bad one.
 
-    `lsuv_init` and `LSUVCallback` both call this, so a bad value fails at once.
+    Arguments not given take `lsuv_init`'s defaults. `lsuv_init` and `LSUVCallback`
+    both call this, so a bad value fails at once.
     """
-
-    validation.positive(target_variance, "target_variance")
-    validation.positive(tolerance, "tolerance")
-    validation.positive_int(max_iterations, "max_iterations", allow_none=False)
-    validation.one_of(measure, "measure", MEASURES)
-    validation.boolean(center, "center")
-    validation.verbose(verbose)
-    validation.one_of(mode, "mode", MODES)
+    defaults = inspect.signature(lsuv_init).parameters
+    a = {
+        name: arguments.get(name, defaults[name].default)
+        for name in defaults
+        if name not in ("model", "x", "layers")
+    }
+    validation.positive(a["target_variance"], "target_variance")
+    validation.positive(a["tolerance"], "tolerance")
+    validation.positive_int(a["max_iterations"], "max_iterations", allow_none=False)
+    validation.one_of(a["measure"], "measure", MEASURES)
+    validation.boolean(a["center"], "center")
+    validation.verbose(a["verbose"])
+    validation.one_of(a["mode"], "mode", MODES)
 
 
 def _kernel_of(layer):
@@ -497,7 +496,15 @@ def lsuv_init(
 
     - [Mishkin & Matas, 2016. All you need is a good init](https://arxiv.org/abs/1511.06422)
     """
-    check_arguments(target_variance, tolerance, max_iterations, measure, center, verbose, mode)
+    check_arguments(
+        target_variance=target_variance,
+        tolerance=tolerance,
+        max_iterations=max_iterations,
+        measure=measure,
+        center=center,
+        verbose=verbose,
+        mode=mode,
+    )
     batches, source = as_batches(x, max_batches=1, argument="x")
     batch = batches[0][0]
     sites = _prepare(model, batch, layers)

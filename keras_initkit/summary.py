@@ -42,6 +42,8 @@ from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 from tensorboard.plugins.histogram import summary_v2 as histogram_summary
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
+from keras_initkit import validation
+
 RUN_NAME = "initkit"
 PLUGIN_NAME = "initkit"  # the dashboard's plugin name: the meta records are its data
 LAYERS_TAG = "initkit/layers"
@@ -61,13 +63,8 @@ def check_log_dir(log_dir, argument="log_dir"):
 
     Nothing is created: the nearest existing ancestor must be a writable directory.
     """
-    if log_dir is None:
+    if validation.path_or_none(log_dir, argument) is None:
         return None
-    if not isinstance(log_dir, (str, os.PathLike)):
-        raise ValueError(
-            f"Argument `{argument}` must be a path (str or os.PathLike) or None. "
-            f"Received: {argument}={log_dir!r} of type {type(log_dir).__name__}"
-        )
     path = os.path.abspath(os.fspath(log_dir))
     probe = path
     while not os.path.exists(probe):

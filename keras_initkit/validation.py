@@ -87,3 +87,24 @@ def path_or_none(value, name):
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
     return os.fspath(value)
+
+
+def layers(layers):
+    """`layers` as a list, validated before any model is known (None stays None)."""
+    import keras  # here: this module is imported where Keras is not (the CLI)
+
+    if layers is None:
+        return None
+    items = [layers] if isinstance(layers, (str, keras.layers.Layer)) else layers
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(
+            "Argument `layers` must be None, a layer name or layer, or a non-empty list "
+            f"of them. Received: layers={layers!r}"
+        )
+    for item in items:
+        if not isinstance(item, (str, keras.layers.Layer)):
+            raise ValueError(
+                "Argument `layers` must contain layer names or layer objects. "
+                f"Received: {item!r} of type {type(item).__name__}"
+            )
+    return list(items)

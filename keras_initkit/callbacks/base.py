@@ -10,7 +10,7 @@ rule and fit.
 import keras
 
 from keras_initkit import _keras_private, summary, validation
-from keras_initkit.callbacks.measurement import HookCheck, Measurement, check_layers, on_device
+from keras_initkit.callbacks.measurement import HookCheck, Measurement, on_device
 from keras_initkit.callbacks.sink import Sink
 from keras_initkit.callbacks.warning import RuleWarnings, warn
 from keras_initkit.checks import Finding, judge, message
@@ -141,7 +141,7 @@ class Monitor(keras.callbacks.Callback):
             )
         self.log_dir = summary.check_log_dir(log_dir)
         self.update_freq = update_freq
-        self.layers = check_layers(layers)
+        self.layers = validation.layers(layers)
         self.histograms = validation.boolean(histograms, "histograms")
         self.add_to_logs = validation.boolean(add_to_logs, "add_to_logs")
         self.verbose = validation.verbose(verbose)

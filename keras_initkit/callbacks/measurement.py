@@ -9,25 +9,6 @@ from keras_initkit.probe.gradients import GradientProbe
 HISTOGRAM_SAMPLES = 1024
 
 
-def check_layers(layers):
-    """`layers` as a list, validated before any model is known (None stays None)."""
-    if layers is None:
-        return None
-    items = [layers] if isinstance(layers, (str, keras.layers.Layer)) else layers
-    if not isinstance(items, (list, tuple)) or not items:
-        raise ValueError(
-            "Argument `layers` must be None, a layer name or layer, or a non-empty list "
-            f"of them. Received: layers={layers!r}"
-        )
-    for item in items:
-        if not isinstance(item, (str, keras.layers.Layer)):
-            raise ValueError(
-                "Argument `layers` must contain layer names or layer objects. "
-                f"Received: {item!r} of type {type(item).__name__}"
-            )
-    return list(items)
-
-
 class HookCheck(Check):
     """A monitor's own hooks (what a custom monitor overrides), run as one more check."""
 

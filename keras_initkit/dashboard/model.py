@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from keras_initkit.dashboard.events import parse_number
+
 # How each metric is coloured: "fraction" on [0, 1]; "log" on log10 of positive values;
 # "signed" around 0; "linear" from 0 (or the smallest value) to the largest.
 SCALES = {
@@ -148,13 +150,7 @@ def ranges(names, layers):
 
 
 def _value(finding):
-    value = finding.get("value")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+    return parse_number(finding.get("value"))
 
 
 def group_findings(run):

@@ -8,7 +8,7 @@ and `backend` (one module per Keras backend).
 """
 
 from keras_initkit.probe import backend
-from keras_initkit.probe.data import as_batches, check_inputs, check_positive_int
+from keras_initkit.probe.data import as_batches, check_inputs
 from keras_initkit.probe.engine import (
     MODES,
     Probe,
@@ -76,7 +76,6 @@ __all__ = [
     "call_linear",
     "call_split",
     "check_inputs",
-    "check_positive_int",
     "has_activation",
     "intercept",
     "make_sites",

@@ -195,8 +195,3 @@ def check_inputs(model, batches, argument="data"):
                     f"'{tensor.name}' of shape {expected}. Received: an array of shape "
                     f"{got} in batch {i}"
                 )
-
-
-# Kept until every caller uses `keras_initkit.validation.positive_int`.
-def check_positive_int(value, name):
-    return positive_int(value, name)
