@@ -637,6 +637,64 @@ class _Trial:
         return float(self.gradients.run((self.x, self.y)).loss)
 
 
+def _activation_drift(result, hidden_kernels):
+    """`(drift, reasons)`: how many decades the hidden kernel layers' output std moves
+    away from the first one's, and why it is infinite (no finite or no varying signal)."""
+    stds = [result.metrics[s.name].get("activation_std") for s in hidden_kernels]
+    stds = [s for s in stds if s is not None]
+    if not stds:
+        return 0.0, []
+    if not all(math.isfinite(s) for s in stds):
+        return math.inf, ["non-finite activations"]
+    if min(stds) <= 0:
+        flat = next(
+            s.name for s in hidden_kernels if result.metrics[s.name].get("activation_std", 1.0) <= 0
+        )
+        return math.inf, [f"no signal: {flat} outputs a constant"]
+    return max(abs(math.log10(s / stds[0])) for s in stds), []
+
+
+def _mean_metric(result, sites, *keys):
+    """The mean of the `keys` metrics over `sites`, or None when none was measured."""
+    values = [v for s in sites for k in keys if (v := result.metrics[s.name].get(k)) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _gradient_terms(grads, copy_ids):
+    """`(ratio, loss, gradient_term, reasons)` from a gradient pass (None: no targets):
+    the first kernel layer's gradient norm over the last one's, and its score term."""
+    if grads is None:
+        return None, None, 0.0, []
+    ratio, loss, gradient_term, reasons = None, float(grads.loss), 0.0, []
+    norms = [
+        grads.metrics[s.name]["gradient_norm"]
+        for s in grads.sites
+        if id(s.layer) in copy_ids and s.name in grads.metrics
+    ]
+    if len(norms) >= 2:
+        first, last_norm = norms[0], norms[-1]
+        if not (math.isfinite(first) and math.isfinite(last_norm)):
+            ratio, gradient_term = math.inf, math.inf
+            reasons.append("non-finite gradients")
+        elif first > 0 and last_norm > 0:
+            ratio = first / last_norm
+            gradient_term = abs(math.log10(ratio))
+        else:
+            ratio = 0.0 if last_norm > 0 else math.inf
+            gradient_term = math.inf
+            reasons.append("no gradient reaches the first or last kernel layer")
+    if not math.isfinite(loss):
+        reasons.append("non-finite loss")
+    return ratio, loss, gradient_term, reasons
+
+
+def _symmetric_layers(trial):
+    """The names of the hidden kernel layers of the copy that have symmetric units."""
+    return tuple(
+        layer.name for _, layer in (trial.pairs[:-1] or trial.pairs) if _symmetric_units(layer) > 0
+    )
+
+
 def _score(trial, result, grads, sensitivity):
     """The candidate's numbers: drift, gradient ratio, dead, saturated, symmetric, reason."""
     copy_ids = {id(layer) for _, layer in trial.pairs}
@@ -645,64 +703,14 @@ def _score(trial, result, grads, sensitivity):
     last = sites.index(kernel_sites[-1]) if kernel_sites else len(sites)
     hidden_sites = sites[:last] if last > 0 else sites
     hidden_kernels = kernel_sites[:-1] or kernel_sites
-    reasons = []
 
-    stds = [result.metrics[s.name].get("activation_std") for s in hidden_kernels]
-    stds = [s for s in stds if s is not None]
-    drift = 0.0
-    if stds:
-        if not all(math.isfinite(s) for s in stds):
-            reasons.append("non-finite activations")
-            drift = math.inf
-        elif min(stds) <= 0:
-            flat = next(
-                s.name
-                for s in hidden_kernels
-                if result.metrics[s.name].get("activation_std", 1.0) <= 0
-            )
-            reasons.append(f"no signal: {flat} outputs a constant")
-            drift = math.inf
-        else:
-            drift = max(abs(math.log10(s / stds[0])) for s in stds)
+    drift, reasons = _activation_drift(result, hidden_kernels)
+    dead = _mean_metric(result, hidden_sites, "dead_fraction", "inactive_fraction")
+    saturated = _mean_metric(result, hidden_sites, "saturated_fraction")
+    ratio, loss, gradient_term, gradient_reasons = _gradient_terms(grads, copy_ids)
+    reasons += gradient_reasons
 
-    def mean_of(*keys):
-        values = [
-            v
-            for s in hidden_sites
-            for k in keys
-            if (v := result.metrics[s.name].get(k)) is not None
-        ]
-        return float(np.mean(values)) if values else None
-
-    dead = mean_of("dead_fraction", "inactive_fraction")
-    saturated = mean_of("saturated_fraction")
-
-    ratio, loss, gradient_term = None, None, 0.0
-    if grads is not None:
-        loss = float(grads.loss)
-        norms = [
-            grads.metrics[s.name]["gradient_norm"]
-            for s in grads.sites
-            if id(s.layer) in copy_ids and s.name in grads.metrics
-        ]
-        if len(norms) >= 2:
-            first, last_norm = norms[0], norms[-1]
-            if not (math.isfinite(first) and math.isfinite(last_norm)):
-                ratio, gradient_term = math.inf, math.inf
-                reasons.append("non-finite gradients")
-            elif first > 0 and last_norm > 0:
-                ratio = first / last_norm
-                gradient_term = abs(math.log10(ratio))
-            else:
-                ratio = 0.0 if last_norm > 0 else math.inf
-                gradient_term = math.inf
-                reasons.append("no gradient reaches the first or last kernel layer")
-        if not math.isfinite(loss):
-            reasons.append("non-finite loss")
-
-    symmetric = tuple(
-        layer.name for _, layer in (trial.pairs[:-1] or trial.pairs) if _symmetric_units(layer) > 0
-    )
+    symmetric = _symmetric_layers(trial)
     if symmetric:
         reasons.insert(0, f"symmetric units in {', '.join(symmetric[:3])}")
     log_gain, spread = sensitivity
@@ -729,6 +737,54 @@ def _description(candidate, used):
         return candidate.description
     kinds = sorted({type(i).__name__ for i in used})
     return f"current ({', '.join(kinds)})"
+
+
+def _check_arguments(model, x, y, candidates, steps, apply, batch_size, seed, verbose):
+    """Validates `suggest_initializer`'s arguments; raises `ValueError` on a bad one.
+
+    Returns `(specs, steps, apply, batch_size, verbose)`: the candidates to try and the
+    normalized values of the other arguments."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"Argument `model` must be a `keras.Model`. Received: model of type "
+            f"{type(model).__name__}"
+        )
+    if not model.built:
+        raise ValueError(
+            "Argument `model` must be built (call it on a batch, or give it an `Input`). "
+            f"Received: unbuilt model '{model.name}'"
+        )
+    for name, data in (("x", x), ("y", y)):
+        leaves = [] if data is None else keras.tree.flatten(data)
+        if (data is not None or name == "x") and not (
+            leaves and all(isinstance(a, np.ndarray) or keras.ops.is_tensor(a) for a in leaves)
+        ):
+            raise ValueError(
+                f"Argument `{name}` must be an array or tensor (a list or dict of them for "
+                "several inputs): a few hundred samples, used all at once. "
+                f"Received: {name} of type {type(data).__name__}"
+            )
+    specs = _candidates(candidates)
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and steps == 0:
+        steps = 0
+    else:
+        steps = validation.positive_int(steps, "steps", allow_none=False)
+    apply = validation.boolean(apply, "apply")
+    batch_size = validation.positive_int(batch_size, "batch_size", allow_none=False)
+    verbose = validation.verbose(verbose)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"Argument `seed` must be an int >= 0. Received: seed={seed!r}")
+    if steps and y is None:
+        raise ValueError(
+            "Argument `steps` > 0 trains each candidate and needs targets: pass `y`. "
+            f"Received: steps={steps} and y=None"
+        )
+    if y is not None and _num_samples(y) != _num_samples(x):
+        raise ValueError(
+            "Arguments `x` and `y` must have the same number of samples. Received: "
+            f"{_num_samples(x)} and {_num_samples(y)}"
+        )
+    return specs, steps, apply, batch_size, verbose
 
 
 def suggest_initializer(
@@ -875,46 +931,9 @@ def suggest_initializer(
     - [Saxe et al., 2014](https://arxiv.org/abs/1312.6120) (orthogonal)
     - [Mishkin & Matas, 2016](https://arxiv.org/abs/1511.06422) (LSUV)
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"Argument `model` must be a `keras.Model`. Received: model of type "
-            f"{type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            "Argument `model` must be built (call it on a batch, or give it an `Input`). "
-            f"Received: unbuilt model '{model.name}'"
-        )
-    for name, data in (("x", x), ("y", y)):
-        leaves = [] if data is None else keras.tree.flatten(data)
-        if (data is not None or name == "x") and not (
-            leaves and all(isinstance(a, np.ndarray) or keras.ops.is_tensor(a) for a in leaves)
-        ):
-            raise ValueError(
-                f"Argument `{name}` must be an array or tensor (a list or dict of them for "
-                "several inputs): a few hundred samples, used all at once. "
-                f"Received: {name} of type {type(data).__name__}"
-            )
-    specs = _candidates(candidates)
-    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and steps == 0:
-        steps = 0
-    else:
-        steps = validation.positive_int(steps, "steps", allow_none=False)
-    apply = validation.boolean(apply, "apply")
-    batch_size = validation.positive_int(batch_size, "batch_size", allow_none=False)
-    verbose = validation.verbose(verbose)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"Argument `seed` must be an int >= 0. Received: seed={seed!r}")
-    if steps and y is None:
-        raise ValueError(
-            "Argument `steps` > 0 trains each candidate and needs targets: pass `y`. "
-            f"Received: steps={steps} and y=None"
-        )
-    if y is not None and _num_samples(y) != _num_samples(x):
-        raise ValueError(
-            "Arguments `x` and `y` must have the same number of samples. Received: "
-            f"{_num_samples(x)} and {_num_samples(y)}"
-        )
+    specs, steps, apply, batch_size, verbose = _check_arguments(
+        model, x, y, candidates, steps, apply, batch_size, seed, verbose
+    )
 
     started = time.perf_counter()
     with _random_state_kept():
@@ -944,15 +963,85 @@ def suggest_initializer(
     return report
 
 
-def _run(trial, specs, verbose, started, keep_winner):
-    """Every candidate on `trial`: the ranked report and, if asked, the winner's
-    `(kernels, initializers)`."""
+def _applicable(trial, specs):
+    """`(specs, skipped)`: the candidates that may apply to the model, and `(name, why)`
+    of those that cannot (convolution-only candidates for a model without one)."""
     specs = list(specs)
     skipped = []
     if not any(len(layer.kernel.shape) >= 3 for _, layer in trial.pairs):
         for spec in [s for s in specs if s.convolutions_only]:
             skipped.append((spec.name, "no convolution in the model"))
             specs.remove(spec)
+    return specs, skipped
+
+
+def _lsuv_notes(trial):
+    """Calibrates the copy's target layers with LSUV; its warnings (a dead layer, no
+    convergence) as notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lsuv_init(trial.copy, trial.x, layers=[b for _, b in trial.pairs], verbose=0)
+    return [
+        str(w.message).split("\n")[0]
+        for w in caught
+        if issubclass(w.category, UserWarning)  # not a library's deprecation notice
+    ]
+
+
+def _final_score(trial, score, reasons):
+    """`(score, loss_after, reasons)`: with `steps > 0` the score is the loss after
+    training the copy (trained only when nothing disqualified it); inf when disqualified."""
+    reasons = list(reasons)
+    loss_after = None
+    if trial.steps and not reasons:
+        loss_after = trial.train()
+        if not math.isfinite(loss_after):
+            reasons.append("non-finite loss after training")
+    if trial.steps:
+        score = math.inf if loss_after is None else loss_after
+    if not math.isfinite(score) and not reasons:
+        reasons.append("the score is not finite")
+    if reasons:
+        score = math.inf
+    return score, loss_after, reasons
+
+
+def _candidate_result(trial, spec, drawn, notes, measured):
+    """The `CandidateResult` of a candidate drawn into the copy (`drawn`: `(used, own,
+    fallback)` from `_Trial.initialize`) and measured (`_Trial.measure`)."""
+    used, own, fallback = drawn
+    numbers = _score(trial, *measured)
+    reasons = numbers.pop("reasons")
+    score, loss_after, reasons = _final_score(trial, numbers.pop("score"), reasons)
+    return CandidateResult(
+        name=spec.name,
+        description=_description(spec, used),
+        score=float(score),
+        loss_after=loss_after,
+        layers=tuple(own),
+        fallback_layers=tuple(fallback),
+        initializers={
+            b.name: keras.saving.serialize_keras_object(i) for (_, b), i in zip(trial.pairs, used)
+        },
+        disqualified="; ".join(reasons) or None,
+        notes=tuple(dict.fromkeys(notes)),
+        **numbers,
+    )
+
+
+def _progress_bar(bar, verbose, started, total):
+    """`bar`, or a new progress bar once `verbose="auto"` has run long enough for one."""
+    if bar is None and validation.resolve_verbose(
+        verbose, time.perf_counter() - started > AUTO_PROGRESS_AFTER
+    ):
+        bar = keras.utils.Progbar(total, unit_name="candidate")
+    return bar
+
+
+def _run(trial, specs, verbose, started, keep_winner):
+    """Every candidate on `trial`: the ranked report and, if asked, the winner's
+    `(kernels, initializers)`."""
+    specs, skipped = _applicable(trial, specs)
     bar = keras.utils.Progbar(len(specs), unit_name="candidate") if verbose == 1 else None
     results, source, winner, winner_key = [], None, None, None
     for index, spec in enumerate(specs):
@@ -961,56 +1050,16 @@ def _run(trial, specs, verbose, started, keep_winner):
         if not own:
             skipped.append((spec.name, "applies to no layer of the model"))
             continue
-        notes = []
-        if spec.lsuv:  # its warnings (a dead layer, no convergence) become notes
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                lsuv_init(trial.copy, trial.x, layers=[b for _, b in trial.pairs], verbose=0)
-            notes = [
-                str(w.message).split("\n")[0]
-                for w in caught
-                if issubclass(w.category, UserWarning)  # not a library's deprecation notice
-            ]
+        notes = _lsuv_notes(trial) if spec.lsuv else []
         kernels = [keras.ops.convert_to_numpy(b.kernel) for _, b in trial.pairs]
-        result, grads, sensitivity = trial.measure()
-        source = result.source
-        numbers = _score(trial, result, grads, sensitivity)
-        loss_after = None
-        if trial.steps and not numbers["reasons"]:
-            loss_after = trial.train()
-            if not math.isfinite(loss_after):
-                numbers["reasons"].append("non-finite loss after training")
-        reasons = numbers.pop("reasons")
-        score = numbers.pop("score")
-        if trial.steps:
-            score = math.inf if loss_after is None else loss_after
-        if not math.isfinite(score) and not reasons:
-            reasons.append("the score is not finite")
-        if reasons:
-            score = math.inf
-        candidate = CandidateResult(
-            name=spec.name,
-            description=_description(spec, used),
-            score=float(score),
-            loss_after=loss_after,
-            layers=tuple(own),
-            fallback_layers=tuple(fallback),
-            initializers={
-                b.name: keras.saving.serialize_keras_object(i)
-                for (_, b), i in zip(trial.pairs, used)
-            },
-            disqualified="; ".join(reasons) or None,
-            notes=tuple(dict.fromkeys(notes)),
-            **numbers,
-        )
+        measured = trial.measure()
+        source = measured[0].source
+        candidate = _candidate_result(trial, spec, (used, own, fallback), notes, measured)
         results.append(candidate)
         key = (candidate.disqualified is not None, candidate.score, index)
         if keep_winner and (winner_key is None or key < winner_key):
             winner_key, winner = key, (kernels, used)
-        if bar is None and validation.resolve_verbose(
-            verbose, time.perf_counter() - started > AUTO_PROGRESS_AFTER
-        ):
-            bar = keras.utils.Progbar(len(specs), unit_name="candidate")
+        bar = _progress_bar(bar, verbose, started, len(specs))
         if bar is not None:
             bar.update(index + 1)
     rank = {id(c): i for i, c in enumerate(results)}

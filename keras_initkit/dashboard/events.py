@@ -135,14 +135,60 @@ def parse_json_record(tensor_proto):
     return json.loads(tensor_proto.string_val[0].decode("utf-8"))
 
 
-def read_run(path, label=None):
-    """The `Run` in the directory `path`, or None when it holds no keras_initkit data."""
+def _is_latest(kept, tag, step):
+    """Whether a record of `tag` at `step` replaces the one `kept` (`{tag: (step, _)}`) holds."""
+    return tag not in kept or step >= kept[tag][0]
+
+
+def _keep_record(meta, findings, tag, step, payload):
+    """Keeps a dashboard JSON record when it is the latest of its tag.
+
+    The `initkit/layers` record goes to `meta`, a findings record's list to `findings`
+    (both `{tag: (step, value)}`); other tags are ignored.
+    """
+    if tag == LAYERS_TAG:
+        if _is_latest(meta, tag, step):
+            meta[tag] = (step, payload)
+    elif tag == FINDINGS_TAG or tag.startswith(FINDINGS_TAG + "/"):
+        if _is_latest(findings, tag, step):
+            findings[tag] = (step, payload.get("findings", []))
+
+
+def _scalar_number(value, plugin):
+    """The number of a scalar summary value, or None when it holds no numeric scalar."""
+    kind = value.WhichOneof("value")
+    if kind == "simple_value":
+        return float(value.simple_value)
+    if kind != "tensor" or plugin != "scalars":
+        return None
+    tensor = value.tensor
+    if tensor.float_val and not tensor.tensor_shape.dim:
+        return float(tensor.float_val[0])
+    array = tensor_util.make_ndarray(tensor)
+    if array.ndim != 0 or array.dtype.kind not in "fiu":
+        return None
+    return float(array)
+
+
+def _add_point(points, seen, tag, step, number):
+    """Records a `<metric>/<layer>` scalar in `points`; a tag of another form is skipped."""
+    metric, sep, layer = tag.partition("/")
+    if not sep or not layer:
+        return
+    points.setdefault((metric, layer), {})[step] = number
+    seen.setdefault(layer, None)
+
+
+def _read_events(path):
+    """The scalars and dashboard records of the event files in the directory `path`.
+
+    Returns `(points, seen, meta, findings)`: `{(metric, layer): {step: value}}`, the
+    layers by first appearance (a dict used as an ordered set), the latest
+    `initkit/layers` record as `(step, payload)` (None without one) and
+    `{tag: (step, list)}`, the latest findings list of each findings tag.
+    """
     plugin_of = {}  # tag -> plugin name (summary metadata comes with a tag's first value)
-    points = {}  # (metric, layer) -> {step: value}
-    order = []  # layers by first appearance
-    seen = set()
-    meta = None
-    findings = {}  # tag -> (step, list)
+    points, seen, meta, findings = {}, {}, {}, {}
     for event in events(path):
         if not event.HasField("summary"):
             continue
@@ -154,64 +200,55 @@ def read_run(path, label=None):
             kind = value.WhichOneof("value")
             if kind == "simple_value":
                 plugin_of.setdefault(tag, "scalars")
-                number = float(value.simple_value)
-            elif kind == "tensor":
-                plugin = plugin_of.get(tag)
-                if plugin == PLUGIN_NAME:
-                    payload = parse_json_record(value.tensor)
-                    if tag == LAYERS_TAG:
-                        if meta is None or step >= meta[0]:
-                            meta = (step, payload)
-                    elif tag == FINDINGS_TAG or tag.startswith(FINDINGS_TAG + "/"):
-                        if tag not in findings or step >= findings[tag][0]:
-                            findings[tag] = (step, payload.get("findings", []))
-                    continue
-                if plugin != "scalars":
-                    continue
-                tensor = value.tensor
-                if tensor.float_val and not tensor.tensor_shape.dim:
-                    number = float(tensor.float_val[0])
-                else:
-                    array = tensor_util.make_ndarray(tensor)
-                    if array.ndim != 0 or array.dtype.kind not in "fiu":
-                        continue
-                    number = float(array)
-            else:
+            elif kind == "tensor" and plugin_of.get(tag) == PLUGIN_NAME:
+                payload = parse_json_record(value.tensor)
+                _keep_record(meta, findings, tag, step, payload)
                 continue
-            metric, sep, layer = tag.partition("/")
-            if not sep or not layer:
-                continue
-            key = (metric, layer)
-            if key not in points:
-                points[key] = {}
-                if layer not in seen:
-                    seen.add(layer)
-                    order.append(layer)
-            points[key][step] = number
-    has_meta = meta is not None
-    if not points and not has_meta:
-        return None
-    if not has_meta and not any(metric in METRICS for metric, _ in points):
-        return None
-    payload = meta[1] if has_meta else {}
-    listed = [name for name in payload.get("layers", []) if name in seen]
-    layers = listed + [name for name in order if name not in set(listed)]
-    if has_meta and not points:
-        layers = list(payload.get("layers", []))
+            number = _scalar_number(value, plugin_of.get(tag))
+            if number is not None:
+                _add_point(points, seen, tag, step, number)
+    return points, seen, meta.get(LAYERS_TAG), findings
+
+
+def _layer_order(meta_layers, seen, has_points):
+    """Layer names in forward order: those the layers record lists (all of them when the
+    run holds no scalars), then the others in the order they first appear."""
+    if not has_points:
+        return list(meta_layers)
+    listed = [name for name in meta_layers if name in seen]
+    return listed + [name for name in seen if name not in set(listed)]
+
+
+def _series(points, layers):
+    """`{metric: {layer: (steps, values)}}` sorted by step, each metric's layers in the
+    order of `layers`."""
     series = {}
     for (metric, layer), by_step in points.items():
         steps = np.fromiter(by_step, np.int64, len(by_step))
         values = np.fromiter(by_step.values(), np.float64, len(by_step))
         index = np.argsort(steps, kind="stable")
         series.setdefault(metric, {})[layer] = (steps[index], values[index])
+    rank = {name: i for i, name in enumerate(layers)}
     for metric in series:  # layers of a metric in forward order
-        rank = {name: i for i, name in enumerate(layers)}
         series[metric] = dict(sorted(series[metric].items(), key=lambda kv: rank[kv[0]]))
+    return series
+
+
+def read_run(path, label=None):
+    """The `Run` in the directory `path`, or None when it holds no keras_initkit data."""
+    points, seen, meta, findings = _read_events(path)
+    has_meta = meta is not None
+    if not points and not has_meta:
+        return None
+    if not has_meta and not any(metric in METRICS for metric, _ in points):
+        return None
+    payload = meta[1] if has_meta else {}
+    layers = _layer_order(payload.get("layers", []), seen, bool(points))
     return Run(
         label=os.path.basename(path) if label is None else label,
         path=path,
         layers=layers,
-        series=series,
+        series=_series(points, layers),
         findings=[f for tag in sorted(findings) for f in findings[tag][1]],
         thresholds={k: parse_number(v) for k, v in payload.get("thresholds", {}).items()},
         has_meta=has_meta,
