@@ -416,6 +416,8 @@ BACKEND_INTERFACE = (
     "run_after",
     "identity",
     "histogram",
+    "discarding_updates",
+    "preserving_rng",
 )
 
 

@@ -155,6 +155,7 @@ def training_semantics(model, mode, stochastic, *, discard=True):
     dropped. Yields the `training` flag to call the model with."""
     training = one_of(mode, "mode", MODES) == "training"
     with contextlib.ExitStack() as stack:
+        stack.enter_context(backend.current().preserving_rng())
         if training and stochastic:
             stack.enter_context(intercept(stochastic, deterministic))
         if discard:

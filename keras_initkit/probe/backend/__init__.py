@@ -11,6 +11,8 @@ rest of the package never asks which backend it runs on:
 - `no_grad()`: a context in which eager forward passes record no gradients.
 - `discarding_updates(model)`: a scope in which variable assignments are recorded and
   dropped (a probe in training mode changes no moving statistic or seed state).
+- `preserving_rng()`: a context that restores the backend's global random state
+  (torch's global generator, which Keras' unseeded torch dropout draws from).
 - `run_after(fn, after, *args)`: `fn(*args)` whose ops wait for the tensors `after`
   (bounds the peak memory of a traced pass).
 - `identity(x)`: a graph node standing for `x` (for `run_after` chains).

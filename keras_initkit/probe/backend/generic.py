@@ -38,6 +38,12 @@ def histogram(a, low, high, bins):
     return keras.ops.segment_sum(ones, flat, num_segments=bins)
 
 
+def preserving_rng():
+    """A context that leaves the backend's global random state as it found it (Keras'
+    own random ops draw from SeedGenerators, which `discarding_updates` covers)."""
+    return contextlib.nullcontext()
+
+
 def discarding_updates(model):
     """A scope in which variable assignments (moving statistics, seed generators,
     metrics) are recorded instead of made, and dropped when it closes."""

@@ -3,7 +3,13 @@
 import jax
 import keras
 
-from keras_initkit.probe.backend.generic import histogram, identity, no_grad, run_after  # noqa: F401
+from keras_initkit.probe.backend.generic import (  # noqa: F401
+    histogram,
+    identity,
+    no_grad,
+    preserving_rng,
+    run_after,
+)
 
 
 def compile_function(fn, model):

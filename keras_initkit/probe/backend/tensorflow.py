@@ -3,7 +3,11 @@
 import keras
 import tensorflow as tf
 
-from keras_initkit.probe.backend.generic import discarding_updates, no_grad  # noqa: F401
+from keras_initkit.probe.backend.generic import (  # noqa: F401
+    discarding_updates,
+    no_grad,
+    preserving_rng,
+)
 
 
 def compile_function(fn, model):

@@ -1,5 +1,7 @@
 """torch: eager passes under `torch.no_grad`, gradients by `torch.autograd.grad`."""
 
+import contextlib
+
 import keras
 import torch
 
@@ -10,6 +12,21 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     identity,
     run_after,
 )
+
+
+@contextlib.contextmanager
+def preserving_rng():
+    """Keras' torch dropout with an unseeded SeedGenerator draws from torch's global
+    generator (and a recurrent layer draws its dropout masks even when not training):
+    restore it, so a probe leaves the draws of training unchanged."""
+    state = torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def no_grad():
