@@ -3,7 +3,7 @@
 Each example's `main(argv)` returns the numbers it measured (and writes its figure,
 its JSON and the monitors' TensorBoard logs); these tests assert the qualitative
 result each paper claims, with margins wide enough for the seeded runs to pass on
-any machine. They run in this process (one TensorFlow import for all five).
+any machine. They run in this process (one TensorFlow import for all six).
 """
 
 import importlib.util
