@@ -36,7 +36,7 @@ def parse_args(argv, name, description):
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
-        "--quick", action="store_true", help="a smaller run (well under a minute) for tests"
+        "--quick", action="store_true", help="a smaller run (a minute or two) for tests"
     )
     parser.add_argument(
         "--log-dir",
