@@ -236,6 +236,17 @@ class _Calibration:
         self.bar = bar
         self.results = {}  # id(layer) -> LayerResult, in call order
         self.snapshot = {}  # id(variable) -> (variable, its value before any change)
+        self.zero_biases = set()  # ids of the built-in kernel layers whose bias is all 0
+
+    def read_biases(self):
+        """Find the built-in kernel layers whose bias is zero, in one host transfer."""
+        layers = [s.layer for s in self.sites.values() if _is_linear(s.layer)]
+        layers = [layer for layer in layers if getattr(layer, "bias", None) is not None]
+        if not layers:
+            return
+        flags = keras.ops.stack([keras.ops.any(keras.ops.not_equal(x.bias, 0)) for x in layers])
+        nonzero = keras.ops.convert_to_numpy(flags)
+        self.zero_biases = {id(x) for x, flag in zip(layers, nonzero) if not flag}
         self.updates = {}  # id(variable) -> (variable, its calibrated value)
 
     def keep(self, variable):
@@ -365,9 +376,7 @@ class _Calibration:
                 value = keras.ops.reshape(s * (beta - mean), bias.shape)
                 self.assign(bias, keras.ops.cast(value, bias.dtype))
 
-        zero_bias = bias is None or not keras.ops.convert_to_numpy(
-            keras.ops.any(keras.ops.not_equal(bias, 0))
-        )
+        zero_bias = bias is None or id(layer) in self.zero_biases
         return rescaled, commit, zero_bias and not self.center and not self.post
 
     def rerun(self, layer, call, args, kwargs, pre):
@@ -513,6 +522,7 @@ def lsuv_init(
     verbose = validation.resolve_verbose(verbose, len(sites) > 10 and sys.stdout.isatty())
     bar = keras.utils.Progbar(len(sites), unit_name="layer") if verbose else None
     run = _Calibration(sites, target_variance, tolerance, max_iterations, measure, center, bar)
+    run.read_biases()
     try:
         with (
             intercept([site.layer for site in sites], run.hook),
