@@ -26,6 +26,7 @@ from keras_initkit.checks import (
     judge,
     measure,
     message,
+    reducers,
     symmetric_units,
 )
 from keras_initkit.checks.summary import blocks
@@ -210,11 +211,7 @@ def _batches(model, x, y, loss, batch_size, max_batches):
 
 def _run(model, checks, batches, source, layers, targets, loss):
     """Both probe passes: `(assignment, forward sites, scalars, gradient result or None)`."""
-    reducers = {}
-    for check in checks:
-        for reducer in check.reducers():
-            reducers.setdefault(reducer.name, reducer)
-    probe = cached(Probe, model, list(reducers.values()), layers=layers)
+    probe = cached(Probe, model, reducers(checks), layers=layers)
     result = probe.run_batches(batches, source)
     sites = [s for s in result.sites if s.name in result.metrics]
     gradients, gradient_sites = None, []

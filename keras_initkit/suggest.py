@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_initkit import _keras_private, initializers, table, validation
 from keras_initkit.lsuv import lsuv_init
-from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation
+from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation, backend
 from keras_initkit.probe.gradients import GradientProbe
 
 # The default candidates, in the order they are tried (and break ties).
@@ -395,21 +395,13 @@ def _random_state_kept():
     """Python's, NumPy's, Keras' global and (torch backend) torch's random state, restored."""
     get_keras, put_keras = _global_seed_generator_state()
     saved = (random.getstate(), np.random.get_state(), get_keras())  # noqa: NPY002
-    torch_state = None
-    if keras.backend.backend() == "torch":
-        import torch
-
-        torch_state = torch.random.get_rng_state()
     try:
-        yield
+        with backend.current().preserving_rng():  # the backend's own global generator
+            yield
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])  # noqa: NPY002 (the legacy global state is the one kept)
         put_keras(saved[2])
-        if torch_state is not None:
-            import torch
-
-            torch.random.set_rng_state(torch_state)
 
 
 def _copy(model):

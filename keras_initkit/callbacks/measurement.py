@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_initkit.checks import Check, Rule, assign, measure
+from keras_initkit.checks import Check, Rule, assign, measure, reducers
 from keras_initkit.probe import ActivationSample, Probe, make_sites, resolve_layers
 from keras_initkit.probe.gradients import GradientProbe
 
@@ -82,13 +82,10 @@ class Measurement:
         judged = {id(s.layer) for s in kept} | {id(s.layer) for s in gradient_sites}
         self.skipped = [s for s in candidates if id(s.layer) not in judged] if layers else []
         self.empty = not judged
-        reducers = {}
-        for check in forward:
-            for reducer in check.reducers():
-                reducers.setdefault(reducer.name, reducer)
-        if histograms:
-            reducers.setdefault("sample", ActivationSample(HISTOGRAM_SAMPLES))
-        self.probe = Probe(model, list(reducers.values()), layers=[s.layer for s in kept])
+        needed = reducers(forward)
+        if histograms and all(r.name != "sample" for r in needed):
+            needed.append(ActivationSample(HISTOGRAM_SAMPLES))
+        self.probe = Probe(model, needed, layers=[s.layer for s in kept])
         self.assignment = assign(checks, self.probe.sites, gradient_sites)
 
     @property

@@ -26,6 +26,7 @@ from keras_initkit.checks.book import (
     flagged,
     judge,
     measure,
+    reducers,
 )
 from keras_initkit.checks.gradients import GradientCheck
 from keras_initkit.checks.recurrent import RecurrentCheck
@@ -55,5 +56,6 @@ __all__ = [
     "judge",
     "measure",
     "message",
+    "reducers",
     "symmetric_units",
 ]

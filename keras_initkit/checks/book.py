@@ -69,6 +69,15 @@ def default_checks(thresholds=None):
     return [cls.from_thresholds(thresholds) for cls in CHECKS]
 
 
+def reducers(checks):
+    """The probe `Reducer`s `checks` need, each once (by name), for one shared pass."""
+    needed = {}
+    for check in checks:
+        for reducer in check.reducers():
+            needed.setdefault(reducer.name, reducer)
+    return list(needed.values())
+
+
 def assign(checks, sites, gradient_sites=()):
     """`[(check, the sites it applies to)]`: forward checks on `sites`, gradient checks
     on `gradient_sites`."""

@@ -6,8 +6,8 @@ statistic into one float32 vector, brings the vectors of all batches to the host
 transfer, and pools per-batch values exactly. Two runners exist:
 
 - `Probe` (here): forward statistics. It intercepts the selected layers during one
-  `training=False` forward pass and hands each layer's input, pre-activation and output
-  to its `Reducer`s (moments, saturation, dead units, batch-norm statistics, ...).
+  forward pass and hands each layer's input, pre-activation and output to its
+  `Reducer`s (moments, saturation, dead units, batch-norm statistics, ...).
 - `GradientProbe` (`probe.gradients`): per-layer gradient norms of the training loss.
 
 Rules worth knowing:
@@ -175,7 +175,7 @@ def _key(value):
     if isinstance(value, dict):
         return tuple(sorted((k, _key(v)) for k, v in value.items()))
     if isinstance(value, Reducer):
-        return (type(value), tuple(sorted((k, _key(v)) for k, v in vars(value).items())))
+        return (type(value), _key(vars(value)))
     return ("object", id(value))
 
 
