@@ -33,47 +33,155 @@ _TRANSPOSED = (
 )
 
 
-def _unit_matrix(layer):
-    """The kernel as `(units, fan_in)` rows (plus the bias), or None if not judged."""
+def _judged(layer):
+    """`(kernel, unit axis, bias or None)` of a layer judged for symmetry, or None.
+
+    Depthwise layers are not judged (each unit has its own input channel: no shared
+    inputs), nor kernels of rank < 2 or with fewer than 2 units. The units are the last
+    kernel axis, the second last for `Conv*Transpose`; separable convolutions are judged
+    by their `pointwise_kernel`.
+    """
     if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        return None  # each unit has its own input channel: no shared inputs
+        return None
     kernel = getattr(layer, "pointwise_kernel", None)
     if kernel is None:
         kernel = getattr(layer, "kernel", None)
     if not isinstance(kernel, keras.Variable) or len(kernel.shape) < 2:
         return None
-    k = keras.ops.convert_to_numpy(kernel)
     axis = -2 if isinstance(layer, _TRANSPOSED) else -1
-    rows = np.ascontiguousarray(np.moveaxis(k, axis, -1).reshape(-1, k.shape[axis]).T)
+    units = kernel.shape[axis]
+    if units < 2:
+        return None
     bias = getattr(layer, "bias", None)
-    if isinstance(bias, keras.Variable) and tuple(bias.shape) == (rows.shape[0],):
-        rows = np.concatenate([rows, keras.ops.convert_to_numpy(bias)[:, None]], axis=1)
-    return rows
+    if not isinstance(bias, keras.Variable) or tuple(bias.shape) != (units,):
+        bias = None
+    return kernel, axis, bias
+
+
+def _wide(bits):
+    """Whether to sum `bits` in int64: TensorFlow tensors on a GPU.
+
+    TensorFlow's GPU kernels for int32 arithmetic keep their tensors in host memory;
+    its int64 ones keep them on the GPU.
+    """
+    return keras.backend.backend() == "tensorflow" and "GPU" in bits.device
+
+
+def _bits(weights, shape):
+    """The weights' float32 bit patterns as integers of `shape`, on the device.
+
+    float16, bfloat16 and float64 weights are cast to float32 first (equal stays
+    equal). The integers are int32, or int64 where `_wide`.
+    """
+    ops = keras.ops
+    w = ops.cast(ops.reshape(ops.stop_gradient(weights), shape), "float32")
+    bits = ops.view(w, "int32")
+    return ops.cast(bits, "int64") if _wide(bits) else bits
+
+
+def _fingerprints(kernel, axis, bias):
+    """`(3, units)` integer fingerprints of the units' incoming weights, on the device.
+
+    The wrapping sums of the weights' bit patterns over each half of the kernel column,
+    and the bias's bit pattern (0 without a bias). Integer addition wraps around and is
+    associative, so units with equal weights get equal sums in any summation order;
+    random weights share all three with negligible probability (columns that permute the
+    same values within each half share them: like every collision, they are compared
+    exactly). The bits of -0.0 and 0.0 differ by 2**31: `_candidates` compares the
+    sums modulo 2**31, so no pass over the weights normalises them.
+    """
+    ops = keras.ops
+    units = kernel.shape[axis]
+    bits = _bits(kernel if axis == -1 else ops.moveaxis(kernel, axis, -1), (-1, units))
+    half = bits.shape[0] // 2
+    if bits.shape[0] % 2 == 0:  # one pass: both halves' sums at once
+        sums = ops.sum(ops.reshape(bits, (2, half, units)), axis=1)
+    else:
+        sums = ops.stack([ops.sum(bits[:half], axis=0), ops.sum(bits[half:], axis=0)])
+    if bias is None:
+        return ops.concatenate([sums, ops.zeros((1, units), bits.dtype)], axis=0)
+    return ops.concatenate([sums, _bits(bias, (1, units))], axis=0)
+
+
+def _exact_count(kernel, axis, bias, candidates):
+    """Units among `candidates` whose kernel column and bias equal another's, on the host.
+
+    Exact equality of the incoming weights is the definition of a symmetric unit; the
+    fingerprints only select the candidates.
+    """
+    k = keras.ops.convert_to_numpy(kernel)
+    columns = np.moveaxis(k, axis, -1).reshape(-1, k.shape[axis])[:, candidates].T
+    if bias is not None:
+        b = keras.ops.convert_to_numpy(bias)[candidates, None]
+        columns = np.concatenate([columns, b], axis=1)
+    _, counts = np.unique(columns, axis=0, return_counts=True)
+    return int(counts[counts > 1].sum())
+
+
+def _candidates(fingerprints):
+    """Units whose `(3, units)` fingerprints (on the host) equal another unit's.
+
+    The sums are compared modulo 2**31: the bits of -0.0 and 0.0 differ by 2**31, so
+    units whose weights compare equal have sums that differ by a multiple of 2**31.
+    """
+    keys = np.ascontiguousarray(fingerprints.T.astype(np.int64) & 0x7FFFFFFF)
+    keys = keys.view(np.dtype((np.void, keys.shape[1] * 8)))
+    _, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
+    return np.flatnonzero(counts[inverse] > 1)
+
+
+def symmetric_units_batch(layers):
+    """`symmetric_units` of each of `layers`, with one host transfer for all of them.
+
+    Every judged layer's fingerprints are computed on the device and read back
+    together; only the layers where fingerprints collide are read to the host, and
+    only their colliding units are compared exactly.
+
+    Args:
+        layers: the layers, in any order.
+
+    Returns:
+        A list with, for each layer, `(symmetric, units)` (units whose incoming weights
+        and bias equal another unit's, and units) or None if the layer is not judged.
+    """
+    judged = [_judged(layer) for layer in layers]
+    prints = [_fingerprints(*j) for j in judged if j is not None]
+    if not prints:
+        return [None] * len(judged)
+    host = keras.ops.convert_to_numpy(keras.ops.concatenate(prints, axis=1))
+    counted, start = [], 0
+    for j in judged:
+        if j is None:
+            counted.append(None)
+            continue
+        units = j[0].shape[j[1]]
+        candidates = _candidates(host[:, start : start + units])
+        start += units
+        symmetric = _exact_count(*j, candidates) if candidates.size else 0
+        counted.append((symmetric, units))
+    return counted
 
 
 def symmetric_units(layer):
-    """Number of units whose incoming weights and bias equal another unit's, and units."""
-    rows = _unit_matrix(layer)
-    if rows is None or rows.shape[0] < 2:
-        return None
-    # Equal rows have equal sums (each row is summed in the same order): only rows whose
-    # sums collide can be equal, and only those are compared exactly. A row sum and a
-    # 1-D sort instead of sorting whole rows: ~10x faster on ResNet50's kernels.
-    fingerprint = rows.sum(axis=1, dtype=np.float64)
-    _, inverse, counts = np.unique(fingerprint, return_inverse=True, return_counts=True)
-    candidates = np.flatnonzero(counts[inverse] > 1)
-    if candidates.size == 0:
-        return 0, rows.shape[0]
-    _, exact = np.unique(rows[candidates], axis=0, return_counts=True)
-    return int(exact[exact > 1].sum()), rows.shape[0]
+    """Units whose incoming weights and bias equal another unit's, and units.
+
+    Args:
+        layer: a layer; judged if it has a `kernel` (or `pointwise_kernel`) of rank 2
+            or more with at least 2 units and is not a depthwise convolution.
+
+    Returns:
+        `(symmetric, units)`, or None if the layer is not judged.
+    """
+    return symmetric_units_batch([layer])[0]
 
 
 class SymmetryCheck(Check):
     """Symmetric units of hidden kernel layers (`symmetric_fraction`), from the weights.
 
-    It reads every kernel from the device, so `diagnose` runs it and the monitors do
-    not: training cannot break a symmetry, so the check at initialization is the one
-    that matters.
+    It reads every kernel on the device (fingerprints, one host transfer for all
+    layers; kernels whose fingerprints collide are read to the host), so `diagnose`
+    runs it and the monitors do not: training cannot break a symmetry, so the check at
+    initialization is the one that matters.
     """
 
     rules = (SYMMETRIC,)
@@ -82,8 +190,8 @@ class SymmetryCheck(Check):
         return site.has_kernel
 
     def complete(self, sites, scalars):
-        for site in sites[:-1]:  # the output layer's units are told apart by the loss
-            counted = symmetric_units(site.layer)
+        hidden = sites[:-1]  # the output layer's units are told apart by the loss
+        for site, counted in zip(hidden, symmetric_units_batch([s.layer for s in hidden])):
             if counted is not None:
                 symmetric, units = counted
                 scalars.setdefault(site.name, {}).update(
