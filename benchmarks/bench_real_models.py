@@ -21,11 +21,14 @@ Parts (`--parts fixed,fit,precisebn`):
 
 1. fixed -- cold costs on fresh models (one fresh model per call, rounds interleaved):
    `predict`'s first call (32 samples, batch 32) against the first
-   `TrainingMonitor` update (`on_train_begin`: probe tracing + one update) and the first
-   `keras_initkit.diagnose(model, x, y)` (which also traces a gradient pass). Then, on
-   one model: a second `diagnose` and a steady monitor update against a warm `predict`
-   on the same 32 samples. Targets: probe tracing <= 1.5x predict's first call; second
-   diagnose <= 2x warm predict.
+   `TrainingMonitor` update (`on_train_begin`) of part 2's fit (every 10 steps: 13
+   updates, so the probe is traced at once), of a 1-epoch fit measured per epoch (2
+   updates: eager where that is cheaper, see `probe.backend.Lazy`), and the first
+   `keras_initkit.diagnose(model, x)` and `diagnose(model, x, y)` (the latter adds a
+   gradient pass). Then, on one model: the literal second `diagnose` call, a repeated
+   `diagnose` once it is compiled, and a steady monitor update against a warm `predict`
+   on the same 32 samples. Targets: first update and first diagnose <= 1.5x predict's
+   first call; second diagnose <= 2x warm predict.
 2. fit -- 100 steps of batch 32 (2 epochs x 50 steps), configurations interleaved in one
    process after a warm-up fit of each (the train function and every callback's own
    functions traced once; that cost is part 1's figure): plain fit; TrainingMonitor
@@ -82,6 +85,7 @@ import numpy as np  # noqa: E402
 
 import keras_initkit  # noqa: E402
 from keras_initkit.callbacks import InitkitWarning, TrainingMonitor  # noqa: E402
+from keras_initkit.probe import backend  # noqa: E402
 
 warnings.simplefilter("ignore", InitkitWarning)  # random-init models; findings are not the point
 warnings.simplefilter("ignore", UserWarning)
@@ -209,14 +213,23 @@ def part_fixed(name, rounds, steady_rounds):
     def first_diagnose(model):
         return timed(lambda: keras_initkit.diagnose(model, x, y))
 
-    def first_update(model):
-        monitor = TrainingMonitor((x, y), verbose=0)
+    def first_update(model, update_freq, **fit):
+        monitor = TrainingMonitor((x, y), verbose=0, update_freq=update_freq)
         monitor.set_model(model)
+        monitor.set_params({"verbose": 0, **fit})
         t = timed(monitor.on_train_begin)
         monitor.on_train_end()
         return t
 
-    calls = {"predict": first_predict, "diagnose": first_diagnose, "monitor": first_update}
+    calls = {
+        "predict": first_predict,
+        "diagnose": first_diagnose,
+        "diagnose_x": lambda model: timed(lambda: keras_initkit.diagnose(model, x)),
+        # part 2's fit (2 x 50 steps, every 10): 13 updates, compiled at train begin
+        "monitor": lambda model: first_update(model, 10, epochs=2, steps=50),
+        # a 1-epoch fit measured per epoch: 2 updates, run eagerly where that is cheaper
+        "monitor_short": lambda model: first_update(model, "epoch", epochs=1, steps=50),
+    }
     cold = {k: [] for k in calls}
     broken = {}
     for r in range(rounds):
@@ -239,6 +252,22 @@ def part_fixed(name, rounds, steady_rounds):
         "predict",
     )
     report_if(
+        f"{name}: first TrainingMonitor update of a 1-epoch fit / first predict",
+        cold["monitor_short"],
+        cold["predict"],
+        None,
+        "update",
+        "predict",
+    )
+    report_if(
+        f"{name}: first diagnose(model, x) / first predict",
+        cold["diagnose_x"],
+        cold["predict"],
+        1.5,
+        "diagnose",
+        "predict",
+    )
+    report_if(
         f"{name}: first diagnose(model, x, y) / first predict",
         cold["diagnose"],
         cold["predict"],
@@ -248,10 +277,34 @@ def part_fixed(name, rounds, steady_rounds):
     )
 
     model = build()
-    monitor = TrainingMonitor((x, y), verbose=0)
+    monitor = TrainingMonitor((x, y), verbose=0, update_freq=10)
     monitor.set_model(model)
+    monitor.set_params({"verbose": 0, "epochs": 2, "steps": 50})
     monitor.on_train_begin()
     model.predict(x, batch_size=BATCH, verbose=0)
+    model.predict(x, batch_size=BATCH, verbose=0)
+    predict = [timed(lambda: model.predict(x, batch_size=BATCH, verbose=0)) for _ in range(3)]
+    keras_initkit.diagnose(model, x, y)
+    keras_initkit.diagnose(model, x)
+    second = {  # literally the second call of each on this model
+        "diagnose": [timed(lambda: keras_initkit.diagnose(model, x, y))],
+        "diagnose_x": [timed(lambda: keras_initkit.diagnose(model, x))],
+    }
+    print("  the second call on one model (warm predict: median of 3 calls):")
+    for key, label in (("diagnose", "diagnose(model, x, y)"), ("diagnose_x", "diagnose(model, x)")):
+        report(
+            f"{name}: second {label} / warm predict",
+            second[key] * 3,
+            predict,
+            2.0,
+            "diagnose",
+            "predict",
+        )
+    # Until a repeated diagnose has cost about one trace it runs eagerly (backend.Lazy).
+    compile_after = backend.current().EAGER_CALLS or 0
+    for _ in range(compile_after):
+        keras_initkit.diagnose(model, x, y)
+        keras_initkit.diagnose(model, x)
 
     def update():
         monitor._step += 1
@@ -263,19 +316,17 @@ def part_fixed(name, rounds, steady_rounds):
         "diagnose_x": lambda: keras_initkit.diagnose(model, x),  # no targets: no gradient pass
         "update": update,
     }
-    if "diagnose" in broken:
-        del warm_calls["diagnose"]
-    else:
-        keras_initkit.diagnose(model, x, y)
-    keras_initkit.diagnose(model, x)
     warm = {k: [] for k in warm_calls}
     for r in range(steady_rounds):
         for key in rotate(list(warm_calls), r):
             warm[key].append(timed(warm_calls[key]))
     monitor.on_train_end()
-    print(f"  steady state on one model, {steady_rounds} interleaved rounds:")
+    print(
+        f"  steady state on one model, from call {compile_after + 3} of diagnose (compiled), "
+        f"{steady_rounds} interleaved rounds:"
+    )
     report_if(
-        f"{name}: second diagnose(model, x, y) / warm predict",
+        f"{name}: repeated diagnose(model, x, y), compiled / warm predict",
         warm.get("diagnose"),
         warm["predict"],
         2.0,
@@ -283,7 +334,7 @@ def part_fixed(name, rounds, steady_rounds):
         "predict",
     )
     report(
-        f"{name}: second diagnose(model, x) (no gradient pass) / warm predict",
+        f"{name}: repeated diagnose(model, x), compiled (no gradient pass) / warm predict",
         warm["diagnose_x"],
         warm["predict"],
         2.0,

@@ -212,13 +212,14 @@ def _batches(model, x, y, loss, batch_size, max_batches):
 def _run(model, checks, batches, source, layers, targets, loss):
     """Both probe passes: `(assignment, forward sites, scalars, gradient result or None)`."""
     probe = cached(Probe, model, reducers(checks), layers=layers)
-    result = probe.run_batches(batches, source)
-    sites = [s for s in result.sites if s.name in result.metrics]
     gradients, gradient_sites = None, []
-    if targets:
-        probe = cached(GradientProbe, model, loss=loss, layers=layers)
-        gradients = probe.run_batches(batches, source, argument="x")
-        gradient_sites = probe.sites
+    if targets:  # one pass: the forward statistics come from the gradient pass
+        fused = cached(GradientProbe, model, loss=loss, layers=layers, forward=probe)
+        gradients = fused.run_batches(batches, source, argument="x")
+        gradient_sites, result = fused.sites, gradients.forward
+    else:
+        result = probe.run_batches(batches, source)
+    sites = [s for s in result.sites if s.name in result.metrics]
     assignment = assign(checks, sites, gradient_sites)
     return assignment, sites, measure(assignment, result, gradients), gradients
 

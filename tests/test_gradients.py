@@ -226,3 +226,65 @@ def test_unsupported_backend_fails_at_construction(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "numpy")
     with pytest.raises(NotImplementedError, match="numpy"):
         GradientProbe(model, loss="mse")
+
+
+# One pass: forward statistics from the gradient pass ------------------------------------
+
+
+def _every_kind_model():
+    """Bounded, rectifier, batch norm, dropout, LSTM and attention sites."""
+    inputs = keras.Input((6, 4))
+    h = keras.layers.Dense(8, activation="tanh")(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Dropout(0.5, seed=1)(h)
+    h = keras.layers.LSTM(8, return_sequences=True)(h)
+    h = keras.layers.MultiHeadAttention(2, 4)(h, h)
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.GlobalAveragePooling1D()(h))
+    model = keras.Model(inputs, keras.layers.Dense(1)(h))
+    model.compile("sgd", "mse")
+    return model
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("batch_size", [None, 10])
+def test_fused_pass_gives_the_forward_probe_and_gradient_results(batch_size):
+    from keras_initkit import checks
+    from keras_initkit.checks.book import default_checks
+    from keras_initkit.probe import Probe
+
+    keras.utils.set_random_seed(0)
+    model = _every_kind_model()
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(24, 6, 4)).astype("float32"), rng.normal(size=(24, 1)))
+    reducers = checks.reducers(default_checks())
+    before = [np.array(v) for v in model.variables]
+    alone = Probe(model, reducers, batch_size=batch_size).run(data)
+    forward = Probe(model, reducers, batch_size=batch_size)
+    fused = GradientProbe(model, batch_size=batch_size, forward=forward).run(data)
+    plain = GradientProbe(model, batch_size=batch_size).run(data)
+    assert plain.forward is None
+    assert set(fused.forward.metrics) == set(alone.metrics)
+    kinds = {s.kind for s in fused.forward.sites}
+    assert {"bounded", "dead", "recurrent", "attention"} <= kinds
+    for site, metrics in alone.metrics.items():
+        assert set(fused.forward.metrics[site]) == set(metrics)
+        for key, value in metrics.items():
+            np.testing.assert_allclose(
+                fused.forward.metrics[site][key], value, rtol=1e-4, atol=1e-6, err_msg=key
+            )
+    np.testing.assert_allclose(fused.loss, plain.loss, rtol=1e-6)
+    for site, metrics in plain.metrics.items():
+        for key, value in metrics.items():
+            np.testing.assert_allclose(fused.metrics[site][key], value, rtol=1e-4, err_msg=key)
+    for a, b in zip(before, model.variables):
+        np.testing.assert_array_equal(a, np.array(b))  # nothing changed
+
+
+def test_fused_pass_rejects_a_probe_of_another_model_or_mode():
+    from keras_initkit.probe import Probe, Saturation
+
+    model, other = _every_kind_model(), _every_kind_model()
+    with pytest.raises(ValueError, match="same model and mode.*Received"):
+        GradientProbe(model, forward=Probe(other, [Saturation()]))
+    with pytest.raises(ValueError, match="same model and mode.*'inference'"):
+        GradientProbe(model, forward=Probe(model, [Saturation()], mode="inference"))

@@ -668,3 +668,41 @@ def test_monitor_defaults_are_the_health_check_thresholds(monitor, argument, key
     # A monitor and `diagnose` must judge a layer alike: their defaults are one set.
     default = inspect.signature(monitor.__init__).parameters[argument].default
     assert default == DEFAULT_THRESHOLDS[key]
+
+
+# When the probes compile ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "update_freq, epochs, steps", [(1, 1, 4), ("epoch", 1, 4), ("epoch", 8, 4), (2, 1, 2)]
+)
+def test_probes_compile_at_train_begin_when_the_fit_makes_more_updates_than_a_trace_costs(
+    update_freq, epochs, steps
+):
+    from keras_initkit.probe import backend
+
+    model = _mixed_model()
+    model.compile("sgd", "mse")
+    x, y = _normal(64, 8), _normal(64, 1, seed=1)
+    forward = TrainingMonitor((x[:16], y[:16]), update_freq=update_freq, verbose=0)
+    # With gradients, one fused pass measures both (the gradient step).
+    both = TrainingMonitor((x[:16], y[:16]), update_freq=update_freq, gradients=True, verbose=0)
+    states = []
+
+    class Spy(keras.callbacks.Callback):  # runs after the monitors' on_train_begin
+        def on_train_begin(self, logs=None):
+            states.append(
+                (
+                    forward._measurement.probe._vector.compiled,
+                    both._measurement.gradient_probe._step.compiled,
+                )
+            )
+
+    callbacks = [forward, both, Spy()]
+    model.fit(x, y, batch_size=64 // steps, epochs=epochs, callbacks=callbacks, verbose=0)
+    updates = (epochs + 1) if update_freq == "epoch" else epochs * steps // update_freq + epochs + 1
+    limit = backend.current().EAGER_CALLS  # None: no compiler (torch)
+    compiled = limit is not None and updates > limit
+    assert [(a is not None, b is not None) for a, b in states] == [(compiled, compiled)]
+    assert forward.latest and both.latest  # measured either way
+    assert both.latest["relu"]["dead_fraction"] == forward.latest["relu"]["dead_fraction"]

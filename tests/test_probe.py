@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_initkit import probe
+from keras_initkit.probe import backend
 from keras_initkit.probe import engine as engine_module
 
 ALL_REDUCERS = [
@@ -330,11 +331,81 @@ def test_probe_changes_no_state_and_transfers_once(monkeypatch):
 def test_compiled_and_eager_agree():
     model = _mlp("sigmoid")
     x = _x()
-    compiled = probe.Probe(model, ALL_REDUCERS).run(x)
+    runner = probe.Probe(model, ALL_REDUCERS)
+    runner.plan(10)  # announced repeated use: compiled at the first call
+    compiled = runner.run(x)
+    assert (runner._vector.compiled is None) == (backend.current().EAGER_CALLS is None)
     eager = probe.Probe(model, ALL_REDUCERS, compile=False).run(x)
     for site, metrics in compiled.metrics.items():
         for key, value in metrics.items():
             np.testing.assert_allclose(eager.metrics[site][key], value, rtol=1e-5, atol=1e-6)
+
+
+# When to compile (backend.Lazy) ----------------------------------------------------------
+
+
+def _counting_lazy(monkeypatch, eager_calls):
+    """A `Lazy` over a counter, with the backend's EAGER_CALLS set to `eager_calls`."""
+    monkeypatch.setattr(backend.current(), "EAGER_CALLS", eager_calls)
+    log = []
+
+    def compile():
+        log.append("compile")
+        return lambda v: log.append(("compiled", v))
+
+    return backend.Lazy(lambda v: log.append(("eager", v)), compile), log
+
+
+def test_lazy_runs_eagerly_until_compiling_pays(monkeypatch):
+    fn, log = _counting_lazy(monkeypatch, 2)
+    for v in range(4):
+        fn(v)
+    assert log == [("eager", 0), ("eager", 1), "compile", ("compiled", 2), ("compiled", 3)]
+
+
+def test_lazy_compiles_at_once_for_announced_calls(monkeypatch):
+    fn, log = _counting_lazy(monkeypatch, 2)
+    fn(0, upcoming=3)  # a run of three batches
+    assert log == ["compile", ("compiled", 0)]
+    fn, log = _counting_lazy(monkeypatch, 2)
+    fn.planned = 3  # an owner's plan (a monitor's updates)
+    fn(0)
+    assert log == ["compile", ("compiled", 0)]
+    fn, log = _counting_lazy(monkeypatch, 0)  # JAX: eager costs more than a trace
+    fn(0)
+    assert log == ["compile", ("compiled", 0)]
+
+
+def test_lazy_without_compiler_stays_eager(monkeypatch):
+    monkeypatch.setattr(backend.current(), "EAGER_CALLS", 0)
+    log = []
+    fn = backend.Lazy(log.append)
+    fn(1, upcoming=100)
+    assert log == [1] and fn.compiled is None
+    fn, log = _counting_lazy(monkeypatch, None)  # a backend without a compiler (torch)
+    fn(0, upcoming=100)
+    assert log == [("eager", 0)]
+
+
+@pytest.mark.backend_agnostic
+def test_one_off_probe_traces_only_where_eager_is_cheaper(monkeypatch):
+    traced = []
+    module = backend.current()
+    original = module.compile_function
+    monkeypatch.setattr(
+        module, "compile_function", lambda fn, model: traced.append(1) or original(fn, model)
+    )
+    model = _mlp()
+    runner = probe.Probe(model, ALL_REDUCERS)
+    first = runner.run(_x())
+    limit = module.EAGER_CALLS  # None: no compiler (torch)
+    assert len(traced) == (0 if limit is None or limit >= 1 else 1)
+    for _ in range((limit or 0) + 1):
+        again = runner.run(_x())
+    assert len(traced) == (0 if limit is None else 1)  # compiled once, then reused
+    for site, metrics in first.metrics.items():
+        for key, value in metrics.items():
+            np.testing.assert_allclose(again.metrics[site][key], value, rtol=1e-5, atol=1e-6)
 
 
 # Data ---------------------------------------------------------------------------------

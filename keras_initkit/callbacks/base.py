@@ -299,10 +299,22 @@ class Monitor(keras.callbacks.Callback):
             iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
             self._step = 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
         self._setup()
+        self._measurement.plan(self._planned_updates() * len(self._tensors))
         # Measured at every train begin, also when no step was taken since the last
         # update: the weights may have changed in between (load_weights, lsuv_init).
         self._update(epoch_end=False)  # the first one validates the data against the model
         self._write_meta()
+
+    def _planned_updates(self):
+        """How many updates this fit will make (unknown length: very many); a monitor
+        that updates more often than a trace costs compiles its probes at once."""
+        params = self.params or {}
+        epochs, steps = params.get("epochs") or 1, params.get("steps")
+        if self.update_freq == "epoch":
+            return epochs + 1
+        if steps is None:
+            return 2**31
+        return epochs * steps // self.update_freq + epochs + 1
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._step

@@ -74,18 +74,20 @@ class Measurement:
         candidates = make_sites(model, resolve_layers(model, layers))
         forward = [c for c in checks if not c.gradients]
         kept = [s for s in candidates if any(c.applies(s) for c in forward)]
-        self.gradient_probe = None
-        gradient_sites = []
-        if any(c.gradients for c in checks):
-            self.gradient_probe = GradientProbe(model, layers=layers)
-            gradient_sites = self.gradient_probe.sites
-        judged = {id(s.layer) for s in kept} | {id(s.layer) for s in gradient_sites}
-        self.skipped = [s for s in candidates if id(s.layer) not in judged] if layers else []
-        self.empty = not judged
         needed = reducers(forward)
         if histograms and all(r.name != "sample" for r in needed):
             needed.append(ActivationSample(HISTOGRAM_SAMPLES))
         self.probe = Probe(model, needed, layers=[s.layer for s in kept])
+        self.gradient_probe = None
+        gradient_sites = []
+        if any(c.gradients for c in checks):
+            # One pass: the forward statistics come from the gradient pass.
+            fused = self.probe if self.probe.sites else None
+            self.gradient_probe = GradientProbe(model, layers=layers, forward=fused)
+            gradient_sites = self.gradient_probe.sites
+        judged = {id(s.layer) for s in kept} | {id(s.layer) for s in gradient_sites}
+        self.skipped = [s for s in candidates if id(s.layer) not in judged] if layers else []
+        self.empty = not judged
         self.assignment = assign(checks, self.probe.sites, gradient_sites)
 
     @property
@@ -95,13 +97,21 @@ class Measurement:
         gradient_sites = self.gradient_probe.sites if self.gradient_probe is not None else []
         return names + [s.name for s in gradient_sites if s.name not in names]
 
+    def plan(self, calls):
+        """Announce about `calls` probe calls in all (see `backend.Lazy`)."""
+        for runner in (self.probe, self.gradient_probe):
+            if runner is not None:
+                runner.plan(calls)
+
     def run(self, batches, source, step):
         """`({site: {metric: value}}, {histogram tag: values})` of one update."""
         try:  # the first run is where probe data and model meet
-            result = self.probe.run_batches(batches, source) if self.probe.sites else None
-            gradients = None
+            gradients = result = None
             if self.gradient_probe is not None and self.gradient_probe.sites:
                 gradients = self.gradient_probe.run_batches(batches, source)
+                result = gradients.forward
+            if result is None and self.probe.sites:
+                result = self.probe.run_batches(batches, source)
         except Exception as error:
             if self.validated:
                 raise

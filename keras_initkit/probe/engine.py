@@ -182,10 +182,11 @@ def _key(value):
 def cached(cls, model, *args, **kwargs):
     """`cls(model, *args, **kwargs)`, built once per model and arguments and reused.
 
-    A runner compiles its function once per input signature: `diagnose` called again
-    on the same model (and `suggest_initializer`'s candidates) reuse the traced
-    function instead of tracing it again. The key includes the model's variables, so a
-    model whose trainable set changed gets a new runner.
+    A runner keeps its call count and compiled function: `diagnose` called again on
+    the same model (and `suggest_initializer`'s candidates) counts towards compiling
+    (`backend.Lazy`) and then reuses the traced function instead of tracing it again.
+    The key includes the model's variables, so a model whose trainable set changed
+    gets a new runner.
     """
     variables = tuple(id(v) for v in model.trainable_variables)
     key = (cls, variables, len(model.variables), _key(args), _key(sorted(kwargs.items())))
@@ -201,21 +202,36 @@ class Runner:
     A subclass implements `statistics(*args)`, which returns (on device, possibly
     traced) a nested dict `{site: {group: {stat: tensor}}}` of small tensors of static
     shape. `vector(*args)` is that dict packed into one float32 vector, compiled once
-    per input signature through the backend module; `host(vectors)` brings a list of
-    such vectors to the host in one transfer and unpacks each row.
+    per input signature through the backend module once that pays (`backend.Lazy`);
+    `host(vectors)` brings a list of such vectors to the host in one transfer and
+    unpacks each row.
     """
 
     def __init__(self, model, *, compile=True):
         self.model = model
-        self._compile = compile
-        self._fn = None
         self._layout = None
+        build = backend.current().compile_function
+        self._vector = backend.Lazy(
+            self._packed, (lambda: build(self._packed, model)) if compile else None
+        )
+
+    def plan(self, calls):
+        """Announce that about `calls` calls (batches) will come in all: a function
+        used that often is compiled at once (see `backend.Lazy`)."""
+        for fn in self._lazy():
+            fn.planned = calls
+
+    def _lazy(self):
+        return [self._vector]
 
     def statistics(self, *args):
         raise NotImplementedError
 
     def _packed(self, *args):
-        stats = self.statistics(*args)
+        return self._pack(self.statistics(*args))
+
+    def _pack(self, stats):
+        """`{site: {group: {stat: tensor}}}` as one float32 vector (layout recorded)."""
         keys = [(s, g, k) for s, groups in stats.items() for g, by in groups.items() for k in by]
         leaves = [stats[s][g][k] for s, g, k in keys]
         self._layout = [(key, tuple(t.shape)) for key, t in zip(keys, leaves)]
@@ -230,12 +246,10 @@ class Runner:
         flat = [keras.ops.reshape(keras.ops.cast(t, "float32"), (-1,)) for t in leaves]
         return keras.ops.concatenate(flat)
 
-    def vector(self, *args):
-        """The packed statistics of `args`, compiled where the backend can."""
-        if self._fn is None:
-            compile_function = backend.current().compile_function
-            self._fn = compile_function(self._packed, self.model) if self._compile else self._packed
-        return self._fn(*args)
+    def vector(self, *args, upcoming=1):
+        """The packed statistics of `args`: eager at first, compiled once that pays
+        (`upcoming`: the calls this one starts, see `backend.Lazy`)."""
+        return self._vector(*args, upcoming=upcoming)
 
     def host(self, vectors):
         """One host transfer for all `vectors`; each row unpacked to the nested dict."""
@@ -273,6 +287,20 @@ def _large(tensors):
     return False
 
 
+def _detached(value):
+    """`value` (a tensor, a nest of them or a dataclass of them: a recurrent `Trace`,
+    attention `Weights`) with every tensor behind `stop_gradient`."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: _detached(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **fields)
+
+    def detach(t):
+        floating = keras.ops.is_tensor(t) and "float" in keras.backend.standardize_dtype(t.dtype)
+        return keras.ops.stop_gradient(t) if floating else t
+
+    return keras.tree.map_structure(detach, value)
+
+
 class Probe(Runner):
     """Run `model` on probe data and collect each reducer's metrics per layer.
 
@@ -283,8 +311,9 @@ class Probe(Runner):
             applies to.
         batch_size: split array data into chunks of this many samples; None runs
             all samples at once.
-        compile: trace the pass into one compiled function (TensorFlow and JAX);
-            otherwise run eagerly.
+        compile: trace the pass into one compiled function (TensorFlow and JAX) once
+            that pays: a one-off run is eager, a repeated one compiled (see
+            `backend.Lazy` and `plan`); False always runs eagerly.
         mode: `"training"` measures what a training step computes (batch norm with
             the batch's statistics; stochastic layers deterministic; no state
             changes), `"inference"` what `predict` computes. Defaults to `"training"`.
@@ -315,24 +344,28 @@ class Probe(Runner):
             sites.sort(key=lambda s: rank.get(s.name, len(rank)))
         return sites
 
-    def _measure(self, site, reducers, layer, call, args, kwargs):
+    def _measure(self, site, reducers, layer, call, args, kwargs, detach=False):
         """One layer's reductions and output; a large layer's steps run in order
-        (input reductions, the layer, output reductions, then the next layer)."""
+        (input reductions, the layer, output reductions, then the next layer).
+        `detach`: the reductions read gradient-free copies (inside a gradient pass)."""
         run_after = backend.current().run_after
         inputs = args[0] if args else next(iter(kwargs.values()))
         stats, last, chain = {}, [], _large(inputs)
+        seen = _detached(inputs) if detach else inputs
         for r in reducers:
             if r.needs == "inputs":
-                stats[r.name] = run_after(r.reduce, last, site, inputs, None, None)
+                stats[r.name] = run_after(r.reduce, last, site, seen, None, None)
                 last = keras.tree.flatten(stats[r.name]) if chain else []
         split = _SPLITS.get(site.kind, call_split)
         pre, out = run_after(split, last, layer, call, args, kwargs)
         chain = chain or _large(out)
         last = keras.tree.flatten(out) if chain else []
         main = out[0] if isinstance(out, (list, tuple)) else out  # return_state
+        if detach:
+            pre, main = _detached(pre), _detached(main)
         for r in reducers:
             if r.needs != "inputs":
-                stats[r.name] = run_after(r.reduce, last, site, inputs, pre, main)
+                stats[r.name] = run_after(r.reduce, last, site, seen, pre, main)
                 last = keras.tree.flatten(stats[r.name]) if chain else []
         if chain:
             out = run_after(keras.tree.map_structure, last, backend.current().identity, out)
@@ -340,8 +373,23 @@ class Probe(Runner):
 
     def statistics(self, x):
         """One intercepted forward pass: `{site: {reducer: {stat: tensor}}}`."""
-        collected = {}
+        unwatched = [layer for layer in self._stochastic if id(layer) not in self._plan]
+        with (
+            backend.current().no_grad(),
+            training_semantics(self.model, self.mode, unwatched) as training,
+        ):
+            return self._intercepted(x, training, detach=False)[1]
 
+    def forward(self, x, training):
+        """`(model output, packed statistics)` of one pass, for a caller that runs the
+        model itself (the gradient pass, `GradientProbe(forward=...)`) and has set up
+        the training semantics: the reductions are kept out of its gradient."""
+        outputs, collected = self._intercepted(x, training, detach=True)
+        return outputs, self._pack(collected)
+
+    def _intercepted(self, x, training, detach):
+        """`(outputs, {site: {reducer: {stat: tensor}}})` of `model(x, training)`."""
+        collected = {}
         stochastic = {id(layer) for layer in self._stochastic if self.mode == "training"}
 
         def hook(layer, call, args, kwargs):
@@ -350,19 +398,14 @@ class Probe(Runner):
             site, reducers = self._plan[id(layer)]
             if site.name in collected:  # shared layer: measured on its first call
                 return call(*args, **kwargs)
-            collected[site.name], out = self._measure(site, reducers, layer, call, args, kwargs)
+            measured, out = self._measure(site, reducers, layer, call, args, kwargs, detach)
+            collected[site.name] = measured
             return out
 
-        layers = [site.layer for site, _ in self._plan.values()]
-        unwatched = [layer for layer in self._stochastic if id(layer) not in self._plan]
-        with (
-            intercept(layers, hook),
-            backend.current().no_grad(),
-            training_semantics(self.model, self.mode, unwatched) as training,
-        ):
-            self.model(x, training=training)
+        with intercept([site.layer for site, _ in self._plan.values()], hook):
+            outputs = self.model(x, training=training)
         self._order = list(collected)
-        return collected
+        return outputs, collected
 
     def run(self, data, *, max_batches=None, argument="data"):
         """Probe `data` and return a `ProbeResult`.
@@ -376,7 +419,12 @@ class Probe(Runner):
 
     def run_batches(self, batches, source=""):
         """Probe already validated `(x, y)` host batches (see `data.as_batches`)."""
-        per_batch = self.host([self.vector(x) for x, _ in batches])  # the one transfer
+        vectors = [self.vector(x, upcoming=len(batches) - i) for i, (x, _) in enumerate(batches)]
+        return self.result(vectors, batches, source)
+
+    def result(self, vectors, batches, source=""):
+        """The `ProbeResult` of the packed `vectors` of `batches` (one per batch)."""
+        per_batch = self.host(vectors)  # the one transfer
         weights = np.asarray([keras.tree.flatten(x)[0].shape[0] for x, _ in batches], "float64")
         metrics = {}
         for site in self.sites:

@@ -65,10 +65,13 @@ class GradientResult(ProbeResult):
         loss: the mean loss over the probe samples.
         learning_rate: the optimizer's current learning rate, or `None` when the model
             has no optimizer.
+        forward: the forward `Probe`'s result measured in the same pass
+            (`GradientProbe(forward=...)`), or `None`.
     """
 
     loss: float = float("nan")
     learning_rate: float | None = None
+    forward: ProbeResult | None = None
 
 
 def own_trainable_weights(layer):
@@ -123,6 +126,10 @@ class GradientProbe(Runner):
         mode: `"training"` (batch norm with batch statistics, stochastic layers
             deterministic) or `"inference"` (`training=False`); state updates are
             discarded either way. Defaults to `"training"`.
+        forward: a forward `Probe` of the same model and mode to run within the
+            gradient pass: its statistics come with the gradients
+            (`GradientResult.forward`) from one forward pass instead of two. Defaults
+            to `None`.
 
     ```python
     probe = keras_initkit.probe.gradients.GradientProbe(model)
@@ -131,7 +138,9 @@ class GradientProbe(Runner):
     ```
     """
 
-    def __init__(self, model, *, loss=None, layers=None, batch_size=None, mode="training"):
+    def __init__(
+        self, model, *, loss=None, layers=None, batch_size=None, mode="training", forward=None
+    ):
         if not model.built:
             raise ValueError(
                 "The model must be built before its gradients can be measured: call it "
@@ -146,6 +155,13 @@ class GradientProbe(Runner):
         self.batch_size = positive_int(batch_size, "batch_size")
         self.mode = one_of(mode, "mode", MODES)
         self._stochastic = stochastic_layers(model)
+        if forward is not None and (forward.model is not model or forward.mode != self.mode):
+            raise ValueError(
+                "Argument `forward` must be a Probe of the same model and mode. Received: "
+                f"a Probe of model '{forward.model.name}' in mode {forward.mode!r} for "
+                f"model '{model.name}' in mode {self.mode!r}"
+            )
+        self.forward = forward
         self._loss_fn = _loss_function(loss)
         if self._loss_fn is None and not _keras_private.has_loss(model):
             raise ValueError(
@@ -168,7 +184,10 @@ class GradientProbe(Runner):
         model = self.model
         # The caller's scope (`value_and_grad`) already records and drops state updates.
         with training_semantics(model, self.mode, self._stochastic, discard=False) as training:
-            y_pred = model(x, training=training)
+            if self.forward is None:
+                y_pred, aux = model(x, training=training), keras.ops.zeros((0,), "float32")
+            else:
+                y_pred, aux = self.forward.forward(x, training)
         if self._loss_fn is None:
             kwargs = {"x": x, "y": y, "y_pred": y_pred, "sample_weight": None}
             if "training" in inspect.signature(model.compute_loss).parameters:
@@ -185,7 +204,7 @@ class GradientProbe(Runner):
                 value = value + keras.ops.sum(
                     keras.ops.stack([keras.ops.cast(e, value.dtype) for e in extra])
                 )
-        return keras.ops.cast(value, "float32")
+        return keras.ops.cast(value, "float32"), aux
 
     @contextlib.contextmanager
     def _model_compile_loss_kept(self):
@@ -206,6 +225,9 @@ class GradientProbe(Runner):
             yield
         finally:
             _keras_private.swap_compiled_loss(self.model, previous)
+
+    def _lazy(self):
+        return [self._vector, self._step]
 
     def statistics(self, grads, extra):
         """Per group ‖g‖ and ‖w‖, and the loss and learning rate: `Runner` statistics."""
@@ -241,19 +263,22 @@ class GradientProbe(Runner):
         return self.run_batches(batches, source, argument=argument)
 
     def _mean_gradient(self, batches):
-        """The gradient of the mean loss over every sample of `batches`, on device."""
-        total, acc, loss_sum = 0.0, None, None
+        """`(gradient, loss, forward vectors)`: the gradient of the mean loss over every
+        sample of `batches`, on device, and each batch's packed forward statistics."""
+        total, acc, loss_sum, auxes = 0.0, None, None, []
         with backend.current().no_grad(), self._model_compile_loss_kept():
             if len(batches) == 1:  # its gradient is the mean gradient: no scaling
-                return self._step(*batches[0])[::-1]
-            for x, y in batches:
+                loss, grads, aux = self._step(*batches[0])
+                return grads, loss, [aux]
+            for i, (x, y) in enumerate(batches):
                 n = float(keras.tree.flatten(x)[0].shape[0])
-                loss, grads = self._step(x, y)
+                loss, grads, aux = self._step(x, y, upcoming=len(batches) - i)
+                auxes.append(aux)
                 scaled = [keras.ops.multiply(g, n) for g in grads]
                 acc = scaled if acc is None else [a + s for a, s in zip(acc, scaled)]
                 loss_sum = loss * n if loss_sum is None else loss_sum + loss * n
                 total += n
-        return [a / total for a in acc], loss_sum / total
+        return [a / total for a in acc], loss_sum / total, auxes
 
     def run_batches(self, batches, source="", *, argument="data"):
         """Measure gradients on already validated `(x, y)` host batches."""
@@ -264,7 +289,7 @@ class GradientProbe(Runner):
                     f"Gradients need targets: `{argument}` must give `(x, y)` pairs. "
                     f"Received: no targets in batch {i}"
                 )
-        grads, loss = self._mean_gradient(batches)
+        grads, loss, auxes = self._mean_gradient(batches)
         lr = self._learning_rate()
         extra = {"loss": loss} if lr is None else {"loss": loss, "learning_rate": lr}
         extra = {k: keras.ops.cast(v, "float32") for k, v in extra.items()}
@@ -285,6 +310,7 @@ class GradientProbe(Runner):
             source=source,
             loss=float(run["loss"]),
             learning_rate=None if lr is None else float(run["learning_rate"]),
+            forward=None if self.forward is None else self.forward.result(auxes, batches, source),
         )
 
 

@@ -4,6 +4,8 @@ import contextlib
 
 import keras
 
+EAGER_CALLS = None  # no compiler: every function runs eagerly (see `Lazy`)
+
 
 def compile_function(fn, model):
     """No compiler: `fn` runs eagerly (it reads the variables on every call)."""

@@ -5,7 +5,9 @@ import contextlib
 import keras
 import torch
 
+from keras_initkit.probe.backend import Lazy
 from keras_initkit.probe.backend.generic import (  # noqa: F401
+    EAGER_CALLS,
     compile_function,
     discarding_updates,
     histogram,
@@ -44,9 +46,9 @@ def value_and_grad(loss_of, model, variables):
             with keras.StatelessScope(
                 state_mapping=list(zip(variables, values)), collect_losses=True
             ):
-                loss = loss_of(x, y)
+                loss, aux = loss_of(x, y)
             grads = torch.autograd.grad(loss, values, allow_unused=True) if values else []
         grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, values)]
-        return loss.detach(), grads
+        return loss.detach(), grads, aux.detach()
 
-    return step
+    return Lazy(step)
