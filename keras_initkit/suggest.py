@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_initkit import _keras_private, initializers, table, validation
+from keras_initkit.checks.symmetry import symmetric_units_batch
 from keras_initkit.lsuv import lsuv_init
 from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation, backend
 from keras_initkit.probe.gradients import GradientProbe
@@ -470,20 +471,6 @@ def _layer_seed(seed, index):
     return ((h ^ (h >> 16)) * 0x7FEB352D) & 0x7FFFFFFF
 
 
-def _symmetric_units(layer):
-    """Units whose incoming weights and bias equal another unit's (0 when not judged)."""
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
-    axis = -2 if isinstance(layer, _TRANSPOSE_CONVS) else -1
-    rows = np.moveaxis(kernel, axis, -1).reshape(-1, kernel.shape[axis]).T
-    bias = getattr(layer, "bias", None)
-    if isinstance(bias, keras.Variable) and tuple(bias.shape) == (rows.shape[0],):
-        rows = np.concatenate([rows, keras.ops.convert_to_numpy(bias)[:, None]], axis=1)
-    if rows.shape[0] < 2:
-        return 0
-    _, counts = np.unique(rows, axis=0, return_counts=True)
-    return int(counts[counts > 1].sum())
-
-
 def _slice(x, start, stop):
     return keras.tree.map_structure(lambda a: a[start:stop], x)
 
@@ -532,7 +519,8 @@ class _Trial:
         self.start = [keras.ops.convert_to_numpy(v) for v in copy.variables]
         self.probe = Probe(copy, [ActivationMoments(), Saturation(), DeadUnits()])
         self._sensitivity_setup()
-        self.gradients = None if y is None else GradientProbe(copy)
+        # With targets one pass measures both (the forward statistics ride along).
+        self.gradients = None if y is None else GradientProbe(copy, forward=self.probe)
 
     def reset(self):
         for variable, value in zip(self.copy.variables, self.start):
@@ -612,9 +600,10 @@ class _Trial:
 
     def measure(self):
         """One probe pass, one gradient pass (with targets) and the sensitivity."""
-        result = self.probe.run(self.x, argument="x")
-        grads = None if self.gradients is None else self.gradients.run((self.x, self.y))
-        return result, grads, self.sensitivity()
+        if self.gradients is None:
+            return self.probe.run(self.x, argument="x"), None, self.sensitivity()
+        grads = self.gradients.run((self.x, self.y), argument="x")
+        return grads.forward, grads, self.sensitivity()
 
     def train(self):
         """`steps` training steps on `(x, y)` in order, batch after batch, wrapping around."""
@@ -681,10 +670,11 @@ def _gradient_terms(grads, copy_ids):
 
 
 def _symmetric_layers(trial):
-    """The names of the hidden kernel layers of the copy that have symmetric units."""
-    return tuple(
-        layer.name for _, layer in (trial.pairs[:-1] or trial.pairs) if _symmetric_units(layer) > 0
-    )
+    """The names of the hidden kernel layers of the copy that have symmetric units
+    (the health check's definition and code, `checks.symmetry`: one host transfer)."""
+    layers = [layer for _, layer in (trial.pairs[:-1] or trial.pairs)]
+    counted = symmetric_units_batch(layers)
+    return tuple(layer.name for layer, c in zip(layers, counted) if c is not None and c[0] > 0)
 
 
 def _score(trial, result, grads, sensitivity):
