@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_initkit
 from keras_initkit import probe
 
 pytestmark = pytest.mark.backend_agnostic
@@ -97,3 +98,40 @@ def test_probe_hands_on_the_layers_output_and_keeps_a_requested_scores_output():
     both = keras.Model(inputs, [out, scores])
     r = probe.Probe(both, [probe.AttentionEntropy()]).run(np.ones((2, 5, 8), "float32"))
     assert r.metrics["mha2"]["attention_entropy"] == pytest.approx(1.0, abs=1e-5)
+
+
+def _encoder_over_embedding(blocks=2, width=64, heads=4):
+    """Transformer blocks over a Keras Embedding (uniform +-0.05): the first block's
+    attention logits are tiny at initialization, its attention uniform."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,), dtype="int32")
+    h = keras.layers.Embedding(100, width)(inputs)
+    for _ in range(blocks):
+        a = keras.layers.MultiHeadAttention(heads, width // heads)(h, h)
+        h = keras.layers.LayerNormalization()(h + a)
+        f = keras.layers.Dense(2 * width, activation="relu")(h)
+        h = keras.layers.LayerNormalization()(h + keras.layers.Dense(width)(f))
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.backend_agnostic
+def test_query_and_key_projections_are_reported_but_not_judged_vanishing():
+    model = _encoder_over_embedding()
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 100, (32, 16)).astype("int32"), rng.integers(0, 5, 32)
+    report = keras_initkit.diagnose(model, x, y)
+    scores = {
+        name: v["gradient_ratio"]
+        for name, v in report.metrics.items()
+        if name.split("/")[-1] in ("query", "key") and "gradient_ratio" in v
+    }
+    assert len(scores) == 4  # two blocks' query and key, reported
+    assert min(scores.values()) < 1e-3  # what the vanishing rule would flag
+    assert not [f for f in report.findings if f.rule == "vanishing"]
+    # The rule itself still judges every other layer the same way.
+    strict = keras_initkit.diagnose(model, x, y, thresholds={"gradient_ratio": 1.0})
+    flagged = {f.layer for f in strict.findings if f.rule == "vanishing"}
+    assert flagged and not flagged & set(scores)

@@ -61,6 +61,8 @@ class Site:
             or subclass) or `None` (not judged).
         channel_axis: the unit axis of the output (last axis, or 1 for
             `channels_first` layers).
+        role: `"attention_scores"` for the query and key projections of an
+            attention layer (they only shape the attention scores), else `None`.
     """
 
     layer: keras.layers.Layer
@@ -68,6 +70,7 @@ class Site:
     activation: str | None
     kind: str | None
     channel_axis: int
+    role: str | None = None
 
     @property
     def bounds(self):
@@ -149,8 +152,18 @@ def make_sites(model, layers):
         else:
             kind = RECTIFIERS.get(act)
         channels_first = getattr(layer, "data_format", None) == "channels_first"
-        sites.append(Site(layer, name, act, kind, 1 if channels_first else -1))
+        role = "attention_scores" if _scores_projection(layer, parent) else None
+        sites.append(Site(layer, name, act, kind, 1 if channels_first else -1, role))
     return sites
+
+
+def _scores_projection(layer, parent):
+    """True for the query or key projection of an attention layer."""
+    if parent is None or not is_attention(parent):
+        return False
+    return layer is getattr(parent, "query_dense", None) or layer is getattr(
+        parent, "key_dense", None
+    )
 
 
 def resolve_layers(model, layers=None, *, where=None, argument="layers"):
