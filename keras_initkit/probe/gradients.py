@@ -39,6 +39,7 @@ import dataclasses
 import inspect
 
 import keras
+import numpy as np
 
 from keras_initkit import _keras_private
 from keras_initkit.probe import backend
@@ -93,14 +94,6 @@ def _loss_function(loss):
     raise ValueError(
         "Argument `loss` must be None, a loss name, a `keras.losses.Loss` or a "
         f"callable `loss(y_true, y_pred)`. Received: loss={loss!r}"
-    )
-
-
-def _squared_norm(tensors):
-    return keras.ops.sum(
-        keras.ops.stack(
-            [keras.ops.sum(keras.ops.square(keras.ops.cast(t, "float32"))) for t in tensors]
-        )
     )
 
 
@@ -231,17 +224,29 @@ class GradientProbe(Runner):
 
     def statistics(self, grads, extra):
         """Per group ‖g‖ and ‖w‖, and the loss and learning rate: `Runner` statistics."""
+        stats = {"": {"run": {name: keras.ops.cast(v, "float32") for name, v in extra.items()}}}
+        if not self._groups:
+            return stats
+        # One vector per norm, a group per entry: a squared norm per tensor (one op on
+        # TensorFlow), summed per group by one segment sum. Per-group sums of per-tensor
+        # sums cost ~1600 ops for ResNet50's 161 groups, this ~700.
+        order = [i for _, idx in self._groups for i in idx]
+        groups = np.repeat(np.arange(len(self._groups)), [len(idx) for _, idx in self._groups])
+        groups = keras.ops.convert_to_tensor(groups.astype("int32"))
+        squared_norms = backend.current().squared_norms
         weights = [v.value for v in self._variables]
-        stats = {
-            site.name: {
-                "gradient": {
-                    "gradient_norm": keras.ops.sqrt(_squared_norm([grads[i] for i in idx])),
-                    "weight_norm": keras.ops.sqrt(_squared_norm([weights[i] for i in idx])),
-                }
+        stats["norms"] = {
+            "norms": {
+                name: keras.ops.sqrt(
+                    keras.ops.segment_sum(
+                        squared_norms([tensors[i] for i in order]),
+                        groups,
+                        num_segments=len(self._groups),
+                    )
+                )
+                for name, tensors in (("gradient_norm", grads), ("weight_norm", weights))
             }
-            for site, idx in self._groups
         }
-        stats[""] = {"run": {name: keras.ops.cast(v, "float32") for name, v in extra.items()}}
         return stats
 
     def _learning_rate(self):
@@ -295,10 +300,11 @@ class GradientProbe(Runner):
         extra = {k: keras.ops.cast(v, "float32") for k, v in extra.items()}
         with backend.current().no_grad():
             (host,) = self.host([self.vector(grads, extra)])  # the one transfer
-        run = host.pop("")["run"]
+        run = host[""]["run"]
+        norms = host.get("norms", {}).get("norms", {})
         metrics = {}
-        for site, _ in self._groups:
-            values = {k: float(v) for k, v in host[site.name]["gradient"].items()}
+        for index, (site, _) in enumerate(self._groups):
+            values = {k: float(v[index]) for k, v in norms.items()}
             if lr is not None and values["weight_norm"] > 0:
                 values["update_ratio"] = float(run["learning_rate"]) * (
                     values["gradient_norm"] / values["weight_norm"]

@@ -50,3 +50,10 @@ def discarding_updates(model):
     """A scope in which variable assignments (moving statistics, seed generators,
     metrics) are recorded instead of made, and dropped when it closes."""
     return keras.StatelessScope()
+
+
+def squared_norms(tensors):
+    """`(len(tensors),)` float32: the squared L2 norm of each tensor."""
+    return keras.ops.stack(
+        [keras.ops.sum(keras.ops.square(keras.ops.cast(t, "float32"))) for t in tensors]
+    )

@@ -10,6 +10,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     no_grad,
     preserving_rng,
     run_after,
+    squared_norms,
 )
 
 # Eager JAX compiles every primitive for every new shape: ResNet50's first eager forward

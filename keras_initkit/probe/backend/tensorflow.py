@@ -74,3 +74,8 @@ def identity(x):
 def histogram(a, low, high, bins):
     """One fused op (index and count); ~6x faster on CPU than `segment_sum`."""
     return tf.cast(tf.histogram_fixed_width(a, [low, high], nbins=bins), "float32")
+
+
+def squared_norms(tensors):
+    """One fused op per tensor (`l2_loss` = sum of squares / 2) instead of two."""
+    return 2.0 * tf.stack([tf.nn.l2_loss(tf.cast(t, "float32")) for t in tensors])

@@ -13,6 +13,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     histogram,
     identity,
     run_after,
+    squared_norms,
 )
 
 
