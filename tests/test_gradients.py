@@ -286,5 +286,7 @@ def test_fused_pass_rejects_a_probe_of_another_model_or_mode():
     model, other = _every_kind_model(), _every_kind_model()
     with pytest.raises(ValueError, match="same model and mode.*Received"):
         GradientProbe(model, forward=Probe(other, [Saturation()]))
+    with pytest.raises(ValueError, match="must be None or a .*Received: forward of type str"):
+        GradientProbe(model, forward="moments")
     with pytest.raises(ValueError, match="same model and mode.*'inference'"):
         GradientProbe(model, forward=Probe(model, [Saturation()], mode="inference"))

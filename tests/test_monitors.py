@@ -706,3 +706,16 @@ def test_probes_compile_at_train_begin_when_the_fit_makes_more_updates_than_a_tr
     assert [(a is not None, b is not None) for a, b in states] == [(compiled, compiled)]
     assert forward.latest and both.latest  # measured either way
     assert both.latest["relu"]["dead_fraction"] == forward.latest["relu"]["dead_fraction"]
+
+
+def test_planned_updates_follow_fit_params():
+    every = TrainingMonitor((_normal(8, 8), _normal(8, 1)), update_freq=10, verbose=0)
+    every.set_params({"epochs": 2, "steps": 50, "verbose": 0})
+    assert every._planned_updates() == 2 * 50 // 10 + 2 + 1
+    every.set_params({"epochs": 2, "steps": None, "verbose": 0})  # a dataset of unknown length
+    assert every._planned_updates() >= 2**31
+    per_epoch = TrainingMonitor((_normal(8, 8), _normal(8, 1)), verbose=0)
+    per_epoch.set_params({"epochs": 3, "steps": None, "verbose": 0})
+    assert per_epoch._planned_updates() == 4
+    per_epoch.params = None  # used outside fit: nothing announced beyond the call itself
+    assert per_epoch._planned_updates() == 2

@@ -46,6 +46,7 @@ from keras_initkit.probe import backend
 from keras_initkit.probe.data import as_batches, check_inputs
 from keras_initkit.probe.engine import (
     MODES,
+    Probe,
     ProbeResult,
     Runner,
     stochastic_layers,
@@ -148,6 +149,11 @@ class GradientProbe(Runner):
         self.batch_size = positive_int(batch_size, "batch_size")
         self.mode = one_of(mode, "mode", MODES)
         self._stochastic = stochastic_layers(model)
+        if forward is not None and not isinstance(forward, Probe):
+            raise ValueError(
+                "Argument `forward` must be None or a `keras_initkit.probe.Probe`. "
+                f"Received: forward of type {type(forward).__name__}"
+            )
         if forward is not None and (forward.model is not model or forward.mode != self.mode):
             raise ValueError(
                 "Argument `forward` must be a Probe of the same model and mode. Received: "
