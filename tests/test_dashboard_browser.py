@@ -232,3 +232,28 @@ def test_reload_follows_a_live_run(server, driver, logs):
         return len(driver.find_elements(By.CSS_SELECTOR, ".ik-runs input")) == before + 1
 
     _wait(appeared, "the new run after Reload", 60)
+
+
+def test_curve_title_names_the_layer_when_runs_differ_in_depth(driver, tmp_path):
+    """A depth only the deeper run reaches: the curve is titled with that run's layer."""
+    from selenium.webdriver.common.by import By
+
+    from keras_initkit.dashboard import events, html
+
+    # The shallow run first: the title used to read the first run's layer name.
+    fixtures.write_logs(tmp_path / "logs", runs=("a-shallow",), layers=3, steps=4, seed=1)
+    deep = fixtures.write_logs(tmp_path / "logs", runs=("b-deep",), layers=6, steps=4)
+    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == 2,
+        "the report's heatmaps",
+    )
+    labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
+    labels[4].click()  # depth 4: only in the deep run
+    title = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve h2"), "curve title")
+    assert "undefined" not in title.text
+    assert f"of {deep['b-deep'][4]} (depth 4)" in title.text
+    curve = driver.find_element(By.CSS_SELECTOR, ".ik-curve svg")
+    assert len(curve.find_elements(By.TAG_NAME, "polyline")) == 1

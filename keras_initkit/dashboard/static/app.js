@@ -404,7 +404,10 @@ export function mount(root, source) {
 
   function drawCurve() {
     if (state.row === null || !state.maps.length) { curveBox.replaceChildren(); return; }
-    const name = state.maps[0].layers[state.row];
+    // The layer names at this depth in the runs that reach it (runs may differ in depth).
+    const names = [...new Set(state.maps.map((m) => m.layers[state.row])
+      .filter((n) => n !== undefined))];
+    const name = names.join(' / ');
     curveBox.replaceChildren(el('h2', {text: `${state.metric} of ${name} (depth ${state.row})`}),
       curve(state.maps, state.row, state.metric));
   }
