@@ -1,4 +1,30 @@
-"""The one table renderer every report's `__str__` (and Markdown form) uses."""
+"""The one table renderer every report's `__str__` (and Markdown form) uses, and the
+one grouping of layer names into runs of consecutive layers (console and dashboard).
+
+No imports: the dashboard and the CLI load this without Keras.
+"""
+
+
+def consecutive_runs(names, order):
+    """`names` grouped into runs of consecutive layers of forward `order`.
+
+    Returns lists of names: each run in forward order (no layer of `order` between
+    two neighbours), runs in forward order, then the names `order` lacks, one run
+    each, sorted.
+
+    ```python
+    consecutive_runs(["c", "a", "b", "e"], ["a", "b", "c", "d", "e"])  # [["a", "b", "c"], ["e"]]
+    ```
+    """
+    rank = {name: i for i, name in enumerate(order)}
+    known = sorted({n for n in names if n in rank}, key=rank.__getitem__)
+    runs = []
+    for name in known:
+        if runs and rank[runs[-1][-1]] + 1 == rank[name]:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return runs + [[n] for n in sorted({n for n in names if n not in rank})]
 
 
 def render(header, rows, *, markdown=False, title=None):

@@ -242,3 +242,21 @@ def test_monitors_write_the_layers_and_findings_records_for_the_dashboard(tmp_pa
     assert dead["fix"] == checks.RULES["dead_fraction"].fix
     assert dead["kind"] == "dead"
     assert (dead["metric"], dead["threshold"], dead["value"]) == ("dead_fraction", 0.5, 1.0)
+
+
+def test_console_and_dashboard_group_layers_into_the_same_runs():
+    from keras_initkit.checks.summary import layer_ranges
+    from keras_initkit.dashboard import model
+    from keras_initkit.table import consecutive_runs
+
+    order = [f"l{i}" for i in range(8)]
+    names = ["l5", "l1", "zz", "l2", "l3", "l7", "l6", "aa", "l1"]
+    assert consecutive_runs(names, order) == [
+        ["l1", "l2", "l3"],
+        ["l5", "l6", "l7"],
+        ["aa"],
+        ["zz"],
+    ]
+    assert consecutive_runs([], order) == []
+    assert layer_ranges(names, order) == "l1 … l3, l5 … l7, aa, zz"
+    assert model.ranges(names, order) == "l1 – l3 (3), l5 – l7 (3), aa, zz"

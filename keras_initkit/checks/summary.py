@@ -3,6 +3,7 @@
 import dataclasses
 
 from keras_initkit.checks.rules import Finding
+from keras_initkit.table import consecutive_runs
 
 # A block names at most this many separate runs of layers before counting the rest.
 MAX_RUNS = 4
@@ -14,14 +15,7 @@ def layer_ranges(names, order):
     A run of two or more consecutive layers (no other layer of `order` between them)
     reads "first … last"; more than `MAX_RUNS` runs end in "and N more".
     """
-    rank = {name: i for i, name in enumerate(order)}
-    ranked = sorted(set(names), key=lambda n: rank.get(n, len(rank)))
-    runs = []
-    for name in ranked:
-        if runs and name in rank and rank.get(runs[-1][-1], -2) + 1 == rank[name]:
-            runs[-1].append(name)
-        else:
-            runs.append([name])
+    runs = consecutive_runs(names, order)
     parts = [run[0] if len(run) == 1 else f"{run[0]} … {run[-1]}" for run in runs[:MAX_RUNS]]
     if len(runs) > MAX_RUNS:
         rest = sum(len(run) for run in runs[MAX_RUNS:])

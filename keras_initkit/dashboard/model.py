@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from keras_initkit.dashboard.events import parse_number
+from keras_initkit.table import consecutive_runs
 
 # How each metric is coloured: "fraction" on [0, 1]; "log" on log10 of positive values;
 # "signed" around 0; "linear" from 0 (or the smallest value) to the largest.
@@ -132,21 +133,10 @@ def dumps(data):
 
 def ranges(names, layers):
     """`names` as ranges of consecutive layers in forward order: "a–c, e" (count > 2 shown)."""
-    rank = {name: i for i, name in enumerate(layers)}
-    known = sorted({n for n in names if n in rank}, key=rank.__getitem__)
-    unknown = sorted({n for n in names if n not in rank})
-    parts, start = [], 0
-    for i in range(1, len(known) + 1):
-        if i == len(known) or rank[known[i]] != rank[known[i - 1]] + 1:
-            run = known[start:i]
-            if len(run) == 1:
-                parts.append(run[0])
-            elif len(run) == 2:
-                parts.append(f"{run[0]}, {run[1]}")
-            else:
-                parts.append(f"{run[0]} – {run[-1]} ({len(run)})")
-            start = i
-    return ", ".join(parts + unknown)
+    parts = []
+    for run in consecutive_runs(names, layers):
+        parts.append(", ".join(run) if len(run) <= 2 else f"{run[0]} – {run[-1]} ({len(run)})")
+    return ", ".join(parts)
 
 
 def _value(finding):
