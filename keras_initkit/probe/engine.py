@@ -81,6 +81,10 @@ class Reducer:
 def moments(x, axes):
     """Mean and biased variance over `axes`, two-pass for accuracy, stacked."""
     x = keras.ops.cast(x, "float32")
+    axes = tuple(sorted(a % len(x.shape) for a in axes))
+    if axes == tuple(range(len(axes))):  # leading axes: the mean broadcasts as it is
+        mean = keras.ops.mean(x, axis=axes)
+        return keras.ops.stack([mean, keras.ops.mean(keras.ops.square(x - mean), axis=axes)])
     mean = keras.ops.mean(x, axis=axes, keepdims=True)
     var = keras.ops.mean(keras.ops.square(x - mean), axis=axes)
     return keras.ops.stack([keras.ops.squeeze(mean, axis=axes), var])
