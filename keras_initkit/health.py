@@ -210,7 +210,8 @@ def _batches(model, x, y, loss, batch_size, max_batches):
 
 
 def _run(model, checks, batches, source, layers, targets, loss):
-    """Both probe passes: `(assignment, forward sites, scalars, gradient result or None)`."""
+    """The probe pass (with targets, the gradient pass that also measures the forward
+    statistics): `(assignment, forward sites, scalars, gradient result or None)`."""
     probe = cached(Probe, model, reducers(checks), layers=layers)
     gradients, gradient_sites = None, []
     if targets:  # one pass: the forward statistics come from the gradient pass

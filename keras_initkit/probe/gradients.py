@@ -176,6 +176,11 @@ class GradientProbe(Runner):
             if idx:
                 self._groups.append((site, idx))
         self.sites = [site for site, _ in self._groups]
+        # The norms' layout: the variables in group order, and each one's group index.
+        self._order = [i for _, idx in self._groups for i in idx]
+        self._segments = np.repeat(
+            np.arange(len(self._groups), dtype="int32"), [len(idx) for _, idx in self._groups]
+        )
         self._loss_copy = None  # (model's unbuilt compiled loss, the copy used instead)
 
     def _loss_value(self, x, y):
@@ -236,16 +241,14 @@ class GradientProbe(Runner):
         # One vector per norm, a group per entry: a squared norm per tensor (one op on
         # TensorFlow), summed per group by one segment sum. Per-group sums of per-tensor
         # sums cost ~1600 ops for ResNet50's 161 groups, this ~700.
-        order = [i for _, idx in self._groups for i in idx]
-        groups = np.repeat(np.arange(len(self._groups)), [len(idx) for _, idx in self._groups])
-        groups = keras.ops.convert_to_tensor(groups.astype("int32"))
+        groups = keras.ops.convert_to_tensor(self._segments)
         squared_norms = backend.current().squared_norms
         weights = [v.value for v in self._variables]
         stats["norms"] = {
             "norms": {
                 name: keras.ops.sqrt(
                     keras.ops.segment_sum(
-                        squared_norms([tensors[i] for i in order]),
+                        squared_norms([tensors[i] for i in self._order]),
                         groups,
                         num_segments=len(self._groups),
                     )
