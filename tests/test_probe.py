@@ -376,6 +376,20 @@ def test_lazy_compiles_at_once_for_announced_calls(monkeypatch):
     assert log == ["compile", ("compiled", 0)]
 
 
+@pytest.mark.backend_agnostic
+def test_plan_counts_from_the_calls_already_made(monkeypatch):
+    # A monitor plans each fit's updates: a second short fit reaches the limit in all.
+    monkeypatch.setattr(backend.current(), "EAGER_CALLS", 4)
+    runner = probe.Probe(_mlp(), ALL_REDUCERS)
+    runner.plan(3)
+    for _ in range(3):
+        runner.run(_x())
+    assert runner._vector.compiled is None  # 3 calls: eager
+    runner.plan(3)  # 6 in all > 4
+    runner.run(_x())
+    assert runner._vector.compiled is not None
+
+
 def test_lazy_without_compiler_stays_eager(monkeypatch):
     monkeypatch.setattr(backend.current(), "EAGER_CALLS", 0)
     log = []

@@ -220,10 +220,10 @@ class Runner:
         )
 
     def plan(self, calls):
-        """Announce that about `calls` calls (batches) will come in all: a function
-        used that often is compiled at once (see `backend.Lazy`)."""
+        """Announce that about `calls` more calls (batches) will come: a function that
+        will have been used that often in all is compiled at once (see `backend.Lazy`)."""
         for fn in self._lazy():
-            fn.planned = calls
+            fn.planned = fn.calls + calls
 
     def _lazy(self):
         return [self._vector]

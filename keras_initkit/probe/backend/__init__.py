@@ -43,8 +43,8 @@ class Lazy:
     Tracing a probe and its first compiled run cost about `EAGER_CALLS` eager runs
     (TensorFlow, ResNet50 at 32x32, batch 32: 3.1-3.5 s against 0.65-0.9 s), so a
     function runs eagerly until the calls made plus the calls announced (`upcoming`:
-    the batches of this run; `planned`: what its owner will call in all, as a
-    monitor's updates) exceed that, and is compiled from then on. A one-off
+    the batches of this run; `planned`: the call count its owner expects to reach,
+    as a monitor's updates over its fit) exceed that, and is compiled from then on. A one-off
     `diagnose` never traces, a function called over and over compiles at once, and
     one called now and then costs at most about twice the better choice in
     hindsight (the ski-rental rule).
