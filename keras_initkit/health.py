@@ -58,13 +58,14 @@ COLUMNS = {
 }  # fmt: skip
 
 
-def _cell(metric, value, thresholds):
+def _cell(metric, value, thresholds, found):
+    """A table cell; `!` when the value is one of its layer's `found` rules' findings."""
     if value is None:
         return "-"
     if isinstance(value, str):
         return value
     text = f"{value:.0%}" if metric.endswith("_fraction") else f"{value:.3g}"
-    return text + ("!" if flagged(metric, value, thresholds) else "")
+    return text + ("!" if flagged(metric, value, thresholds, rules=found) else "")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -127,8 +128,15 @@ class HealthReport:
 
     def _table(self, markdown, title):
         columns = {h: m for h, m in COLUMNS.items() if any(m in v for v in self.metrics.values())}
+        found = {}
+        for f in self.findings:
+            found.setdefault(f.layer, set()).add(f.rule)
         rows = [
-            [name] + [_cell(m, values.get(m), self.thresholds) for m in columns.values()]
+            [name]
+            + [
+                _cell(m, values.get(m), self.thresholds, found.get(name, set()))
+                for m in columns.values()
+            ]
             for name, values in self.metrics.items()
         ]
         return render(["layer", *columns], rows, markdown=markdown, title=title)

@@ -131,7 +131,13 @@ def test_query_and_key_projections_are_reported_but_not_judged_vanishing():
     assert len(scores) == 4  # two blocks' query and key, reported
     assert min(scores.values()) < 1e-3  # what the vanishing rule would flag
     assert not [f for f in report.findings if f.rule == "vanishing"]
+    # The table marks a value `!` only where its layer has that finding.
+    rows = {line.split()[0]: line for line in str(report).splitlines() if line.split()}
+    assert all("!" not in rows[name] for name in scores)
     # The rule itself still judges every other layer the same way.
     strict = keras_initkit.diagnose(model, x, y, thresholds={"gradient_ratio": 1.0})
     flagged = {f.layer for f in strict.findings if f.rule == "vanishing"}
     assert flagged and not flagged & set(scores)
+    rows = {line.split()[0]: line for line in str(strict).splitlines() if line.split()}
+    assert all("!" in rows[name] for name in flagged)
+    assert all("!" not in rows[name] for name in scores)

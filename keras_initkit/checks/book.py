@@ -48,15 +48,19 @@ def check_thresholds(thresholds):
     return merged
 
 
-def flagged(metric, value, thresholds=None):
+def flagged(metric, value, thresholds=None, rules=None):
     """True when one logged or measured `metric` value is a finding.
 
     Judged by every rule that reads `metric` on a layer's value alone (`Rule.reads`);
-    other metrics are never flagged.
+    other metrics are never flagged. `rules`: only these rule names (a layer's
+    findings, where its site is known: a rule may exempt a site, as the vanishing
+    rule does attention's query and key projections).
     """
     thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
     for rule in RULES.values():
         reads = (rule.metric,) if rule.reads is None else rule.reads
+        if rules is not None and rule.name not in rules:
+            continue
         if rule.per_value and rule.threshold and metric in reads:
             if rule.fires(rule.measure(None, {metric: value}), thresholds[rule.threshold]):
                 return True
