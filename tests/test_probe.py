@@ -1,5 +1,7 @@
 """The probe engine: interception, layer selection, data handling, reductions."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -560,3 +562,38 @@ def test_training_mode_measures_batch_norm_as_training_does_and_changes_nothing(
 def test_mode_is_validated():
     with pytest.raises(ValueError, match="Received: mode='train'"):
         probe.Probe(_mlp("relu"), [probe.DeadUnits()], mode="train")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's optimizer")
+def test_tensorflow_compiled_calls_skip_grappler_on_cpu_and_restore_the_thread_options(
+    monkeypatch,
+):
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    from keras_initkit.probe.backend import tensorflow as module
+
+    def optimizer_off():
+        options = context.context().function_call_options
+        config = config_pb2.ConfigProto.FromString(options.config_proto_serialized)
+        return config.graph_options.rewrite_options.disable_meta_optimizer
+
+    in_force = []
+    calling_with = module._calling_with
+
+    def recording(options):
+        with calling_with(options):
+            in_force.append(optimizer_off())
+            yield
+
+    monkeypatch.setattr(module, "_calling_with", contextlib.contextmanager(recording))
+    before = context.context().function_call_options
+    call = module.compile_function(lambda x: x * 2.0, None)
+    np.testing.assert_allclose(call(tf.constant([1.0, 2.0])), [2.0, 4.0])
+    assert in_force == [True]  # our call ran without Grappler (no GPU here)
+    assert context.context().function_call_options is before  # the user's keep theirs
+    assert not optimizer_off()
+    # With a GPU, Grappler's layout pass pays: the defaults stay.
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
+    assert module._call_options() is None
