@@ -5,6 +5,8 @@ Keras release that renames or drops one fails that test by name instead of break
 feature somewhere else.
 """
 
+import contextlib
+
 import keras
 
 
@@ -85,3 +87,45 @@ def keras_mask(tensor):
     from keras.src.backend.common.masking import get_keras_mask
 
     return get_keras_mask(tensor)
+
+
+@contextlib.contextmanager
+def batch_moments(layer):
+    """Yield a list that receives `(mean, variance, moving_mean, moving_variance)` each
+    time a `BatchNormalization` layer computes the moments of a training batch while the
+    block runs; it stays empty when the layer computes none (inference mode).
+
+    `BatchNormalization._moments(inputs, mask)`: the layer normalizes a training batch
+    with these moments and exposes them nowhere, so a probe that needs the batch's
+    per-channel statistics would compute them a second time. The moving statistics
+    are read when `_moments` is called: before the layer updates them. Like
+    `probe.intercept`, an instance attribute shadows the method for this layer only.
+    """
+    captured = []
+    method = getattr(layer, "_moments", None)
+    if not callable(method):
+        yield captured
+        return
+
+    def read(variable):
+        """The value now, not a view the update will change: TensorFlow's conversion
+        of a variable is lazy, and torch assigns in place."""
+        if keras.backend.backend() == "torch":
+            return keras.ops.copy(variable)
+        return keras.ops.cast(variable, variable.dtype)
+
+    def capture(*args, **kwargs):
+        moving = (read(layer.moving_mean), read(layer.moving_variance))
+        moments = method(*args, **kwargs)
+        captured.append((*moments, *moving))
+        return moments
+
+    previous = layer.__dict__.get("_moments")
+    object.__setattr__(layer, "_moments", capture)
+    try:
+        yield captured
+    finally:
+        if previous is None:
+            layer.__dict__.pop("_moments", None)
+        else:
+            object.__setattr__(layer, "_moments", previous)

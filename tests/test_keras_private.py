@@ -86,3 +86,26 @@ def test_keras_mask_of_a_masked_tensor():
     mask = _keras_private.keras_mask(out)
     assert mask is not None, "keras.src.backend.common.masking.get_keras_mask changed"
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask), [[True, False]])
+
+
+def test_batch_moments_are_those_batch_normalization_normalizes_with():
+    layer = keras.layers.BatchNormalization()
+    x = np.random.default_rng(0).normal(2.0, 3.0, (16, 4)).astype("float32")
+    layer(x)  # built
+    layer.moving_mean.assign([1.0, 2.0, 3.0, 4.0])
+    with _keras_private.batch_moments(layer) as captured:
+        layer(x, training=True)
+    assert len(captured) == 1, "BatchNormalization._moments changed"
+    mean, variance, moving_mean, moving_variance = (
+        keras.ops.convert_to_numpy(t) for t in captured[0]
+    )
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(variance, x.var(axis=0), rtol=1e-4)
+    # The moving statistics as they were before this call updated them.
+    np.testing.assert_array_equal(moving_mean, [1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(moving_variance, np.ones(4))
+    assert not np.allclose(keras.ops.convert_to_numpy(layer.moving_mean), moving_mean)
+    assert "_moments" not in vars(layer)  # the method is the class's again
+    with _keras_private.batch_moments(layer) as captured:
+        layer(x, training=False)  # inference: the moving statistics, nothing computed
+    assert captured == []

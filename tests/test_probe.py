@@ -597,3 +597,46 @@ def test_tensorflow_compiled_calls_skip_grappler_on_cpu_and_restore_the_thread_o
     # With a GPU, Grappler's layout pass pays: the defaults stay.
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
     assert module._call_options() is None
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("compiled", [False, True])
+def test_batch_norm_statistics_reuse_the_layers_own_training_moments(monkeypatch, compiled):
+    """TensorFlow and JAX: the moments the layer normalized with, not a second
+    computation; torch (one-pass moments in Keras): the probe's own. Same values."""
+    from keras_initkit.probe import reducers as reducers_module
+
+    inp = keras.Input((5,))
+    bn = keras.layers.BatchNormalization(momentum=0.5)
+    model = keras.Model(inp, bn(keras.layers.Dense(5)(inp)))
+    bn.moving_mean.assign(np.arange(5, dtype="float32"))
+    bn.moving_variance.assign(np.full(5, 2.0, "float32"))
+    feature = keras.Model(inp, bn.input)
+    own = []
+    monkeypatch.setattr(
+        reducers_module, "moments", lambda x, axes: own.append(1) or engine_module.moments(x, axes)
+    )
+    x = _x(40, 5) * 2 + 3
+    runner = probe.Probe(model, [probe.BatchNormStatistics()], batch_size=20)
+    if compiled:
+        runner.plan(100)
+    metrics = runner.run(x).metrics[bn.name]
+    if compiled and backend.current().EAGER_CALLS is not None:
+        assert runner._vector.compiled is not None
+    traced = runner._vector.compiled is not None  # JAX compiles at once
+    reused = backend.current().REUSES_BATCH_MOMENTS
+    assert len(own) == (0 if reused else (1 if traced else 2))  # two batches
+    actual = keras.ops.convert_to_numpy(feature(x))
+    np.testing.assert_allclose(metrics["bn_input_mean"], actual.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics["bn_input_variance"], actual.var(0), rtol=1e-4)
+    # The moving statistics before the pass (the layer's update is discarded too).
+    d = (np.arange(5) - actual.mean(0)) / np.sqrt(actual.var(0) + bn.epsilon)
+    np.testing.assert_allclose(metrics["bn_d"], d, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.moving_mean), np.arange(5))
+    # In inference mode the layer computes no moments: the probe's own, on every backend.
+    own.clear()
+    inference = probe.Probe(model, [probe.BatchNormStatistics()], mode="inference").run(x)
+    assert own == [1]
+    np.testing.assert_allclose(
+        inference.metrics[bn.name]["bn_input_variance"], actual.var(0), rtol=1e-4
+    )

@@ -31,6 +31,7 @@ import weakref
 import keras
 import numpy as np
 
+from keras_initkit._keras_private import batch_moments
 from keras_initkit.probe import backend
 from keras_initkit.probe.attention import call_attention
 from keras_initkit.probe.data import as_batches
@@ -53,7 +54,15 @@ class Reducer:
     `"moments"` (a `(2, ...)` stack of mean and biased variance, pooled exactly), or
     `"sample"` (values concatenated). A reducer that reads only the layer's input
     sets `needs = "inputs"`: it then runs before the layer (with `pre` and
-    `outputs` None), which keeps the probe's peak memory low. For a recurrent layer
+    `outputs` None), which keeps the probe's peak memory low. A batch-norm reducer
+    that needs the per-channel moments of the layer's input sets
+    `needs = "batch_moments"`: where Keras computes them in two passes (TensorFlow,
+    JAX) it runs after the layer and its `pre` is the `BatchMoments` the layer
+    normalized a training batch with (no second computation), or None when the layer
+    computed none (inference mode); elsewhere (torch, a synchronized layer) it runs
+    before the layer like an `"inputs"` reducer, with `pre` None. With `pre` None it
+    computes the moments from `inputs` and reads the moving statistics itself (no
+    update has happened). For a recurrent layer
     (`site.kind == "recurrent"`) `pre` is a `probe.recurrent.Trace` (input and
     hidden-state sequences, mask, initial state), for an attention layer a
     `probe.attention.Weights`; `outputs` is the layer's (first) output.
@@ -79,15 +88,8 @@ class Reducer:
 
 
 def moments(x, axes):
-    """Mean and biased variance over `axes`, two-pass for accuracy, stacked."""
-    x = keras.ops.cast(x, "float32")
-    axes = tuple(sorted(a % len(x.shape) for a in axes))
-    if axes == tuple(range(len(axes))):  # leading axes: the mean broadcasts as it is
-        mean = keras.ops.mean(x, axis=axes)
-        return keras.ops.stack([mean, keras.ops.mean(keras.ops.square(x - mean), axis=axes)])
-    mean = keras.ops.mean(x, axis=axes, keepdims=True)
-    var = keras.ops.mean(keras.ops.square(x - mean), axis=axes)
-    return keras.ops.stack([keras.ops.squeeze(mean, axis=axes), var])
+    """Mean and biased variance over `axes`, two-pass for accuracy, stacked (float32)."""
+    return backend.current().moments(x, axes)
 
 
 def pool(kind, values, weights):
@@ -294,6 +296,30 @@ def _large(tensors):
     return False
 
 
+@dataclasses.dataclass
+class BatchMoments:
+    """What a batch-norm layer computed from a training batch (see `Reducer`): the
+    per-channel `mean` and biased `variance` of its input, and its `moving_mean` and
+    `moving_variance` before it updated them."""
+
+    mean: object
+    variance: object
+    moving_mean: object
+    moving_variance: object
+
+
+def _reuses_batch_moments(site, reducers):
+    """True when a reducer of this batch-norm site asks for the layer's own batch
+    moments and the backend's are two-pass, as the probe's (not a synchronized
+    layer's: one pass across replicas)."""
+    return (
+        site.is_batchnorm
+        and any(r.needs == "batch_moments" for r in reducers)
+        and backend.current().REUSES_BATCH_MOMENTS
+        and not getattr(site.layer, "synchronized", False)
+    )
+
+
 def _detached(value):
     """`value` (a tensor, a nest of them or a dataclass of them: a recurrent `Trace`,
     attention `Weights`) with every tensor behind `stop_gradient`."""
@@ -359,20 +385,24 @@ class Probe(Runner):
         inputs = args[0] if args else next(iter(kwargs.values()))
         stats, last, chain = {}, [], _large(inputs)
         seen = _detached(inputs) if detach else inputs
+        reuse = _reuses_batch_moments(site, reducers)
         for r in reducers:
-            if r.needs == "inputs":
+            if r.needs == "inputs" or (r.needs == "batch_moments" and not reuse):
                 stats[r.name] = run_after(r.reduce, last, site, seen, None, None)
                 last = keras.tree.flatten(stats[r.name]) if chain else []
         split = _SPLITS.get(site.kind, call_split)
-        pre, out = run_after(split, last, layer, call, args, kwargs)
+        with batch_moments(layer) if reuse else contextlib.nullcontext([]) as captured:
+            pre, out = run_after(split, last, layer, call, args, kwargs)
+        batch = BatchMoments(*captured[0]) if captured else None
         chain = chain or _large(out)
         last = keras.tree.flatten(out) if chain else []
         main = out[0] if isinstance(out, (list, tuple)) else out  # return_state
         if detach:
-            pre, main = _detached(pre), _detached(main)
+            pre, main, batch = _detached(pre), _detached(main), _detached(batch)
         for r in reducers:
-            if r.needs != "inputs":
-                stats[r.name] = run_after(r.reduce, last, site, seen, pre, main)
+            if r.needs == "outputs" or (r.needs == "batch_moments" and reuse):
+                given = batch if r.needs == "batch_moments" else pre
+                stats[r.name] = run_after(r.reduce, last, site, seen, given, main)
                 last = keras.tree.flatten(stats[r.name]) if chain else []
         if chain:
             out = run_after(keras.tree.map_structure, last, backend.current().identity, out)

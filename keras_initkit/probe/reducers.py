@@ -172,7 +172,7 @@ class BatchNormStatistics(Reducer):
     """
 
     name = "batchnorm"
-    needs = "inputs"
+    needs = "batch_moments"
     VARIANCES = ("population", "batch_average")
 
     def __init__(self, variance="population"):
@@ -185,11 +185,19 @@ class BatchNormStatistics(Reducer):
 
     def reduce(self, site, inputs, pre, outputs):
         layer = site.layer
-        axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+        if pre is None:  # nothing computed by the layer to reuse (see `Reducer`)
+            axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+            batch = moments(inputs, _channel_axes(inputs, axis))
+            moving = layer.moving_mean, layer.moving_variance
+        else:
+            batch = keras.ops.stack(
+                [keras.ops.cast(pre.mean, "float32"), keras.ops.cast(pre.variance, "float32")]
+            )
+            moving = pre.moving_mean, pre.moving_variance
         return {
-            "input": moments(inputs, _channel_axes(inputs, axis)),
-            "moving_mean": keras.ops.cast(layer.moving_mean, "float32"),
-            "moving_variance": keras.ops.cast(layer.moving_variance, "float32"),
+            "input": batch,
+            "moving_mean": keras.ops.cast(moving[0], "float32"),
+            "moving_variance": keras.ops.cast(moving[1], "float32"),
         }
 
     def finalize(self, site, stats):

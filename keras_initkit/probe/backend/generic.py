@@ -5,6 +5,9 @@ import contextlib
 import keras
 
 EAGER_CALLS = None  # no compiler: every function runs eagerly (see `Lazy`)
+# Keras' torch batch norm computes E[x^2] - E[x]^2 (one pass, cancels when the mean is
+# large): the probe computes its own two-pass moments instead of reusing the layer's.
+REUSES_BATCH_MOMENTS = False
 
 
 def compile_function(fn, model):
@@ -57,3 +60,15 @@ def squared_norms(tensors):
     return keras.ops.stack(
         [keras.ops.sum(keras.ops.square(keras.ops.cast(t, "float32"))) for t in tensors]
     )
+
+
+def moments(x, axes):
+    """`(2, ...)` float32: mean and biased variance over `axes`, two-pass."""
+    x = keras.ops.cast(x, "float32")
+    axes = tuple(sorted(a % len(x.shape) for a in axes))
+    if axes == tuple(range(len(axes))):  # leading axes: the mean broadcasts as it is
+        mean = keras.ops.mean(x, axis=axes)
+        return keras.ops.stack([mean, keras.ops.mean(keras.ops.square(x - mean), axis=axes)])
+    mean = keras.ops.mean(x, axis=axes, keepdims=True)
+    var = keras.ops.mean(keras.ops.square(x - mean), axis=axes)
+    return keras.ops.stack([keras.ops.squeeze(mean, axis=axes), var])

@@ -7,6 +7,7 @@ from keras_initkit.probe.backend import Lazy
 from keras_initkit.probe.backend.generic import (  # noqa: F401
     histogram,
     identity,
+    moments,
     no_grad,
     preserving_rng,
     run_after,
@@ -16,6 +17,8 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
 # Eager JAX compiles every primitive for every new shape: ResNet50's first eager forward
 # pass took 5.3 s, its gradient 19 s (predict's first call: 1.15 s). Compile at once.
 EAGER_CALLS = 0
+# Keras' batch-norm moments are two-pass here (`jnp.var`), as the probe's: it reuses them.
+REUSES_BATCH_MOMENTS = True
 
 
 def compile_function(fn, model):

@@ -1,6 +1,7 @@
 """TensorFlow: `tf.function` tracing, a gradient tape, control dependencies."""
 
 import contextlib
+import weakref
 
 import keras
 import tensorflow as tf
@@ -15,6 +16,8 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
 # Tracing and first running ResNet50's probe (32x32, batch 32) costs 1.6-1.8 s, an eager
 # run 0.4-0.6 s; its gradient step 3.3-3.5 s traced, 0.8-0.9 s eagerly (see `Lazy`).
 EAGER_CALLS = 4
+# Keras' batch-norm moments are two-pass here, as the probe's (`moments`): it reuses them.
+REUSES_BATCH_MOMENTS = True
 
 
 def _call_options():
@@ -128,3 +131,31 @@ def histogram(a, low, high, bins):
 def squared_norms(tensors):
     """One fused op per tensor (`l2_loss` = sum of squares / 2) instead of two."""
     return 2.0 * tf.stack([tf.nn.l2_loss(tf.cast(t, "float32")) for t in tensors])
+
+
+_AXES = weakref.WeakKeyDictionary()  # graph -> {axes: its constant}
+
+
+def _axes(axes):
+    """`axes` as one constant per traced graph (each reduction would make its own: a
+    third of the Const ops in ResNet50's probe); eagerly, the tuple itself."""
+    if tf.executing_eagerly():
+        return axes
+    constants = _AXES.setdefault(tf.compat.v1.get_default_graph(), {})
+    if axes not in constants:
+        constants[axes] = tf.constant(axes, tf.int32)
+    return constants[axes]
+
+
+def moments(x, axes):
+    """Two-pass moments in four ops (Mean, SquaredDifference, Mean, Pack) and a shared
+    axes constant, against seven through `keras.ops`."""
+    x = tf.cast(x, tf.float32)
+    axes = tuple(sorted(a % x.shape.rank for a in axes))
+    reduce = _axes(axes)
+    if axes == tuple(range(len(axes))):  # leading axes: the mean broadcasts as it is
+        mean = tf.reduce_mean(x, reduce)
+        return tf.stack([mean, tf.reduce_mean(tf.math.squared_difference(x, mean), reduce)])
+    mean = tf.reduce_mean(x, reduce, keepdims=True)
+    var = tf.reduce_mean(tf.math.squared_difference(x, mean), reduce)
+    return tf.stack([tf.squeeze(mean, axes), var])

@@ -8,10 +8,12 @@ import torch
 from keras_initkit.probe.backend import Lazy
 from keras_initkit.probe.backend.generic import (  # noqa: F401
     EAGER_CALLS,
+    REUSES_BATCH_MOMENTS,
     compile_function,
     discarding_updates,
     histogram,
     identity,
+    moments,
     run_after,
     squared_norms,
 )
