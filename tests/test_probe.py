@@ -640,3 +640,58 @@ def test_batch_norm_statistics_reuse_the_layers_own_training_moments(monkeypatch
     np.testing.assert_allclose(
         inference.metrics[bn.name]["bn_input_variance"], actual.var(0), rtol=1e-4
     )
+
+
+class _Pairs(probe.Reducer):
+    """Stats of every packing kind: scalars, a pair of scalars, a pair of vectors, a
+    matrix."""
+
+    name = "pairs"
+    merge = {"scalar": "mean", "pair": "moments", "columns": "moments", "matrix": "last"}
+
+    def reduce(self, site, inputs, pre, outputs):
+        x = keras.ops.cast(outputs, "float32")
+        return {
+            "scalar": keras.ops.max(x),
+            "pair": probe.moments(x, (0, 1)),
+            "columns": probe.moments(x, (0,)),
+            "matrix": keras.ops.stack([keras.ops.min(x, axis=0), keras.ops.max(x, axis=0)]),
+        }
+
+    def finalize(self, site, stats):
+        return dict(stats)
+
+
+@pytest.mark.backend_agnostic
+def test_pack_places_scalars_pairs_and_matrices_and_unpacks_them_exactly():
+    model = _mlp(depth=2, width=3, d=4)
+    x = _x(10, 4)
+    runner = probe.Probe(model, [_Pairs()], layers=[layer.name for layer in model.layers[1:]])
+    metrics = runner.run(x).metrics
+    for layer in model.layers[1:]:
+        out = keras.ops.convert_to_numpy(keras.Model(model.input, layer.output)(x))
+        got = metrics[layer.name]
+        assert got["pair"].shape == (2,) and got["columns"].shape == (2, out.shape[1])
+        np.testing.assert_allclose(got["scalar"], out.max(), rtol=1e-6)
+        np.testing.assert_allclose(got["pair"], [out.mean(), out.var()], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got["columns"], [out.mean(0), out.var(0)], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got["matrix"], [out.min(0), out.max(0)], rtol=1e-6)
+
+
+class _Ragged(probe.Reducer):
+    name = "ragged"
+    merge = {"pair": "last"}
+
+    def reduce(self, site, inputs, pre, outputs):
+        x = keras.ops.cast(outputs, "float32")
+        return {"pair": (keras.ops.max(x), keras.ops.max(x, axis=0))}
+
+    def finalize(self, site, stats):
+        return {}
+
+
+@pytest.mark.backend_agnostic
+def test_a_tuple_stat_of_different_shapes_is_a_clear_error():
+    model = _mlp(depth=1, width=3, d=4)
+    with pytest.raises(ValueError, match=r"tuple of tensors of one static shape.*\(\), \(3,\)"):
+        probe.Probe(model, [_Ragged()], layers=[model.layers[1].name]).run(_x(6, 4))

@@ -190,9 +190,7 @@ class BatchNormStatistics(Reducer):
             batch = moments(inputs, _channel_axes(inputs, axis))
             moving = layer.moving_mean, layer.moving_variance
         else:
-            batch = keras.ops.stack(
-                [keras.ops.cast(pre.mean, "float32"), keras.ops.cast(pre.variance, "float32")]
-            )
+            batch = tuple(keras.ops.cast(m, "float32") for m in (pre.mean, pre.variance))
             moving = pre.moving_mean, pre.moving_variance
         return {
             "input": batch,

@@ -63,12 +63,12 @@ def squared_norms(tensors):
 
 
 def moments(x, axes):
-    """`(2, ...)` float32: mean and biased variance over `axes`, two-pass."""
+    """`(mean, variance)` over `axes` in float32, two-pass, the variance biased."""
     x = keras.ops.cast(x, "float32")
     axes = tuple(sorted(a % len(x.shape) for a in axes))
     if axes == tuple(range(len(axes))):  # leading axes: the mean broadcasts as it is
         mean = keras.ops.mean(x, axis=axes)
-        return keras.ops.stack([mean, keras.ops.mean(keras.ops.square(x - mean), axis=axes)])
+        return mean, keras.ops.mean(keras.ops.square(x - mean), axis=axes)
     mean = keras.ops.mean(x, axis=axes, keepdims=True)
     var = keras.ops.mean(keras.ops.square(x - mean), axis=axes)
-    return keras.ops.stack([keras.ops.squeeze(mean, axis=axes), var])
+    return keras.ops.squeeze(mean, axis=axes), var
