@@ -505,6 +505,8 @@ BACKEND_INTERFACE = (
     "histogram",
     "discarding_updates",
     "preserving_rng",
+    "squared_norms",
+    "moments",
 )
 
 

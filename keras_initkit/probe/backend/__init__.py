@@ -12,6 +12,9 @@ rest of the package never asks which backend it runs on:
   tensor computed beside the loss (the forward statistics of a fused pass).
 - `EAGER_CALLS`: how many eager calls of a probe cost about one trace (see `Lazy`); 0
   where every function is compiled before its first call, None without a compiler.
+- `REUSES_BATCH_MOMENTS`: True where Keras' batch norm computes its batch moments in
+  two passes, as `moments` does, so a probe reuses them (see `probe.Reducer`).
+- `moments(x, axes)`: `(mean, variance)` over `axes` in float32, two-pass.
 - `no_grad()`: a context in which eager forward passes record no gradients.
 - `discarding_updates(model)`: a scope in which variable assignments are recorded and
   dropped (a probe in training mode changes no moving statistic or seed state).
@@ -40,8 +43,9 @@ _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 class Lazy:
     """`fn` run eagerly while that costs less than compiling it, then `compile()`'s.
 
-    Tracing a probe and its first compiled run cost about `EAGER_CALLS` eager runs
-    (TensorFlow, ResNet50 at 32x32, batch 32: 3.1-3.5 s against 0.65-0.9 s), so a
+    Tracing a probe and its first compiled run cost a few eager runs (TensorFlow,
+    ResNet50 at 32x32, batch 32: forward 1.4-1.7 s against 0.5-0.75 s eagerly; the
+    gradient step 3.5 s against 0.8-0.9 s), so a
     function runs eagerly until the calls made plus the calls announced (`upcoming`:
     the batches of this run; `planned`: the call count its owner expects to reach,
     as a monitor's updates over its fit) exceed that, and is compiled from then on. A one-off

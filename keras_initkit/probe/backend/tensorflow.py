@@ -13,8 +13,8 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     preserving_rng,
 )
 
-# Tracing and first running ResNet50's probe (32x32, batch 32) costs 1.6-1.8 s, an eager
-# run 0.4-0.6 s; its gradient step 3.3-3.5 s traced, 0.8-0.9 s eagerly (see `Lazy`).
+# Tracing and first running ResNet50's probe (32x32, batch 32) costs 1.4-1.7 s, an eager
+# run 0.5-0.75 s; its gradient step 3.5 s traced, 0.8-0.9 s eagerly (see `Lazy`).
 EAGER_CALLS = 4
 # Keras' batch-norm moments are two-pass here, as the probe's (`moments`): it reuses them.
 REUSES_BATCH_MOMENTS = True
