@@ -51,7 +51,8 @@ class Reducer:
     Subclasses set `name` and `merge` and override `applies`, `reduce` and
     `finalize`. `merge` maps each stat `reduce` returns to how per-batch values
     combine: `"mean"` (sample-weighted mean), `"max"`, `"min"`, `"last"`,
-    `"moments"` (a `(2, ...)` stack of mean and biased variance, pooled exactly), or
+    `"moments"` (mean and biased variance: the pair `moments` returns, which the
+    host sees as a `(2, ...)` stack; pooled exactly), or
     `"sample"` (values concatenated). A reducer that reads only the layer's input
     sets `needs = "inputs"`: it then runs before the layer (with `pre` and
     `outputs` None), which keeps the probe's peak memory low. A batch-norm reducer
