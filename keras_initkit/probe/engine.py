@@ -420,10 +420,12 @@ class Probe(Runner):
         stats, last, chain = {}, [], _large(inputs)
         seen = _detached(inputs) if detach else inputs
         reuse = _reuses_batch_moments(site, reducers)
-        for r in reducers:
-            if r.needs == "inputs" or (r.needs == "batch_moments" and not reuse):
-                stats[r.name] = run_after(r.reduce, last, site, seen, None, None)
-                last = keras.tree.flatten(stats[r.name]) if chain else []
+        before = [
+            r for r in reducers if r.needs == "inputs" or (r.needs == "batch_moments" and not reuse)
+        ]
+        for r in before:
+            stats[r.name] = run_after(r.reduce, last, site, seen, None, None)
+            last = keras.tree.flatten(stats[r.name]) if chain else []
         split = _SPLITS.get(site.kind, call_split)
         with batch_moments(layer) if reuse else contextlib.nullcontext([]) as captured:
             pre, out = run_after(split, last, layer, call, args, kwargs)
@@ -434,7 +436,7 @@ class Probe(Runner):
         if detach:
             pre, main, batch = _detached(pre), _detached(main), _detached(batch)
         for r in reducers:
-            if r.needs == "outputs" or (r.needs == "batch_moments" and reuse):
+            if r not in before:
                 given = batch if r.needs == "batch_moments" else pre
                 stats[r.name] = run_after(r.reduce, last, site, seen, given, main)
                 last = keras.tree.flatten(stats[r.name]) if chain else []
