@@ -89,6 +89,32 @@ def keras_mask(tensor):
     return get_keras_mask(tensor)
 
 
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def shadowing(layer, **values):
+    """Each `name=value` as an instance attribute of `layer` while the block runs;
+    afterwards the instance's own attribute again, or none where it had none.
+
+    `object.__setattr__`: `Layer.__setattr__` tracks what is assigned to a layer
+    (sublayers, variables, its call signature); a function or flag set for the
+    duration of one call is no state for it. An instance attribute shadows the class's
+    for this layer only, and shadowings nest.
+    """
+    saved = {name: layer.__dict__.get(name, _MISSING) for name in values}
+    try:
+        for name, value in values.items():
+            object.__setattr__(layer, name, value)
+        yield
+    finally:
+        for name, previous in saved.items():
+            if previous is _MISSING:
+                layer.__dict__.pop(name, None)
+            else:
+                object.__setattr__(layer, name, previous)
+
+
 @contextlib.contextmanager
 def batch_moments(layer):
     """Yield a list that receives `(mean, variance, moving_mean, moving_variance)` each
@@ -98,8 +124,8 @@ def batch_moments(layer):
     `BatchNormalization._moments(inputs, mask)`: the layer normalizes a training batch
     with these moments and exposes them nowhere, so a probe that needs the batch's
     per-channel statistics would compute them a second time. The moving statistics
-    are read when `_moments` is called: before the layer updates them. Like
-    `probe.intercept`, an instance attribute shadows the method for this layer only.
+    are read when `_moments` is called: before the layer updates them. The method is
+    shadowed for this layer only (`shadowing`).
     """
     captured = []
     method = getattr(layer, "_moments", None)
@@ -120,12 +146,5 @@ def batch_moments(layer):
         captured.append((*moments, *moving))
         return moments
 
-    previous = layer.__dict__.get("_moments")
-    object.__setattr__(layer, "_moments", capture)
-    try:
+    with shadowing(layer, _moments=capture):
         yield captured
-    finally:
-        if previous is None:
-            layer.__dict__.pop("_moments", None)
-        else:
-            object.__setattr__(layer, "_moments", previous)

@@ -109,3 +109,19 @@ def test_batch_moments_are_those_batch_normalization_normalizes_with():
     with _keras_private.batch_moments(layer) as captured:
         layer(x, training=False)  # inference: the moving statistics, nothing computed
     assert captured == []
+
+
+def test_shadowing_restores_the_instance_attribute_or_its_absence_and_nests():
+    layer = keras.layers.Dense(2, activation="relu")
+    relu = layer.activation
+    assert "_moments" not in vars(layer) and "activation" in vars(layer)
+    with _keras_private.shadowing(layer, activation=None, _moments=len):
+        assert layer.activation is None and layer._moments is len
+        with _keras_private.shadowing(layer, _moments=abs):
+            assert layer._moments is abs
+        assert layer._moments is len  # the outer shadowing again
+    assert layer.activation is relu and "_moments" not in vars(layer)
+    with pytest.raises(RuntimeError):
+        with _keras_private.shadowing(layer, activation=None):
+            raise RuntimeError("restored also when the block raises")
+    assert layer.activation is relu

@@ -11,7 +11,7 @@ import contextlib
 
 import keras
 
-_MISSING = object()
+from keras_initkit._keras_private import shadowing
 
 
 @contextlib.contextmanager
@@ -22,25 +22,14 @@ def intercept(layers, hook):
     return. A layer that is already intercepted is wrapped again and restored to the
     outer wrapper afterwards, so interceptions nest.
     """
-    saved = []
-    try:
+    with contextlib.ExitStack() as stack:
         for layer in layers:
-            previous = layer.__dict__.get("call", _MISSING)
-            saved.append((layer, previous))
-            original = layer.call
 
-            def wrapper(*args, __layer=layer, __call=original, **kwargs):
+            def wrapper(*args, __layer=layer, __call=layer.call, **kwargs):
                 return hook(__layer, __call, args, kwargs)
 
-            # object.__setattr__: a function is no state for Keras' attribute tracker.
-            object.__setattr__(layer, "call", wrapper)
+            stack.enter_context(shadowing(layer, call=wrapper))
         yield
-    finally:
-        for layer, previous in reversed(saved):
-            if previous is _MISSING:
-                layer.__dict__.pop("call", None)
-            else:
-                object.__setattr__(layer, "call", previous)
 
 
 def has_activation(layer):
@@ -62,12 +51,8 @@ def call_linear(layer, call, args, kwargs):
     """
     if not has_activation(layer):
         return call(*args, **kwargs)
-    fn = layer.activation
-    object.__setattr__(layer, "activation", keras.activations.linear)
-    try:
+    with shadowing(layer, activation=keras.activations.linear):
         return call(*args, **kwargs)
-    finally:
-        object.__setattr__(layer, "activation", fn)
 
 
 def call_split(layer, call, args, kwargs):

@@ -9,10 +9,11 @@ The probe gets the sequence from the layer itself (a second call with
 `return_sequences=True` when the layer returns only its last state).
 """
 
-import contextlib
 import dataclasses
 
 import keras
+
+from keras_initkit._keras_private import shadowing
 
 # Gate names per cell type, in the order of the kernels' column blocks.
 GATES = {
@@ -48,18 +49,6 @@ class Trace:
     initial: object
 
 
-@contextlib.contextmanager
-def _attributes(layer, **values):
-    saved = {name: layer.__dict__.get(name) for name in values}
-    try:
-        for name, value in values.items():
-            object.__setattr__(layer, name, value)  # not state: bypass Keras' tracker
-        yield
-    finally:
-        for name, value in saved.items():
-            object.__setattr__(layer, name, value)
-
-
 def call_recurrent(layer, call, args, kwargs):
     """Run `call` and return `(Trace, output)`; the output is the layer's own."""
     out = call(*args, **kwargs)
@@ -67,7 +56,7 @@ def call_recurrent(layer, call, args, kwargs):
     if layer.return_sequences:
         sequence = first
     else:
-        with _attributes(layer, return_sequences=True, return_state=False):
+        with shadowing(layer, return_sequences=True, return_state=False):
             sequence = call(*args, **kwargs)
     inputs = args[0] if args else kwargs.get("sequences")
     mask = kwargs.get("mask")
