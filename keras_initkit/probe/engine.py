@@ -248,9 +248,11 @@ class Runner:
         """
         keys = [(s, g, k) for s, groups in stats.items() for g, by in groups.items() for k in by]
         scalars, others, placed = [], [], []
+        size = 0  # the flat tensors' values so far
         for key in keys:
             leaf = stats[key[0]][key[1]][key[2]]
-            tensors = list(leaf) if isinstance(leaf, (tuple, list)) else [leaf]
+            stacked = isinstance(leaf, (tuple, list))
+            tensors = list(leaf) if stacked else [leaf]
             shapes = {tuple(t.shape) for t in tensors}
             shape = shapes.pop() if len(shapes) == 1 else None
             if shape is None or any(d is None for d in shape):
@@ -259,28 +261,20 @@ class Runner:
                     "tuple of tensors of one static shape. Received: shape(s) "
                     f"{sorted({tuple(t.shape) for t in tensors}, key=str)} for {'/'.join(key)}"
                 )
-            pieces = []
+            pieces = []  # (is a scalar, offset in its block, size)
             for t in tensors:
                 t = keras.ops.cast(t, "float32")
                 if not shape:
-                    pieces.append(("scalar", len(scalars), 1))
+                    pieces.append((True, len(scalars), 1))
                     scalars.append(t)
                 else:
-                    pieces.append(("other", len(others), math.prod(shape)))
+                    pieces.append((False, size, math.prod(shape)))
                     others.append(t if len(shape) == 1 else keras.ops.reshape(t, (-1,)))
-            stacked = isinstance(leaf, (tuple, list))
+                    size += math.prod(shape)
             placed.append((key, (len(tensors), *shape) if stacked else shape, pieces))
-        # Offsets: the scalars' stack first, then the flat tensors in order.
-        starts, offset = [], len(scalars)
-        for t in others:
-            starts.append(offset)
-            offset += math.prod(tuple(t.shape))
+        # The vector: the scalars' stack first, then the flat tensors in order.
         self._layout = [
-            (
-                key,
-                shape,
-                [(i if block == "scalar" else starts[i], size) for block, i, size in pieces],
-            )
+            (key, shape, [(i if scalar else len(scalars) + i, n) for scalar, i, n in pieces])
             for key, shape, pieces in placed
         ]
         parts = ([keras.ops.stack(scalars)] if scalars else []) + others
