@@ -83,11 +83,15 @@ def entropy(weights):
     rows attending to fewer than two keys are left out.
     """
     p = keras.ops.cast(weights.scores, "float32")
+    rows = keras.ops.zeros_like(p[..., 0])  # (B, N, Tq): also where a dimension is unknown
     if weights.key_mask is None:
-        attended = keras.ops.full(p.shape[:-1], float(p.shape[-1]))
+        keys = p.shape[-1]
+        if keys is None:  # a traced length
+            keys = keras.ops.cast(keras.ops.shape(p)[-1], "float32")
+        attended = rows + keys
     else:
         allowed = keras.ops.cast(weights.key_mask, "float32")[:, None]  # (B, 1, Tq|1, Tk)
-        attended = keras.ops.sum(keras.ops.broadcast_to(allowed, p.shape), axis=-1)
+        attended = rows + keras.ops.sum(allowed, axis=-1)
     logs = keras.ops.log(keras.ops.maximum(p, 1e-30))
     h = -keras.ops.sum(p * logs, axis=-1) / keras.ops.log(keras.ops.maximum(attended, 2.0))
     valid = keras.ops.cast(attended >= 2, "float32")
