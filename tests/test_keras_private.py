@@ -111,6 +111,68 @@ def test_batch_moments_are_those_batch_normalization_normalizes_with():
     assert captured == []
 
 
+class OwnCall(keras.layers.BatchNormalization):
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=training, mask=mask) + 1.0
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_batch_norm_without_update_normalizes_as_keras_and_records_no_update(axis):
+    layer = keras.layers.BatchNormalization(axis=axis, epsilon=0.01)
+    x = np.random.default_rng(0).normal(2.0, 3.0, (16, 4, 3)).astype("float32")
+    layer(x)  # built
+    layer.gamma.assign(np.linspace(0.5, 2.0, layer.gamma.shape[0]))
+    layer.beta.assign(np.linspace(-1.0, 1.0, layer.beta.shape[0]))
+    normalize = _keras_private.batch_norm_without_update(layer, layer.call)
+    with keras.StatelessScope() as keras_scope:
+        expected = keras.ops.convert_to_numpy(layer.call(x, training=True))
+    assert keras_scope.get_current_value(layer.moving_mean) is not None  # Keras updates
+    with keras.StatelessScope() as scope:
+        with _keras_private.batch_moments(layer) as captured:
+            got = keras.ops.convert_to_numpy(normalize(x, training=True))
+    np.testing.assert_array_equal(got, expected)  # the same ops on the same moments
+    assert len(captured) == 1  # `_moments` is still the one normalized with
+    assert scope.get_current_value(layer.moving_mean) is None, "no update was built"
+    assert scope.get_current_value(layer.moving_variance) is None
+
+
+def test_batch_norm_without_update_leaves_every_other_case_to_keras():
+    x = np.random.default_rng(1).normal(1.0, 2.0, (8, 3)).astype("float32")
+    calls = []
+
+    def spy(layer):
+        def call(*args, **kwargs):
+            calls.append(kwargs)
+            return layer.call(*args, **kwargs)
+
+        return _keras_private.batch_norm_without_update(layer, call)
+
+    plain, renorm, own = (
+        keras.layers.BatchNormalization(),
+        keras.layers.BatchNormalization(renorm=True),
+        OwnCall(),
+    )
+    for layer in (plain, renorm, own):
+        layer(x)
+    with keras.StatelessScope():
+        spy(plain)(x, training=False)  # inference: the moving statistics
+        spy(plain)(x, training=True, mask=np.ones(8, bool))  # a mask: Keras checks it
+        spy(renorm)(x, training=True)
+        np.testing.assert_allclose(  # a subclass's own call runs
+            keras.ops.convert_to_numpy(spy(own)(x, training=True)),
+            keras.ops.convert_to_numpy(own.call(x, training=True)),
+            rtol=1e-6,
+        )
+        plain.trainable = False
+        spy(plain)(x, training=True)  # frozen: Keras normalizes with the moving statistics
+        plain.trainable = True
+    assert len(calls) == 5
+    before = keras.ops.convert_to_numpy(plain.moving_mean)
+    spy(plain)(x, training=True)  # no stateless scope: Keras updates the moving mean
+    assert len(calls) == 6
+    assert not np.allclose(keras.ops.convert_to_numpy(plain.moving_mean), before)
+
+
 def test_shadowing_restores_the_instance_attribute_or_its_absence_and_nests():
     layer = keras.layers.Dense(2, activation="relu")
     relu = layer.activation

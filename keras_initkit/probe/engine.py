@@ -31,7 +31,7 @@ import weakref
 import keras
 import numpy as np
 
-from keras_initkit._keras_private import batch_moments
+from keras_initkit._keras_private import batch_moments, batch_norm_without_update
 from keras_initkit.probe import backend
 from keras_initkit.probe.attention import call_attention
 from keras_initkit.probe.data import as_batches
@@ -421,6 +421,8 @@ class Probe(Runner):
             stats[r.name] = run_after(r.reduce, last, site, seen, None, None)
             last = keras.tree.flatten(stats[r.name]) if chain else []
         split = _SPLITS.get(site.kind, call_split)
+        if site.is_batchnorm:  # the update the probe's scope would drop is not built
+            call = batch_norm_without_update(layer, call)
         with batch_moments(layer) if reuse else contextlib.nullcontext([]) as captured:
             pre, out = run_after(split, last, layer, call, args, kwargs)
         batch = BatchMoments(*captured[0]) if captured else None
