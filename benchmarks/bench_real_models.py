@@ -22,8 +22,8 @@ Parts (`--parts fixed,fit,precisebn`):
 1. fixed -- cold costs on fresh models (one fresh model per call, rounds interleaved):
    `predict`'s first call (32 samples, batch 32) against the first
    `TrainingMonitor` update (`on_train_begin`) of part 2's fit (every 10 steps: 13
-   updates, so the probe is traced at once), of a 1-epoch fit measured per epoch (2
-   updates: eager where that is cheaper, see `probe.backend.Lazy`), and the first
+   updates), of a 1-epoch fit measured per epoch (2 updates; a forward probe is traced
+   at its first call on TensorFlow and JAX, see `probe.backend.Lazy`), and the first
    `keras_initkit.diagnose(model, x)` and `diagnose(model, x, y)` (the latter adds a
    gradient pass). Then, on one model: the literal second `diagnose` call, a repeated
    `diagnose` once it is compiled, and a steady monitor update against a warm `predict`
@@ -33,8 +33,8 @@ Parts (`--parts fixed,fit,precisebn`):
    process after a warm-up fit of each (5 epochs x 2 steps: the train function and every
    callback's own functions traced once; that cost is part 1's figure): plain fit;
    TrainingMonitor every 10 steps (<= 1.05x), at "epoch" (<= 1.03x), every 10 steps
-   with gradients (<= 1.15x); a new "epoch" TrainingMonitor per fit (3 updates: eager,
-   no trace; reported, no target); peers: `keras.callbacks.TensorBoard(histogram_freq=1)` and the
+   with gradients (<= 1.15x); a new "epoch" TrainingMonitor per fit (3 updates, its
+   probe traced at the first; reported, no target); peers: `keras.callbacks.TensorBoard(histogram_freq=1)` and the
    feature-model recipe every 10 steps (one multi-output `keras.Model` over every layer's
    output, built once, `predict_on_batch` on the probe, NumPy mean/std/dead fraction per
    layer). Probe: 32 samples. TrainingMonitor must be cheaper than each peer at the same
@@ -228,7 +228,7 @@ def part_fixed(name, rounds, steady_rounds):
         "diagnose_x": lambda model: timed(lambda: keras_initkit.diagnose(model, x)),
         # part 2's fit (2 x 50 steps, every 10): 13 updates, compiled at train begin
         "monitor": lambda model: first_update(model, 10, epochs=2, steps=50),
-        # a 1-epoch fit measured per epoch: 2 updates, run eagerly where that is cheaper
+        # a 1-epoch fit measured per epoch: 2 updates
         "monitor_short": lambda model: first_update(model, "epoch", epochs=1, steps=50),
     }
     cold = {k: [] for k in calls}
@@ -301,8 +301,10 @@ def part_fixed(name, rounds, steady_rounds):
             "diagnose",
             "predict",
         )
-    # Until a repeated diagnose has cost about one trace it runs eagerly (backend.Lazy).
-    compile_after = backend.current().EAGER_CALLS or 0
+    # Until a repeated diagnose has cost about one trace its gradient step runs eagerly
+    # (backend.Lazy; the forward probe compiles at once on TensorFlow and JAX).
+    module = backend.current()
+    compile_after = max(module.EAGER_CALLS or 0, module.GRADIENT_EAGER_CALLS or 0)
     for _ in range(compile_after):
         keras_initkit.diagnose(model, x, y)
         keras_initkit.diagnose(model, x)
@@ -411,7 +413,7 @@ def part_fit(name, rounds, epochs, steps):
         "monitor_epoch": [monitor(update_freq="epoch")],
         "monitor_10_grad": [monitor(update_freq=10, gradients=True)],
         # A new monitor per fit, as a user's script makes it: a 2-epoch fit updates it 3
-        # times, fewer than a trace costs, so its probe runs eagerly (backend.Lazy).
+        # times; its probe traces at its first update (TensorFlow, JAX; backend.Lazy).
         "monitor_epoch_new": lambda: [monitor(update_freq="epoch")],
         "tensorboard_hist": [
             keras.callbacks.TensorBoard(os.path.join(tmp, "tb"), histogram_freq=1)
@@ -455,7 +457,10 @@ def part_fit(name, rounds, epochs, steps):
         "monitor_10": ("TrainingMonitor every 10 steps", 1.05),
         "monitor_epoch": ('TrainingMonitor "epoch"', 1.03),
         "monitor_10_grad": ("TrainingMonitor every 10 steps, gradients", 1.15),
-        "monitor_epoch_new": ('a new TrainingMonitor "epoch" per fit (eager updates)', None),
+        "monitor_epoch_new": (
+            'a new TrainingMonitor "epoch" per fit (traced at its first update)',
+            None,
+        ),
         "tensorboard_hist": ("peer: TensorBoard(histogram_freq=1)", None),
         "recipe_10": ("peer: feature-model recipe every 10 steps", None),
     }

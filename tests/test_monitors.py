@@ -701,9 +701,12 @@ def test_probes_compile_at_train_begin_when_the_fit_makes_more_updates_than_a_tr
     callbacks = [forward, both, Spy()]
     model.fit(x, y, batch_size=64 // steps, epochs=epochs, callbacks=callbacks, verbose=0)
     updates = (epochs + 1) if update_freq == "epoch" else epochs * steps // update_freq + epochs + 1
-    limit = backend.current().EAGER_CALLS  # None: no compiler (torch)
-    compiled = limit is not None and updates > limit
-    assert [(a is not None, b is not None) for a, b in states] == [(compiled, compiled)]
+    module = backend.current()  # a limit of None: no compiler (torch)
+    compiled = [
+        limit is not None and updates > limit
+        for limit in (module.EAGER_CALLS, module.GRADIENT_EAGER_CALLS)
+    ]
+    assert [[a is not None, b is not None] for a, b in states] == [compiled]
     assert forward.latest and both.latest  # measured either way
     assert both.latest["relu"]["dead_fraction"] == forward.latest["relu"]["dead_fraction"]
 

@@ -516,6 +516,9 @@ def test_backend_module_implements_the_interface_and_its_histogram_is_exact():
     assert module.__name__.rsplit(".", 1)[-1] == keras.backend.backend()
     for name in BACKEND_INTERFACE:
         assert callable(getattr(module, name)), name
+    for name in ("EAGER_CALLS", "GRADIENT_EAGER_CALLS"):  # how many eager calls cost a trace
+        assert getattr(module, name) is None or getattr(module, name) >= 0, name
+    assert isinstance(module.REUSES_BATCH_MOMENTS, bool)
     values = np.array([-1.0, -0.95, -0.1, 0.0, 0.3, 0.999, 1.0, 2.0], "float32")
     counts = keras.ops.convert_to_numpy(module.histogram(keras.ops.array(values), -1.0, 1.0, 4))
     expected, _ = np.histogram(np.clip(values, -1, 1), bins=4, range=(-1, 1))

@@ -10,8 +10,9 @@ rest of the package never asks which backend it runs on:
   `loss_of(x, y) -> (loss, aux)` (run in a `keras.StatelessScope` that collects
   losses) with respect to `variables`, leaving every variable untouched; `aux` is a
   tensor computed beside the loss (the forward statistics of a fused pass).
-- `EAGER_CALLS`: how many eager calls of a probe cost about one trace (see `Lazy`); 0
-  where every function is compiled before its first call, None without a compiler.
+- `EAGER_CALLS`: how many eager calls of a forward probe cost about one trace (see
+  `Lazy`); 0 where every probe is compiled before its first call, None without a
+  compiler. `GRADIENT_EAGER_CALLS`: the same for a gradient step.
 - `REUSES_BATCH_MOMENTS`: True where Keras' batch norm computes its batch moments in
   two passes, as `moments` does, so a probe reuses them (see `probe.Reducer`).
 - `moments(x, axes)`: `(mean, variance)` over `axes` in float32, two-pass.
@@ -43,28 +44,30 @@ _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 class Lazy:
     """`fn` run eagerly while that costs less than compiling it, then `compile()`'s.
 
-    Tracing a probe and its first compiled run cost a few eager runs (TensorFlow,
-    ResNet50 at 32x32, batch 32: forward 1.4-1.7 s against 0.5-0.75 s eagerly; the
-    gradient step 3.5 s against 0.8-0.9 s), so a
-    function runs eagerly until the calls made plus the calls announced (`upcoming`:
-    the batches of this run; `planned`: the call count its owner expects to reach,
-    as a monitor's updates over its fit) exceed that, and is compiled from then on. A one-off
-    `diagnose` never traces, a function called over and over compiles at once, and
-    one called now and then costs at most about twice the better choice in
-    hindsight (the ski-rental rule).
+    A function runs eagerly until the calls made plus the calls announced
+    (`upcoming`: the batches of this run; `planned`: the call count its owner expects
+    to reach, as a monitor's updates over its fit) exceed the backend's limit (how
+    many eager calls cost about one trace and first compiled run), and is compiled
+    from then on: one called now and then costs at most about twice the better
+    choice in hindsight (the ski-rental rule). TensorFlow, ResNet50 at 32x32, batch
+    32: a forward probe traces and first runs in 1.1-1.4 s, about `predict`'s first
+    call, so it compiles at once (limit 0) and a second `diagnose` reuses it; a
+    gradient step costs 3.5 s traced against 0.8-0.9 s eagerly (limit 4).
 
     Args:
         fn: the function run eagerly.
         compile: a no-argument callable returning the compiled `fn`; None: never
             compile (`fn` is compiled already, or eager by request).
+        limit: the backend module's attribute holding how many eager calls cost one
+            trace: `"EAGER_CALLS"` (a forward probe) or `"GRADIENT_EAGER_CALLS"`.
     """
 
-    def __init__(self, fn, compile=None):
-        self.fn, self._compile = fn, compile
+    def __init__(self, fn, compile=None, limit="EAGER_CALLS"):
+        self.fn, self._compile, self._limit = fn, compile, limit
         self.calls, self.planned, self.compiled = 0, 0, None
 
     def __call__(self, *args, upcoming=1):
-        limit = current().EAGER_CALLS
+        limit = getattr(current(), self._limit)
         if self.compiled is None and self._compile is not None and limit is not None:
             if max(self.calls + upcoming, self.planned) > limit:
                 self.compiled = self._compile()

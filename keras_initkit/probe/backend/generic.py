@@ -4,7 +4,7 @@ import contextlib
 
 import keras
 
-EAGER_CALLS = None  # no compiler: every function runs eagerly (see `Lazy`)
+EAGER_CALLS = GRADIENT_EAGER_CALLS = None  # no compiler: all runs eagerly (see `Lazy`)
 # Keras' torch batch norm computes E[x^2] - E[x]^2 (one pass, cancels when the mean is
 # large): the probe computes its own two-pass moments instead of reusing the layer's.
 REUSES_BATCH_MOMENTS = False

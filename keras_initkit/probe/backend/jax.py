@@ -16,7 +16,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
 
 # Eager JAX compiles every primitive for every new shape: ResNet50's first eager forward
 # pass took 5.3 s, its gradient 19 s (predict's first call: 1.15 s). Compile at once.
-EAGER_CALLS = 0
+EAGER_CALLS = GRADIENT_EAGER_CALLS = 0
 # Keras' batch-norm moments are two-pass here (`jnp.var`), as the probe's: it reuses them.
 REUSES_BATCH_MOMENTS = True
 
@@ -51,7 +51,7 @@ def value_and_grad(loss_of, model, variables):
         (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(*args)
         return value, grads, aux
 
-    return Lazy(caller(step), lambda: caller(jax.jit(step)))
+    return Lazy(caller(step), lambda: caller(jax.jit(step)), "GRADIENT_EAGER_CALLS")
 
 
 def discarding_updates(model):

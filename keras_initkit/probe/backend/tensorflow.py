@@ -13,9 +13,13 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     preserving_rng,
 )
 
-# Tracing and first running ResNet50's probe (32x32, batch 32) costs 1.4-1.7 s, an eager
-# run 0.5-0.75 s; its gradient step 3.5 s traced, 0.8-0.9 s eagerly (see `Lazy`).
-EAGER_CALLS = 4
+# Tracing and first running ResNet50's forward probe (32x32, batch 32) costs 1.1-1.4 s,
+# about what `predict`'s first call costs (0.9-1.1 s), and a compiled call costs a
+# third of an eager one (0.16 s against 0.45 s): compile at once, so a second
+# `diagnose` reuses the trace. Its gradient step costs 3.5 s traced, 0.8-0.9 s eagerly:
+# run it eagerly until that has cost about one trace (see `Lazy`).
+EAGER_CALLS = 0
+GRADIENT_EAGER_CALLS = 4
 # Keras' batch-norm moments are two-pass here, as the probe's (`moments`): it reuses them.
 REUSES_BATCH_MOMENTS = True
 
@@ -101,7 +105,7 @@ def value_and_grad(loss_of, model, variables):
         # An embedding's gradient comes as IndexedSlices: make every gradient dense.
         return loss, [tf.convert_to_tensor(g) for g in grads], aux
 
-    return Lazy(step, lambda: compile_function(step, model))
+    return Lazy(step, lambda: compile_function(step, model), "GRADIENT_EAGER_CALLS")
 
 
 def run_after(fn, after, *args):

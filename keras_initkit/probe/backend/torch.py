@@ -8,6 +8,7 @@ import torch
 from keras_initkit.probe.backend import Lazy
 from keras_initkit.probe.backend.generic import (  # noqa: F401
     EAGER_CALLS,
+    GRADIENT_EAGER_CALLS,
     REUSES_BATCH_MOMENTS,
     compile_function,
     discarding_updates,
@@ -54,4 +55,4 @@ def value_and_grad(loss_of, model, variables):
         grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, values)]
         return loss.detach(), grads, aux.detach()
 
-    return Lazy(step)
+    return Lazy(step, None, "GRADIENT_EAGER_CALLS")
