@@ -215,12 +215,14 @@ class Runner:
     unpacks each row.
     """
 
+    LIMIT = "EAGER_CALLS"  # the backend's limit on eager calls (see `backend.Lazy`)
+
     def __init__(self, model, *, compile=True):
         self.model = model
         self._layout = None
         build = backend.current().compile_function
         self._vector = backend.Lazy(
-            self._packed, (lambda: build(self._packed, model)) if compile else None
+            self._packed, (lambda: build(self._packed, model)) if compile else None, self.LIMIT
         )
 
     def plan(self, calls):

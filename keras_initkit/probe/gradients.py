@@ -105,7 +105,8 @@ class GradientProbe(Runner):
     trainable weights, without an optimizer step and without changing any variable
     (see the module docstring for the definitions of `gradient_norm`, `weight_norm`
     and `update_ratio`). Build it once and call `run` repeatedly: the gradient
-    function is compiled on the first call and reused.
+    function is compiled once repeated use pays for the trace (`backend.Lazy`) and
+    reused.
 
     Args:
         model: a built Keras model.
@@ -131,6 +132,8 @@ class GradientProbe(Runner):
     result.metrics["dense_1"]["gradient_norm"]
     ```
     """
+
+    LIMIT = "GRADIENT_EAGER_CALLS"  # its norms compile when its gradient step does
 
     def __init__(
         self, model, *, loss=None, layers=None, batch_size=None, mode="training", forward=None
