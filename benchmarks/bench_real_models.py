@@ -27,7 +27,8 @@ Parts (`--parts fixed,fit,precisebn`):
    `keras_initkit.diagnose(model, x)` and `diagnose(model, x, y)` (the latter adds a
    gradient pass). Then, on one model: the literal second `diagnose` call, a repeated
    `diagnose` once it is compiled, and a steady monitor update against a warm `predict`
-   on the same 32 samples. Targets: first update and first diagnose <= 1.5x predict's
+   and against one update of part 2's feature-model recipe, on the same 32 samples
+   (target: cheaper; the fit ratios of part 2 differ by less than their noise). Targets: first update and first diagnose <= 1.5x predict's
    first call; second diagnose <= 2x warm predict.
 2. fit -- 100 steps of batch 32 (2 epochs x 50 steps), configurations interleaved in one
    process after a warm-up fit of each (5 epochs x 2 steps: the train function and every
@@ -313,7 +314,14 @@ def part_fixed(name, rounds, steady_rounds):
         monitor._step += 1
         monitor._update(epoch_end=False)
 
+    # Part 2's peer on the same 32 samples, one update each (its fit ratio is noisy).
+    recipe = FeatureModelRecipe(x, freq=1)
+    recipe.set_model(model)
+    recipe.on_train_begin()
+    recipe.on_train_batch_end(0)  # its feature model's predict function traced
+
     warm_calls = {
+        "recipe": lambda: recipe.on_train_batch_end(0),
         "predict": lambda: model.predict(x, batch_size=BATCH, verbose=0),
         "diagnose": lambda: keras_initkit.diagnose(model, x, y),
         "diagnose_x": lambda: keras_initkit.diagnose(model, x),  # no targets: no gradient pass
@@ -351,6 +359,14 @@ def part_fixed(name, rounds, steady_rounds):
         None,
         "update",
         "predict",
+    )
+    report(  # the recipe sees only the top-level layers a feature model can output
+        f"{name}: steady monitor update / feature-model recipe update",
+        warm["update"],
+        warm["recipe"],
+        1.0,
+        "update",
+        "recipe",
     )
 
 
