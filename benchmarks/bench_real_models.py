@@ -28,7 +28,8 @@ Parts (`--parts fixed,fit,precisebn`):
    gradient pass). Then, on one model: the literal second `diagnose` call, a repeated
    `diagnose` once it is compiled, and a steady monitor update against a warm `predict`
    and against one update of part 2's feature-model recipe, on the same 32 samples
-   (target: cheaper; the fit ratios of part 2 differ by less than their noise). Targets: first update and first diagnose <= 1.5x predict's
+   (target: cheaper; the fit ratios of part 2 differ by less than their noise), also
+   with the monitor restricted to the layers the recipe can output (`layers=`). Targets: first update and first diagnose <= 1.5x predict's
    first call; second diagnose <= 2x warm predict.
 2. fit -- 100 steps of batch 32 (2 epochs x 50 steps), configurations interleaved in one
    process after a warm-up fit of each (5 epochs x 2 steps: the train function and every
@@ -319,9 +320,20 @@ def part_fixed(name, rounds, steady_rounds):
     recipe.set_model(model)
     recipe.on_train_begin()
     recipe.on_train_batch_end(0)  # its feature model's predict function traced
+    # Like for like: a monitor watching only the layers the recipe can output (a
+    # keras_hub block's sublayers are not model outputs).
+    same = TrainingMonitor((x, y), verbose=0, update_freq=10, layers=recipe.names)
+    same.set_model(model)
+    same.set_params({"verbose": 0, "epochs": 2, "steps": 50})
+    same.on_train_begin()
+
+    def update_same():
+        same._step += 1
+        same._update(epoch_end=False)
 
     warm_calls = {
         "recipe": lambda: recipe.on_train_batch_end(0),
+        "update_same": update_same,
         "predict": lambda: model.predict(x, batch_size=BATCH, verbose=0),
         "diagnose": lambda: keras_initkit.diagnose(model, x, y),
         "diagnose_x": lambda: keras_initkit.diagnose(model, x),  # no targets: no gradient pass
@@ -332,6 +344,7 @@ def part_fixed(name, rounds, steady_rounds):
         for key in rotate(list(warm_calls), r):
             warm[key].append(timed(warm_calls[key]))
     monitor.on_train_end()
+    same.on_train_end()
     print(
         f"  steady state on one model, from call {compile_after + 3} of diagnose (compiled), "
         f"{steady_rounds} interleaved rounds:"
@@ -363,6 +376,15 @@ def part_fixed(name, rounds, steady_rounds):
     report(  # the recipe sees only the top-level layers a feature model can output
         f"{name}: steady monitor update / feature-model recipe update",
         warm["update"],
+        warm["recipe"],
+        1.0,
+        "update",
+        "recipe",
+    )
+    report(
+        f"{name}: steady monitor update on the recipe's {len(recipe.names)} layers "
+        "/ feature-model recipe update",
+        warm["update_same"],
         warm["recipe"],
         1.0,
         "update",
