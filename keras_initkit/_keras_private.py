@@ -162,19 +162,17 @@ def batch_norm_without_update(layer, call):
     layer's `_moments`, so `batch_moments` still captures them, `gamma`, `beta`,
     `axis`, `epsilon` and its dtype casts); the output is the same tensor. Keras has no
     public switch for "normalize with the batch's moments, update nothing". Anything
-    else runs `call`: inference, a frozen layer, a mask, renorm, a subclass with its
-    own `call`, no stateless scope.
+    else runs `call`: inference, a frozen layer, a mask, renorm, no stateless scope,
+    and a `call` other than Keras' own (a subclass's, or an outer interception's).
     """
     from keras.src.backend.common.stateless_scope import in_stateless_scope
 
-    standard = type(layer).call is keras.layers.BatchNormalization.call and not getattr(
-        layer, "renorm", False
-    )
+    standard = getattr(call, "__func__", None) is keras.layers.BatchNormalization.call
+    standard = standard and not getattr(layer, "renorm", False)
 
     def normalize(inputs, training=None, mask=None):
-        if not (standard and training and layer.trainable and mask is None):
-            return call(inputs, training=training, mask=mask)
-        if not in_stateless_scope():
+        skip = standard and training and layer.trainable and mask is None
+        if not (skip and in_stateless_scope()):
             return call(inputs, training=training, mask=mask)
         ops = keras.ops
         inputs = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))

@@ -138,15 +138,6 @@ def test_batch_norm_without_update_normalizes_as_keras_and_records_no_update(axi
 
 def test_batch_norm_without_update_leaves_every_other_case_to_keras():
     x = np.random.default_rng(1).normal(1.0, 2.0, (8, 3)).astype("float32")
-    calls = []
-
-    def spy(layer):
-        def call(*args, **kwargs):
-            calls.append(kwargs)
-            return layer.call(*args, **kwargs)
-
-        return _keras_private.batch_norm_without_update(layer, call)
-
     plain, renorm, own = (
         keras.layers.BatchNormalization(),
         keras.layers.BatchNormalization(renorm=True),
@@ -154,23 +145,38 @@ def test_batch_norm_without_update_leaves_every_other_case_to_keras():
     )
     for layer in (plain, renorm, own):
         layer(x)
-    with keras.StatelessScope():
-        spy(plain)(x, training=False)  # inference: the moving statistics
-        spy(plain)(x, training=True, mask=np.ones(8, bool))  # a mask: Keras checks it
-        spy(renorm)(x, training=True)
-        np.testing.assert_allclose(  # a subclass's own call runs
-            keras.ops.convert_to_numpy(spy(own)(x, training=True)),
-            keras.ops.convert_to_numpy(own.call(x, training=True)),
-            rtol=1e-6,
-        )
-        plain.trainable = False
-        spy(plain)(x, training=True)  # frozen: Keras normalizes with the moving statistics
-        plain.trainable = True
-    assert len(calls) == 5
+        layer.moving_mean.assign([5.0, -5.0, 1.0])  # inference differs from a training batch
+
+    def run(layer, call, **kwargs):
+        """`(whether Keras' own call ran: it records the moving-mean update, output)`
+        inside a stateless scope."""
+        with keras.StatelessScope() as scope:
+            out = _keras_private.batch_norm_without_update(layer, call)(x, **kwargs)
+        ran = scope.get_current_value(layer.moving_mean) is not None
+        return ran, keras.ops.convert_to_numpy(out)
+
+    def keras_output(layer, **kwargs):
+        with keras.StatelessScope():
+            return keras.ops.convert_to_numpy(layer.call(x, **kwargs))
+
+    ran, out = run(plain, plain.call, training=True)  # the case it serves: no update built
+    assert not ran
+    np.testing.assert_array_equal(out, keras_output(plain, training=True))
+    assert run(plain, plain.call, training=True, mask=np.ones(8, bool))[0]  # Keras checks a mask
+    assert run(renorm, renorm.call, training=True)[0]
+    wrapper = lambda *args, **kwargs: plain.call(*args, **kwargs)  # noqa: E731
+    assert run(plain, wrapper, training=True)[0]  # an outer interception's call runs
+    ran, out = run(own, own.call, training=True)  # a subclass's own call runs
+    assert ran
+    np.testing.assert_allclose(out, keras_output(own, training=True), rtol=1e-6)
+    inference = keras_output(plain, training=False)  # the moving statistics
+    np.testing.assert_array_equal(run(plain, plain.call, training=False)[1], inference)
+    plain.trainable = False  # frozen: Keras normalizes with the moving statistics
+    np.testing.assert_array_equal(run(plain, plain.call, training=True)[1], inference)
+    plain.trainable = True
     before = keras.ops.convert_to_numpy(plain.moving_mean)
-    spy(plain)(x, training=True)  # no stateless scope: Keras updates the moving mean
-    assert len(calls) == 6
-    assert not np.allclose(keras.ops.convert_to_numpy(plain.moving_mean), before)
+    _keras_private.batch_norm_without_update(plain, plain.call)(x, training=True)  # no scope
+    assert not np.allclose(keras.ops.convert_to_numpy(plain.moving_mean), before)  # updated
 
 
 def test_shadowing_restores_the_instance_attribute_or_its_absence_and_nests():

@@ -647,6 +647,40 @@ def test_batch_norm_statistics_reuse_the_layers_own_training_moments(monkeypatch
     )
 
 
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("compiled", [False, True])
+def test_no_batch_norm_layer_builds_its_update_in_a_training_pass(monkeypatch, compiled):
+    """Watched or not, in a forward or a gradient pass: the update the pass would drop
+    is not built (`training_semantics`); outside a probe Keras' own call runs."""
+    from keras_initkit.probe.gradients import GradientProbe
+
+    original = keras.layers.BatchNormalization.call
+    own_calls = []
+
+    def counting(self, inputs, training=None, mask=None):  # Keras reads the signature
+        own_calls.append(self.name)
+        return original(self, inputs, training=training, mask=mask)
+
+    monkeypatch.setattr(keras.layers.BatchNormalization, "call", counting)
+    inp = keras.Input((5,))
+    dense = keras.layers.Dense(5)
+    model = keras.Model(inp, keras.layers.Dense(1)(keras.layers.BatchNormalization()(dense(inp))))
+    model.compile("sgd", "mse")
+    x, y = _x(20, 5), _x(20, 1, seed=1)
+    watched = probe.Probe(model, [probe.BatchNormStatistics(), probe.ActivationMoments()])
+    unwatched = probe.Probe(model, [probe.ActivationMoments()], layers=[dense])
+    gradients = GradientProbe(model)
+    for runner in (watched, unwatched, gradients):
+        if compiled:
+            runner.plan(100)
+    watched.run(x)
+    unwatched.run(x)
+    gradients.run((x, y))
+    assert own_calls == []
+    model(x, training=True)
+    assert len(own_calls) == 1
+
+
 class _Pairs(probe.Reducer):
     """Stats of every packing kind: scalars, a pair of scalars, a pair of vectors, a
     matrix."""

@@ -156,16 +156,28 @@ def deterministic(layer, call, args, kwargs):
     return call(*args, **kwargs)
 
 
+def without_update(layer, call, args, kwargs):
+    """An `intercept` hook: a batch-norm layer does not build the moving-statistics
+    update that a stateless scope would drop (`_keras_private.batch_norm_without_update`;
+    about half of its traced ops)."""
+    return batch_norm_without_update(layer, call)(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def training_semantics(model, mode, stochastic, *, discard=True):
     """Run `model` in `mode` with nothing changed: `stochastic` layers deterministic (in
     training mode) and, with `discard`, every state update recorded in a scope and
-    dropped. Yields the `training` flag to call the model with."""
+    dropped (in training mode, batch-norm layers do not even build theirs wherever
+    they run in a stateless scope: this one, or the caller's). Yields the `training`
+    flag to call the model with."""
     training = one_of(mode, "mode", MODES) == "training"
     with contextlib.ExitStack() as stack:
         stack.enter_context(backend.current().preserving_rng())
         if training and stochastic:
             stack.enter_context(intercept(stochastic, deterministic))
+        if training:
+            norms = [x for x in all_layers(model) if isinstance(x, keras.layers.BatchNormalization)]
+            stack.enter_context(intercept(norms, without_update))
         if discard:
             stack.enter_context(backend.current().discarding_updates(model))
         yield training
@@ -423,8 +435,6 @@ class Probe(Runner):
             stats[r.name] = run_after(r.reduce, last, site, seen, None, None)
             last = keras.tree.flatten(stats[r.name]) if chain else []
         split = _SPLITS.get(site.kind, call_split)
-        if site.is_batchnorm:  # the update the probe's scope would drop is not built
-            call = batch_norm_without_update(layer, call)
         with batch_moments(layer) if reuse else contextlib.nullcontext([]) as captured:
             pre, out = run_after(split, last, layer, call, args, kwargs)
         batch = BatchMoments(*captured[0]) if captured else None
