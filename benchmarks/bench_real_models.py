@@ -279,11 +279,21 @@ def part_fixed(name, rounds, steady_rounds):
         "predict",
     )
 
+    def started(**kwargs):
+        """A monitor set up as part 2's fit starts it, and a call of one update."""
+        monitor = TrainingMonitor((x, y), verbose=0, update_freq=10, **kwargs)
+        monitor.set_model(model)
+        monitor.set_params({"verbose": 0, "epochs": 2, "steps": 50})
+        monitor.on_train_begin()
+
+        def update():
+            monitor._step += 1
+            monitor._update(epoch_end=False)
+
+        return monitor, update
+
     model = build()
-    monitor = TrainingMonitor((x, y), verbose=0, update_freq=10)
-    monitor.set_model(model)
-    monitor.set_params({"verbose": 0, "epochs": 2, "steps": 50})
-    monitor.on_train_begin()
+    monitor, update = started()
     model.predict(x, batch_size=BATCH, verbose=0)
     model.predict(x, batch_size=BATCH, verbose=0)
     predict = [timed(lambda: model.predict(x, batch_size=BATCH, verbose=0)) for _ in range(3)]
@@ -311,10 +321,6 @@ def part_fixed(name, rounds, steady_rounds):
         keras_initkit.diagnose(model, x, y)
         keras_initkit.diagnose(model, x)
 
-    def update():
-        monitor._step += 1
-        monitor._update(epoch_end=False)
-
     # Part 2's peer on the same 32 samples, one update each (its fit ratio is noisy).
     recipe = FeatureModelRecipe(x, freq=1)
     recipe.set_model(model)
@@ -322,14 +328,7 @@ def part_fixed(name, rounds, steady_rounds):
     recipe.on_train_batch_end(0)  # its feature model's predict function traced
     # Like for like: a monitor watching only the layers the recipe can output (a
     # keras_hub block's sublayers are not model outputs).
-    same = TrainingMonitor((x, y), verbose=0, update_freq=10, layers=recipe.names)
-    same.set_model(model)
-    same.set_params({"verbose": 0, "epochs": 2, "steps": 50})
-    same.on_train_begin()
-
-    def update_same():
-        same._step += 1
-        same._update(epoch_end=False)
+    same, update_same = started(layers=recipe.names)
 
     warm_calls = {
         "recipe": lambda: recipe.on_train_batch_end(0),
