@@ -63,8 +63,8 @@ class LayerResult:
     """What `lsuv_init` did to one layer.
 
     Attributes:
-        name: the layer's display name (prefixed with its parent model's name when
-            two target layers share a name).
+        name: the layer's display name (`probe.site_names`: prefixed with its
+            enclosing layers' names where other layers share its name).
         variance_before: variance of the measured output before calibration.
         variance_after: variance of the measured output after calibration.
         iterations: rescales applied (0: already within tolerance).

@@ -23,6 +23,7 @@ from keras_initkit.checks.symmetry import symmetric_units_batch
 from keras_initkit.lsuv import lsuv_init
 from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation, backend
 from keras_initkit.probe.gradients import GradientProbe
+from keras_initkit.probe.selection import named_layer, site_names
 
 # The default candidates, in the order they are tried (and break ties).
 DEFAULT_CANDIDATES = (
@@ -444,18 +445,18 @@ def _targets(model, copy, layers):
                 "Argument `layers` must be a list of layer names or layers, or None. "
                 f"Received: layers={layers!r}"
             )
-        by_name = {a.name: (a, b) for a, b in pairs}
-        by_id = {id(a): (a, b) for a, b in pairs}
+        users, by_id = [a for a, _ in pairs], {id(pair[0]): pair for pair in pairs}
+        what = "layers of the model that have a kernel"
         chosen = []
         for item in layers:
-            pair = by_id.get(id(item)) if isinstance(item, keras.layers.Layer) else None
-            pair = pair or (by_name.get(item) if isinstance(item, str) else None)
-            if pair is None:
+            if isinstance(item, str):
+                item = named_layer(model, users, item, what=what)
+            if not isinstance(item, keras.layers.Layer) or id(item) not in by_id:
                 raise ValueError(
-                    "Argument `layers` must name layers of the model that have a kernel "
-                    f"(known: {sorted(by_name)}). Received: {item!r}"
+                    f"Argument `layers` must name {what} (available: "
+                    f"{sorted(site_names(model, users))}). Received: {item!r}"
                 )
-            chosen.append(pair)
+            chosen.append(by_id[id(item)])
         pairs = [p for p in pairs if any(p is c for c in chosen)]
     if not pairs:
         raise ValueError(
@@ -490,6 +491,7 @@ class _Trial:
         self.steps, self.batch_size, self.seed = steps, batch_size, seed
         self.copy = copy = _copy(model)
         self.pairs = _targets(model, copy, layers)
+        self.names = site_names(model, [a for a, _ in self.pairs])  # display names
         self.optimizer = None
         if y is not None:
             loss = loss if loss is not None else getattr(model, "loss", None)
@@ -549,9 +551,9 @@ class _Trial:
             if values is None:
                 initializer = _reseeded(user_layer.kernel_initializer, seed, keep_int=True)
                 values = initializer(shape, dtype=layer.kernel.dtype)
-                fallback.append(layer.name)
+                fallback.append(self.names[index])
             else:
-                own.append(layer.name)
+                own.append(self.names[index])
             layer.kernel.assign(values)
             used.append(initializer)
         return used, own, fallback
@@ -674,7 +676,7 @@ def _symmetric_layers(trial):
     (the health check's definition and code, `checks.symmetry`: one host transfer)."""
     layers = [layer for _, layer in (trial.pairs[:-1] or trial.pairs)]
     counted = symmetric_units_batch(layers)
-    return tuple(layer.name for layer, c in zip(layers, counted) if c is not None and c[0] > 0)
+    return tuple(name for name, c in zip(trial.names, counted) if c is not None and c[0] > 0)
 
 
 def _score(trial, result, grads, sensitivity):
@@ -1003,7 +1005,7 @@ def _candidate_result(trial, spec, drawn, notes, measured):
         layers=tuple(own),
         fallback_layers=tuple(fallback),
         initializers={
-            b.name: keras.saving.serialize_keras_object(i) for (_, b), i in zip(trial.pairs, used)
+            name: keras.saving.serialize_keras_object(i) for name, i in zip(trial.names, used)
         },
         disqualified="; ".join(reasons) or None,
         notes=tuple(dict.fromkeys(notes)),

@@ -169,6 +169,89 @@ def test_duplicate_names_in_nested_models_are_prefixed():
     assert set(result.metrics) == {"b1/d", "b2/d"}
 
 
+class _Block(keras.layers.Layer):
+    """A Transformer-like block: its attention layer has the same name in every block,
+    and so have the attention layer's own sublayers (`query`, `key`, ...)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.attn = keras.layers.MultiHeadAttention(2, 4, name="attn")
+        self.ff = keras.layers.Dense(8, activation="relu", name="ff")
+
+    def call(self, x):
+        return self.ff(x + self.attn(x, x))
+
+
+class _Twins(keras.layers.Layer):
+    """Two sublayers of one layer given the same name."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = keras.layers.Dense(8, activation="tanh", name="proj")
+        self.second = keras.layers.Dense(8, activation="tanh", name="proj")
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+
+def _blocks():
+    inp = keras.Input((5, 8))
+    h = _Twins(name="twins")(_Block(name="b1")(_Block(name="b0")(inp)))
+    return keras.Model(inp, keras.layers.Dense(2, name="head")(h))
+
+
+@pytest.mark.backend_agnostic
+def test_names_are_unique_when_enclosing_layers_share_names():
+    model = _blocks()
+    layers = probe.resolve_layers(model)
+    names = probe.site_names(model, layers)
+    assert len(set(names)) == len(names)
+    for block in ("b0", "b1"):
+        for part in ("query", "key", "value", "attention_output"):
+            assert f"{block}/attn/{part}" in names
+        assert f"{block}/attn" in names and f"{block}/ff" in names
+    assert "twins/proj" in names and "twins/proj#2" in names
+    assert "head" in names  # a name no other layer has stays as it is
+    # A layer's name does not depend on the selection.
+    query = model.get_layer("b1").attn._query_dense
+    (site,) = probe.make_sites(model, [query])
+    assert site.name == "b1/attn/query"
+
+
+@pytest.mark.backend_agnostic
+def test_layers_of_the_same_name_are_all_measured():
+    model = _blocks()
+    x = np.random.default_rng(0).normal(size=(16, 5, 8)).astype("float32")
+    result = probe.Probe(model, [probe.ActivationMoments()]).run(x)
+    b0 = model.get_layer("b0").attn._query_dense
+    b1 = model.get_layer("b1").attn._query_dense
+    # Each one measured on its own input: NumPy's moments of what it computed.
+    inner = keras.Model(model.input, model.get_layer("b0").output)
+    expected = keras.ops.convert_to_numpy(b1(inner(x)))
+    assert result.metrics["b1/attn/query"]["activation_std"] == pytest.approx(
+        expected.std(), rel=1e-4
+    )
+    expected = keras.ops.convert_to_numpy(b0(x))
+    assert result.metrics["b0/attn/query"]["activation_std"] == pytest.approx(
+        expected.std(), rel=1e-4
+    )
+    assert result.metrics["twins/proj"] != result.metrics["twins/proj#2"]
+
+
+@pytest.mark.backend_agnostic
+def test_resolve_layers_by_display_name_and_ambiguous_names():
+    model = _blocks()
+    b1_query = model.get_layer("b1").attn._query_dense
+    assert probe.resolve_layers(model, ["b1/attn/query"]) == [b1_query]
+    assert probe.resolve_layers(model, "head") == [model.get_layer("head")]
+    with pytest.raises(ValueError, match=r"2 layers of the model are named 'query'") as error:
+        probe.resolve_layers(model, ["query"])
+    assert "b0/attn/query" in str(error.value) and "b1/attn/query" in str(error.value)
+    assert "Received: 'query'" in str(error.value)
+    with pytest.raises(ValueError, match=r"available: .*b1/attn/query.*Received: 'b2/attn/query'"):
+        probe.resolve_layers(model, ["b2/attn/query"])
+
+
 # Models of every shape ----------------------------------------------------------------
 
 

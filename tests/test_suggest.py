@@ -178,6 +178,33 @@ def test_user_candidates_names_and_instances():
     assert report.best.name != "wide"  # std 3 weights: exploding, saturated softmax
 
 
+def _nested_same_names():
+    """Two nested blocks whose kernel layers share the name `d`."""
+
+    def block(name):
+        inp = keras.Input((6,))
+        return keras.Model(inp, keras.layers.Dense(6, activation="tanh", name="d")(inp), name=name)
+
+    inp = keras.Input((6,))
+    out = keras.layers.Dense(3, activation="softmax", name="head")(block("b2")(block("b1")(inp)))
+    model = keras.Model(inp, out)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+@agnostic
+def test_layers_that_share_a_name_are_reported_apart():
+    x, y = _data()
+    report = suggest_initializer(_nested_same_names(), x, y, candidates=["he_normal"], verbose=0)
+    assert set(report["he_normal"].initializers) == {"b1/d", "b2/d", "head"}
+    only = suggest_initializer(
+        _nested_same_names(), x, y, candidates=["he_normal"], layers=["b2/d"], verbose=0
+    )
+    assert set(only["he_normal"].initializers) == {"b2/d"}
+    with pytest.raises(ValueError, match=r"2 layers of the model that have a kernel are named 'd'"):
+        suggest_initializer(_nested_same_names(), x, y, layers=["d"], verbose=0)
+
+
 @agnostic
 def test_delta_orthogonal_is_tried_on_convolutions():
     rng = np.random.default_rng(0)

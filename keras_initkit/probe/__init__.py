@@ -40,6 +40,7 @@ from keras_initkit.probe.selection import (
     all_layers,
     make_sites,
     resolve_layers,
+    site_names,
 )
 
 
@@ -82,4 +83,5 @@ __all__ = [
     "moments",
     "no_grad",
     "resolve_layers",
+    "site_names",
 ]

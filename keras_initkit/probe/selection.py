@@ -52,8 +52,9 @@ class Site:
 
     Attributes:
         layer: the Keras layer.
-        name: unique display name (the layer name, prefixed with its parent's name
-            when two watched layers share a name).
+        name: unique display name (see `site_names`): the layer's name, prefixed
+            with its enclosing layers' names where the model has other layers of
+            that name (`"encoder_1/attention/query"`).
         activation: canonical name of the activation the layer's output ends with,
             or `None` for a linear output.
         kind: `"bounded"`, `"dead"`, `"inactive"`, `"recurrent"` (a `keras.layers.RNN`:
@@ -127,21 +128,75 @@ def _inside_recurrence(model):
     }
 
 
-def make_sites(model, layers):
-    """Build `Site`s for `layers` (layer objects of `model`) with unique names."""
+def _parents(model):
+    """`{id(layer): the layer (or model) that tracks it}`, the first one found."""
     parents = {}
     for parent in [model, *all_layers(model)]:
         for child in sublayers(parent, recursive=False):
             parents.setdefault(id(child), parent)
-    counts = {}
-    for layer in layers:
-        counts[layer.name] = counts.get(layer.name, 0) + 1
+    return parents
+
+
+def site_names(model, layers):
+    """Unique display names of `layers` (layer objects of `model`), in order.
+
+    A layer's name, prefixed with as many enclosing layers' names as it takes to tell
+    it apart from every other layer of the model (selected or not, so that a layer's
+    name does not depend on the selection): the query projections of two Transformer
+    blocks are `"encoder/attention/query"` and `"encoder_1/attention/query"`, a lone
+    `Dense` stays `"dense"`. Layers that still share a name (two sublayers of one
+    layer given the same name) get `"#2"`, `"#3"`, ... in tracking order.
+    """
+    parents = _parents(model)
+    every = all_layers(model)
+    known = {id(layer) for layer in every}
+    every += [layer for layer in layers if id(layer) not in known]
+
+    def ancestry(layer):
+        names, seen = [], set()
+        while layer is not None and layer is not model and id(layer) not in seen:
+            seen.add(id(layer))
+            names.append(layer.name)
+            layer = parents.get(id(layer))
+        return names
+
+    chains = {id(layer): ancestry(layer) for layer in every}
+    depth = dict.fromkeys(chains, 1)
+
+    def label(layer):
+        return "/".join(reversed(chains[id(layer)][: depth[id(layer)]]))
+
+    def collisions():
+        groups = {}
+        for layer in every:
+            groups.setdefault(label(layer), []).append(layer)
+        return [group for group in groups.values() if len(group) > 1]
+
+    deepened = True
+    while deepened:  # every round deepens some label; depths are bounded
+        deepened = False
+        for group in collisions():
+            for layer in group:
+                if depth[id(layer)] < len(chains[id(layer)]):
+                    depth[id(layer)] += 1
+                    deepened = True
+    names = {id(layer): label(layer) for layer in every}
+    taken = set(names.values())
+    for group in collisions():
+        for k, layer in enumerate(group[1:], start=2):
+            while f"{label(layer)}#{k}" in taken:
+                k += 1
+            names[id(layer)] = f"{label(layer)}#{k}"
+            taken.add(names[id(layer)])
+    return [names[id(layer)] for layer in layers]
+
+
+def make_sites(model, layers):
+    """Build `Site`s for `layers` (layer objects of `model`), named by `site_names`."""
+    parents = _parents(model)
     sites = []
-    for layer in layers:
-        name = layer.name
+    for layer, name in zip(layers, site_names(model, layers)):
         parent = parents.get(id(layer))
-        if counts[name] > 1 and parent is not None and parent is not model:
-            name = f"{parent.name}/{name}"
         act = activation_name(layer)
         if isinstance(layer, keras.layers.RNN):
             kind = "recurrent"
@@ -169,8 +224,10 @@ def _scores_projection(layer, parent):
 def resolve_layers(model, layers=None, *, where=None, argument="layers"):
     """Resolve `layers` (names or layer objects, or None for all) to layer objects.
 
-    `where(layer) -> bool` filters the default selection. Unknown names raise
-    `ValueError` listing what is available.
+    A name is a display name (`site_names`: `"encoder_1/attention/query"`) or a
+    layer's own name where only one layer has it. `where(layer) -> bool` filters the
+    default selection. Unknown and ambiguous names raise `ValueError` listing what is
+    available.
     """
     looped = _inside_recurrence(model)
     candidates = [layer for layer in all_layers(model) if _leaf(layer) and id(layer) not in looped]
@@ -178,7 +235,6 @@ def resolve_layers(model, layers=None, *, where=None, argument="layers"):
         return [layer for layer in candidates if where is None or where(layer)]
     if isinstance(layers, (str, keras.layers.Layer)):
         layers = [layers]
-    by_name = {layer.name: layer for layer in candidates}
     ids = {id(layer) for layer in candidates}
     chosen = []
     for item in layers:
@@ -190,15 +246,35 @@ def resolve_layers(model, layers=None, *, where=None, argument="layers"):
                 )
             chosen.append(item)
         elif isinstance(item, str):
-            if item not in by_name:
-                raise ValueError(
-                    f"Argument `{argument}` must name layers of the model "
-                    f"(available: {sorted(by_name)}). Received: '{item}'"
-                )
-            chosen.append(by_name[item])
+            chosen.append(named_layer(model, candidates, item, argument))
         else:
             raise ValueError(
                 f"Argument `{argument}` must contain layer names or layer objects. "
                 f"Received: {item!r} of type {type(item).__name__}"
             )
     return chosen
+
+
+def named_layer(model, candidates, name, argument="layers", what="layers of the model"):
+    """The layer of `candidates` (layers of `model`) that `name` names: its display
+    name (`site_names`) or its own name where no other candidate has it.
+
+    Raises `ValueError` for an unknown name (listing the display names) and for a name
+    several candidates share (listing theirs).
+    """
+    names = site_names(model, candidates)
+    for display, layer in zip(names, candidates):
+        if display == name:
+            return layer
+    owners = [(display, layer) for display, layer in zip(names, candidates) if layer.name == name]
+    if len(owners) == 1:
+        return owners[0][1]
+    if owners:
+        raise ValueError(
+            f"Argument `{argument}` must name one layer, but {len(owners)} {what} are "
+            f"named '{name}': use one of {[display for display, _ in owners]}. "
+            f"Received: '{name}'"
+        )
+    raise ValueError(
+        f"Argument `{argument}` must name {what} (available: {sorted(names)}). Received: '{name}'"
+    )
