@@ -86,7 +86,9 @@ class HealthReport:
             not apply is absent.
         findings: the `keras_initkit.checks.Finding`s, in forward order of their layers.
         gradient_ratio: gradient norm of the first kernel layer over the last one's,
-            or `None` when gradients were not measured.
+            or `None` when gradients were not measured. The first kernel layer is the
+            first one the vanishing-gradient rule judges: attention's query and key
+            projections are skipped (see `docs/health.md`).
         loss: the mean loss on the data, or `None` without gradients.
         source: which data was used.
         thresholds: the thresholds that were applied.
@@ -324,8 +326,11 @@ def diagnose(
         ),
         key=lambda f: rank.get(f.layer, len(rank)),
     )
-    ratios = [v["gradient_ratio"] for v in metrics.values() if "gradient_ratio" in v]
-    gradient_ratio = ratios[0] if ratios else None
+    # The first kernel layer the vanishing rule judges (not a query or key projection,
+    # whose gradients are expected to be tiny while attention is near uniform).
+    by_name = {site.name: site for site in sites}
+    ratios = (RULES["vanishing"].measure(by_name.get(name), v) for name, v in metrics.items())
+    gradient_ratio = next((r for r in ratios if r is not None), None)
     loss_value = None if gradients is None else gradients.loss
     notes = _notes(metrics)
     return HealthReport(metrics, findings, gradient_ratio, loss_value, source, t, notes)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_initkit import _keras_private, initializers, table, validation
+from keras_initkit.checks.gradients import shapes_attention_scores
 from keras_initkit.checks.symmetry import symmetric_units_batch
 from keras_initkit.lsuv import lsuv_init
 from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation, backend
@@ -59,8 +60,8 @@ class CandidateResult:
         activation_drift: decades the hidden layers' output std moves away from the
             first hidden layer's: `max |log10(std_l / std_1)|` (`inf` when a layer
             outputs a constant).
-        gradient_ratio: gradient norm of the first kernel layer over the last one's,
-            or `None` without targets.
+        gradient_ratio: gradient norm of the first kernel layer (not an attention
+            query or key projection) over the last one's, or `None` without targets.
         sensitivity: how much a small step of the input moves the last hidden
             representation, relative to their typical sizes: the geometric mean over
             samples of `(‖f(x + εu) − f(x)‖ / ‖εu‖) / (rms ‖f(x)‖ / rms ‖x‖)`. 1 keeps
@@ -649,10 +650,14 @@ def _gradient_terms(grads, copy_ids):
     if grads is None:
         return None, None, 0.0, []
     ratio, loss, gradient_term, reasons = None, float(grads.loss), 0.0, []
+    # Forward order (the pass measured the forward statistics too): the layer order of
+    # a model can differ (attention's projections are tracked output first). The first
+    # layer is not a query or key projection (see `checks.gradients`).
+    rank = {s.name: i for i, s in enumerate(grads.forward.sites)} if grads.forward else {}
     norms = [
         grads.metrics[s.name]["gradient_norm"]
-        for s in grads.sites
-        if id(s.layer) in copy_ids and s.name in grads.metrics
+        for s in sorted(grads.sites, key=lambda s: rank.get(s.name, len(rank)))
+        if id(s.layer) in copy_ids and s.name in grads.metrics and not shapes_attention_scores(s)
     ]
     if len(norms) >= 2:
         first, last_norm = norms[0], norms[-1]
@@ -804,7 +809,9 @@ def suggest_initializer(
           a hidden kernel layer `l` (every kernel layer but the last) moves away from
           the first one's (forward signal vanishing or exploding);
         - `gradient_ratio`: the gradient norm of the first kernel layer over the last
-          one's (backward signal; a term only when `y` is given);
+          one's (backward signal; a term only when `y` is given). Attention's query and
+          key projections are not the first layer here: their gradients are tiny while
+          attention is near uniform, whatever the initializer;
         - `sensitivity`: how far the last hidden representation `f` moves for a step
           `εu` of the input (`u` a random direction per sample, `ε` 1% of a sample's
           norm), relative to their typical sizes: the geometric mean over samples of

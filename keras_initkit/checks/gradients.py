@@ -17,13 +17,17 @@ def _exploding_value(site, scalars):
     return scalars.get("update_ratio")
 
 
+def shapes_attention_scores(site):
+    """True for attention's query and key projections. They only shape the scores: while
+    the attention is near uniform their gradients are orders of magnitude below the
+    others', as expected (a Transformer encoder's first block over a Keras Embedding, at
+    initialization: 4e-4 and 3e-5 x the head's; see docs/health.md). Gradient-flow
+    judgements leave them out. `site` None (a bare value): False."""
+    return getattr(site, "role", None) == "attention_scores"
+
+
 def _vanishing_value(site, scalars):
-    # Attention's query and key projections only shape the scores: while the attention
-    # is near uniform their gradients are orders of magnitude below the others', as
-    # expected (a Transformer encoder's first block over a Keras Embedding, at
-    # initialization: 4e-4 and 3e-5 x the head's; see docs/health.md).
-    scores = getattr(site, "role", None) == "attention_scores"  # site None: a bare value
-    return None if scores else scalars.get("gradient_ratio")
+    return None if shapes_attention_scores(site) else scalars.get("gradient_ratio")
 
 
 def _exploding_observation(context):
