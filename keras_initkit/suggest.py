@@ -650,13 +650,9 @@ def _gradient_terms(grads, copy_ids):
     if grads is None:
         return None, None, 0.0, []
     ratio, loss, gradient_term, reasons = None, float(grads.loss), 0.0, []
-    # Forward order (the pass measured the forward statistics too): the layer order of
-    # a model can differ (attention's projections are tracked output first). The first
-    # layer is not a query or key projection (see `checks.gradients`).
-    rank = {s.name: i for i, s in enumerate(grads.forward.sites)} if grads.forward else {}
-    norms = [
+    norms = [  # forward order; the first layer is not a query or key projection
         grads.metrics[s.name]["gradient_norm"]
-        for s in sorted(grads.sites, key=lambda s: rank.get(s.name, len(rank)))
+        for s in grads.sites
         if id(s.layer) in copy_ids and s.name in grads.metrics and not shapes_attention_scores(s)
     ]
     if len(norms) >= 2:

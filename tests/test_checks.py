@@ -111,6 +111,41 @@ def test_diagnose_and_the_gradient_monitor_share_one_vanishing_definition():
     assert {f.kind for f in report.findings if f.rule == "vanishing"} == {"vanishing_gradients"}
 
 
+class _HeadFirst(keras.Model):
+    """A subclassed model that creates its head before its body: its layer order is not
+    its forward order."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = keras.layers.Dense(3, name="head")
+        self.body = [keras.layers.Dense(16, activation="tanh", name=f"h{i}") for i in range(3)]
+
+    def call(self, x):
+        for layer in self.body:
+            x = layer(x)
+        return self.head(x)
+
+
+@pytest.mark.backend_agnostic
+def test_gradient_ratios_are_relative_to_the_last_layer_in_forward_order():
+    keras.utils.set_random_seed(0)
+    model = _HeadFirst()
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = X[:64], Y[:64]
+    model(x[:2])
+    assert model.layers[0].name == "head"  # tracked first
+    report = keras_initkit.diagnose(model, x, y)
+    norms = {name: v["gradient_norm"] for name, v in report.metrics.items()}
+    assert report.metrics["head"]["gradient_ratio"] == 1.0
+    assert report.gradient_ratio == pytest.approx(norms["h0"] / norms["head"], rel=1e-6)
+    for monitor in (GradientMonitor((x, y), verbose=0), TrainingMonitor((x, y), gradients=True)):
+        latest = _measure(monitor, model)
+        assert latest["head"]["gradient_ratio"] == 1.0, type(monitor).__name__
+        assert latest["h0"]["gradient_ratio"] == pytest.approx(
+            report.metrics["h0"]["gradient_ratio"], rel=1e-4
+        )
+
+
 def test_diagnose_and_the_training_monitor_find_the_same_activation_problems():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6,))

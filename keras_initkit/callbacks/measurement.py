@@ -88,6 +88,7 @@ class Measurement:
         judged = {id(s.layer) for s in kept} | {id(s.layer) for s in gradient_sites}
         self.skipped = [s for s in candidates if id(s.layer) not in judged] if layers else []
         self.empty = not judged
+        self.checks = checks
         self.assignment = assign(checks, self.probe.sites, gradient_sites)
 
     @property
@@ -120,6 +121,9 @@ class Measurement:
                 f"Argument `data` does not fit model '{self.model.name}': {error} "
                 f"Received: data with input shape(s) {shapes} ({source})"
             ) from error
+        if not self.validated:  # the sites' forward order is known now
+            gradient_sites = self.gradient_probe.sites if self.gradient_probe is not None else []
+            self.assignment = assign(self.checks, self.probe.sites, gradient_sites)
         self.validated = True
         scalars = measure(self.assignment, result, gradients, step)
         histograms = {

@@ -376,6 +376,17 @@ def _detached(value):
     return keras.tree.map_structure(detach, value)
 
 
+def in_forward_order(sites, order):
+    """`sites` sorted by `order` (site names in the order of first calls, None: not run
+    yet); sites not called keep their order, after the others. A model's layer order
+    can differ from its forward order: a subclassed model may create its head first,
+    and attention layers track their output projection first."""
+    if order is None:
+        return list(sites)
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(sites, key=lambda s: rank.get(s.name, len(rank)))
+
+
 class Probe(Runner):
     """Run `model` on probe data and collect each reducer's metrics per layer.
 
@@ -413,11 +424,7 @@ class Probe(Runner):
     @property
     def sites(self):
         """The watched sites (forward order once the probe has run)."""
-        sites = [site for site, _ in self._plan.values()]
-        if self._order is not None:
-            rank = {name: i for i, name in enumerate(self._order)}
-            sites.sort(key=lambda s: rank.get(s.name, len(rank)))
-        return sites
+        return in_forward_order([site for site, _ in self._plan.values()], self._order)
 
     def _measure(self, site, reducers, layer, call, args, kwargs, detach=False):
         """One layer's reductions and output; a large layer's steps run in order

@@ -49,9 +49,11 @@ from keras_initkit.probe.engine import (
     Probe,
     ProbeResult,
     Runner,
+    in_forward_order,
     stochastic_layers,
     training_semantics,
 )
+from keras_initkit.probe.intercept import intercept
 from keras_initkit.probe.selection import make_sites, resolve_layers
 from keras_initkit.validation import one_of, positive_int
 
@@ -61,7 +63,7 @@ class GradientResult(ProbeResult):
     """What one gradient run measured: a `ProbeResult` plus the loss.
 
     Attributes:
-        sites: the measured `Site`s, in the model's layer order.
+        sites: the measured `Site`s, in forward order (order of first calls).
         metrics: `site name -> {"gradient_norm", "weight_norm"[, "update_ratio"]}`.
         source: which data was used, e.g. `"512 samples in 1 batch(es)"`.
         loss: the mean loss over the probe samples.
@@ -178,7 +180,7 @@ class GradientProbe(Runner):
             idx = [index[id(w)] for w in own_trainable_weights(site.layer) if id(w) in index]
             if idx:
                 self._groups.append((site, idx))
-        self.sites = [site for site, _ in self._groups]
+        self._called = None  # the sites' names in forward order, once a pass has run
         # The norms' layout: the variables in group order, and each one's group index.
         self._order = [i for _, idx in self._groups for i in idx]
         self._segments = np.repeat(
@@ -186,15 +188,32 @@ class GradientProbe(Runner):
         )
         self._loss_copy = None  # (model's unbuilt compiled loss, the copy used instead)
 
+    @property
+    def sites(self):
+        """The measured `Site`s: in forward order once a pass has run, else in the
+        model's layer order."""
+        return in_forward_order([site for site, _ in self._groups], self._called)
+
     def _loss_value(self, x, y):
         """The scalar loss; runs inside a StatelessScope that collects losses."""
         model = self.model
+        called, names = [], {id(site.layer): site.name for site, _ in self._groups}
+
+        def record(layer, call, args, kwargs):  # the forward order (at trace time)
+            if names[id(layer)] not in called:
+                called.append(names[id(layer)])
+            return call(*args, **kwargs)
+
         # The caller's scope (`value_and_grad`) already records and drops state updates.
-        with training_semantics(model, self.mode, self._stochastic, discard=False) as training:
+        with (
+            training_semantics(model, self.mode, self._stochastic, discard=False) as training,
+            intercept([site.layer for site, _ in self._groups], record),
+        ):
             if self.forward is None:
                 y_pred, aux = model(x, training=training), keras.ops.zeros((0,), "float32")
             else:
                 y_pred, aux = self.forward.forward(x, training)
+        self._called = called
         if self._loss_fn is None:
             kwargs = {"x": x, "y": y, "y_pred": y_pred, "sample_weight": None}
             if "training" in inspect.signature(model.compute_loss).parameters:
