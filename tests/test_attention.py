@@ -163,3 +163,26 @@ def test_first_to_last_gradient_ratio_starts_after_query_and_key():
     )
     again = keras_initkit.diagnose(model, x, y)
     assert suggested.best.gradient_ratio == pytest.approx(again.gradient_ratio, rel=1e-3)
+
+
+@pytest.mark.backend_agnostic
+def test_the_attention_softmax_is_left_to_the_entropy():
+    """Its output is the attention probabilities: mean 1 / keys by construction, their
+    spread what the attention layer's entropy measures. A softmax elsewhere is measured."""
+    inputs = keras.Input((6, 8))
+    h = keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
+    h = keras.layers.Softmax(name="top_softmax")(h)
+    model = keras.Model(inputs, h)
+    sites = {s.name: s for s in probe.make_sites(model, probe.resolve_layers(model))}
+    (inner,) = [
+        s
+        for s in sites.values()
+        if isinstance(s.layer, keras.layers.Softmax) and s.name != "top_softmax"
+    ]
+    assert inner.role == "attention_weights"
+    assert sites["top_softmax"].role is None
+    x = np.random.default_rng(0).normal(size=(4, 6, 8)).astype("float32")
+    report = keras_initkit.diagnose(model, x)
+    assert inner.name not in report.metrics
+    assert "activation_std" in report.metrics["top_softmax"]
+    assert "attention_entropy" in report.metrics["mha"]

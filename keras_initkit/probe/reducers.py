@@ -46,12 +46,15 @@ def _channel_axes(x, channel_axis):
 
 
 class ActivationMoments(Reducer):
-    """Mean and std of a layer's output values."""
+    """Mean and std of a layer's output values (not of an attention layer's softmax:
+    the attention probabilities, whose mean is 1 / keys; `AttentionEntropy` reads them)."""
 
     name = "moments"
     merge = {"moments": "moments"}
 
     def applies(self, site):
+        if site.role == "attention_weights":  # mean 1/keys by construction; see attention
+            return False
         return site.activation is not None or site.has_kernel or site.kind == "recurrent"
 
     def reduce(self, site, inputs, pre, outputs):

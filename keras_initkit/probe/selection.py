@@ -63,7 +63,9 @@ class Site:
         channel_axis: the unit axis of the output (last axis, or 1 for
             `channels_first` layers).
         role: `"attention_scores"` for the query and key projections of an
-            attention layer (they only shape the attention scores), else `None`.
+            attention layer (they only shape the attention scores),
+            `"attention_weights"` for its softmax (the attention probabilities: the
+            attention layer's site measures their entropy), else `None`.
     """
 
     layer: keras.layers.Layer
@@ -207,18 +209,19 @@ def make_sites(model, layers):
         else:
             kind = RECTIFIERS.get(act)
         channels_first = getattr(layer, "data_format", None) == "channels_first"
-        role = "attention_scores" if _scores_projection(layer, parent) else None
+        role = _attention_role(layer, parent)
         sites.append(Site(layer, name, act, kind, 1 if channels_first else -1, role))
     return sites
 
 
-def _scores_projection(layer, parent):
-    """True for the query or key projection of an attention layer."""
+def _attention_role(layer, parent):
+    """`"attention_scores"` for the query or key projection of an attention layer,
+    `"attention_weights"` for its softmax, else None."""
     if parent is None or not is_attention(parent):
-        return False
-    return layer is getattr(parent, "query_dense", None) or layer is getattr(
-        parent, "key_dense", None
-    )
+        return None
+    if layer is getattr(parent, "query_dense", None) or layer is getattr(parent, "key_dense", None):
+        return "attention_scores"
+    return "attention_weights" if isinstance(layer, keras.layers.Softmax) else None
 
 
 def resolve_layers(model, layers=None, *, where=None, argument="layers"):
