@@ -6,9 +6,11 @@ import keras
 import numpy as np
 import pytest
 
+import keras_initkit
 from keras_initkit import probe
 from keras_initkit.probe import backend
 from keras_initkit.probe import engine as engine_module
+from keras_initkit.probe.gradients import GradientProbe
 
 ALL_REDUCERS = [
     probe.ActivationMoments(),
@@ -143,6 +145,65 @@ def test_activation_classification(layer, name, kind):
     (site,) = probe.make_sites(model, [layer])
     assert site.activation == name
     assert site.kind == kind
+
+
+class _ResidualBlock(keras.layers.Layer):
+    """Keeps an `activation` for its inner layer and ends with a residual sum, as
+    keras_hub's TransformerEncoder does: its output is not `activation(...)`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get("relu")
+        self.inner = keras.layers.Dense(8, activation=self.activation)
+        self.out = keras.layers.Dense(8)
+
+    def call(self, x):
+        return x + self.out(self.inner(x))
+
+
+class _PlainDense(keras.layers.Dense):
+    """A Dense subclass that keeps Dense's `call`."""
+
+
+@pytest.mark.backend_agnostic
+def test_an_activation_attribute_counts_only_where_keras_applies_it_at_the_end():
+    inputs = keras.Input((8,))
+    block = _ResidualBlock(name="block")
+    h = block(inputs)
+    plain = _PlainDense(8, activation="tanh", name="plain")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(plain(h)))
+    assert not probe.has_activation(block) and probe.activation_name(block) is None
+    assert probe.has_activation(plain) and probe.activation_name(plain) == "tanh"
+    x = _x(32, 8)
+    # The probe's pass computes what the model computes.
+    grads = GradientProbe(model, loss="mse", forward=probe.Probe(model, ALL_REDUCERS))
+    y = np.zeros((32, 2), "float32")
+    result = grads.run((x, y))
+    expected = keras.ops.convert_to_numpy(model(x))
+    assert result.loss == pytest.approx(float(np.mean(expected**2)), rel=1e-5)
+    inner = keras.Model(inputs, h)
+    block_out = keras.ops.convert_to_numpy(inner(x))
+    plain_out = keras.ops.convert_to_numpy(plain(block_out))
+    std = result.forward.metrics["plain"]["activation_std"]
+    assert std == pytest.approx(plain_out.std(), rel=1e-4)
+    assert result.forward.metrics["plain"]["saturated_fraction"] >= 0  # judged as tanh
+
+
+def test_keras_hub_transformer_blocks_keep_their_output():
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(50, 16)(inputs)
+    h = keras_hub.layers.TransformerEncoder(32, 2)(h)
+    h = keras_hub.layers.TransformerEncoder(32, 2)(h)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(h)))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 50, (16, 6)).astype("int32"), rng.integers(0, 3, 16)
+    report = keras_initkit.diagnose(model, x, y)
+    logits = keras.ops.convert_to_numpy(model(x))
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
+    assert report.loss == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_resolve_layers_errors():

@@ -32,16 +32,42 @@ def intercept(layers, hook):
         yield
 
 
+# Keras layers whose `call` ends by applying their `activation` attribute, so that
+# switching it off for a call gives the pre-activation. A layer of any other class may
+# hold an `activation` for something else: keras_hub's TransformerEncoder keeps its
+# feed-forward activation there and ends with a residual and a layer norm.
+_ENDS_WITH_ACTIVATION = (
+    keras.layers.Dense,
+    keras.layers.EinsumDense,
+    keras.layers.Activation,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+)
+_CALLS_ENDING_WITH_ACTIVATION = {cls.call for cls in _ENDS_WITH_ACTIVATION}
+
+
 def has_activation(layer):
     """True when `layer` applies a non-linear `activation` attribute at the end of `call`.
 
-    Not for recurrent layers and their cells: their `activation` acts inside the
-    recurrence (and a recurrent layer's is a read-only view of its cell's).
+    Only a layer whose `call` is one of Keras' own layers' that do (`Dense`,
+    `EinsumDense`, `Activation`, the convolutions; a subclass that keeps their `call`).
+    A custom `call` may use its `activation` anywhere, or not at all, and then the
+    pre-activation cannot be had by switching it off; such a layer is measured by its
+    output alone. Not recurrent layers and their cells: their `activation` acts inside
+    the recurrence.
     """
-    if isinstance(layer, keras.layers.RNN) or hasattr(layer, "state_size"):
-        return False
     fn = getattr(layer, "activation", None)
-    return callable(fn) and fn is not keras.activations.linear
+    if not callable(fn) or fn is keras.activations.linear:
+        return False
+    return type(layer).call in _CALLS_ENDING_WITH_ACTIVATION
 
 
 def call_linear(layer, call, args, kwargs):
