@@ -8,7 +8,9 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 import keras_initkit as ik
+from keras_initkit import probe
 from keras_initkit.callbacks import TrainingMonitor
+from keras_initkit.probe.gradients import GradientProbe
 
 RNG = np.random.default_rng(0)
 
@@ -98,6 +100,35 @@ def test_a_fit_with_monitors_ends_bit_identical_to_one_without(case):
         results.append(_numpy(model.variables + model.optimizer.variables))
     for plain, monitored in zip(*results):
         np.testing.assert_array_equal(plain, monitored)
+
+
+APPLICATIONS = ["ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", APPLICATIONS)
+def test_the_probes_pass_computes_what_the_model_computes(name):
+    """Interception changes nothing in a real model: the fused gradient pass's loss is the
+    loss of the model's own output (logits, inference mode), and every site the probe
+    plans is measured (none skipped as a shared layer, or under another's name)."""
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    )
+    x = RNG.normal(size=(8, 32, 32, 3)).astype("float32")
+    reducers = [probe.ActivationMoments(), probe.Saturation(), probe.DeadUnits()]
+    forward = probe.Probe(model, reducers + [probe.BatchNormStatistics()], mode="inference")
+    planned = {site.name for site in forward.sites}
+
+    def mean_square(_, y_pred):
+        return keras.ops.mean(keras.ops.square(y_pred))
+
+    gradients = GradientProbe(model, loss=mean_square, forward=forward, mode="inference")
+    result = gradients.run((x, np.zeros((8, 1), "float32")))
+    logits = keras.ops.convert_to_numpy(model(x, training=False)).astype("float64")
+    assert result.loss == pytest.approx(float(np.mean(logits**2)), rel=1e-5)
+    assert set(result.forward.metrics) == planned
+    assert len(planned) > 100
 
 
 @pytest.mark.slow
