@@ -32,14 +32,10 @@ def intercept(layers, hook):
         yield
 
 
-# Keras layers whose `call` ends by applying their `activation` attribute, so that
-# switching it off for a call gives the pre-activation. A layer of any other class may
-# hold an `activation` for something else: keras_hub's TransformerEncoder keeps its
-# feed-forward activation there and ends with a residual and a layer norm.
-_ENDS_WITH_ACTIVATION = (
+# Keras' layers with a kernel (the layers initializers and LSUV act on).
+KERNEL_LAYERS = (
     keras.layers.Dense,
     keras.layers.EinsumDense,
-    keras.layers.Activation,
     keras.layers.Conv1D,
     keras.layers.Conv2D,
     keras.layers.Conv3D,
@@ -51,7 +47,12 @@ _ENDS_WITH_ACTIVATION = (
     keras.layers.DepthwiseConv1D,
     keras.layers.DepthwiseConv2D,
 )
-_CALLS_ENDING_WITH_ACTIVATION = {cls.call for cls in _ENDS_WITH_ACTIVATION}
+# Every one of them, and `Activation`, ends its `call` by applying its `activation`
+# attribute, so that switching it off for a call gives the pre-activation. A layer of
+# another class may hold an `activation` for something else: keras_hub's
+# TransformerEncoder keeps its feed-forward activation there and ends with a residual
+# sum and a layer norm.
+_CALLS_ENDING_WITH_ACTIVATION = {cls.call for cls in (*KERNEL_LAYERS, keras.layers.Activation)}
 
 
 def has_activation(layer):

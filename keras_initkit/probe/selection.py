@@ -10,7 +10,7 @@ import keras
 
 from keras_initkit._keras_private import sublayers
 from keras_initkit.probe.attention import is_attention
-from keras_initkit.probe.intercept import has_activation
+from keras_initkit.probe.intercept import KERNEL_LAYERS, has_activation
 
 # Bounded activations and their (low, high) asymptotes.
 BOUNDED = {
@@ -30,20 +30,6 @@ RECTIFIERS = {
     "selu": "inactive",
     "prelu": "inactive",
 }
-KERNEL_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
