@@ -165,15 +165,32 @@ class _PlainDense(keras.layers.Dense):
     """A Dense subclass that keeps Dense's `call`."""
 
 
+class _OwnDense(keras.layers.Layer):
+    """A custom layer without sublayers that ends with its `activation`."""
+
+    def __init__(self, units, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.activation = units, keras.activations.get(activation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+
+    def call(self, x):
+        return self.activation(x @ self.kernel)
+
+
 @pytest.mark.backend_agnostic
 def test_an_activation_attribute_counts_only_where_keras_applies_it_at_the_end():
     inputs = keras.Input((8,))
     block = _ResidualBlock(name="block")
     h = block(inputs)
     plain = _PlainDense(8, activation="tanh", name="plain")
-    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(plain(h)))
+    own = _OwnDense(8, "relu", name="own")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(own(plain(h))))
     assert not probe.has_activation(block) and probe.activation_name(block) is None
     assert probe.has_activation(plain) and probe.activation_name(plain) == "tanh"
+    # Classified by its activation, measured on its output as its own call computes it.
+    assert not probe.has_activation(own) and probe.activation_name(own) == "relu"
     x = _x(32, 8)
     # The probe's pass computes what the model computes.
     grads = GradientProbe(model, loss="mse", forward=probe.Probe(model, ALL_REDUCERS))
@@ -187,6 +204,9 @@ def test_an_activation_attribute_counts_only_where_keras_applies_it_at_the_end()
     std = result.forward.metrics["plain"]["activation_std"]
     assert std == pytest.approx(plain_out.std(), rel=1e-4)
     assert result.forward.metrics["plain"]["saturated_fraction"] >= 0  # judged as tanh
+    own_out = keras.ops.convert_to_numpy(own(plain_out))
+    rate = result.forward.metrics["own"]["unit_firing_rate"]
+    np.testing.assert_allclose(rate, (own_out > 0).mean(axis=0), atol=1e-6)
 
 
 def test_keras_hub_transformer_blocks_keep_their_output():

@@ -90,10 +90,24 @@ def activation_name(layer):
         return "prelu"
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
-    if has_activation(layer):
+    if has_activation(layer) or _leaf_activation(layer):
         fn = layer.activation
         return getattr(fn, "__name__", type(fn).__name__)
     return None
+
+
+def _leaf_activation(layer):
+    """True for a custom layer without sublayers that holds a non-linear `activation`:
+    taken to end with it, as Keras' own layers do. Only its classification rests on
+    that: the probe measures its output as its own `call` computes it (see
+    `has_activation`). A layer with sublayers (a block such as keras_hub's
+    TransformerEncoder) usually hands its `activation` to them."""
+    fn = getattr(layer, "activation", None)
+    if not callable(fn) or fn is keras.activations.linear:
+        return False
+    if isinstance(layer, keras.layers.RNN) or hasattr(layer, "state_size"):
+        return False
+    return not sublayers(layer, recursive=False)
 
 
 def all_layers(model):
