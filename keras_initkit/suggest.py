@@ -447,15 +447,15 @@ def _targets(model, copy, layers):
                 f"Received: layers={layers!r}"
             )
         users, by_id = [a for a, _ in pairs], {id(pair[0]): pair for pair in pairs}
-        what = "layers of the model that have a kernel"
+        what, names = "layers of the model that have a kernel", site_names(model, users)
         chosen = []
         for item in layers:
             if isinstance(item, str):
-                item = named_layer(model, users, item, what=what)
+                item = named_layer(model, users, item, what=what, names=names)
             if not isinstance(item, keras.layers.Layer) or id(item) not in by_id:
                 raise ValueError(
-                    f"Argument `layers` must name {what} (available: "
-                    f"{sorted(site_names(model, users))}). Received: {item!r}"
+                    f"Argument `layers` must name {what} (available: {sorted(names)}). "
+                    f"Received: {item!r}"
                 )
             chosen.append(by_id[id(item)])
         pairs = [p for p in pairs if any(p is c for c in chosen)]

@@ -239,6 +239,7 @@ def resolve_layers(model, layers=None, *, where=None, argument="layers"):
     if isinstance(layers, (str, keras.layers.Layer)):
         layers = [layers]
     ids = {id(layer) for layer in candidates}
+    names = site_names(model, candidates) if any(isinstance(i, str) for i in layers) else None
     chosen = []
     for item in layers:
         if isinstance(item, keras.layers.Layer):
@@ -249,7 +250,7 @@ def resolve_layers(model, layers=None, *, where=None, argument="layers"):
                 )
             chosen.append(item)
         elif isinstance(item, str):
-            chosen.append(named_layer(model, candidates, item, argument))
+            chosen.append(named_layer(model, candidates, item, argument, names=names))
         else:
             raise ValueError(
                 f"Argument `{argument}` must contain layer names or layer objects. "
@@ -258,14 +259,15 @@ def resolve_layers(model, layers=None, *, where=None, argument="layers"):
     return chosen
 
 
-def named_layer(model, candidates, name, argument="layers", what="layers of the model"):
+def named_layer(model, candidates, name, argument="layers", what="layers of the model", names=None):
     """The layer of `candidates` (layers of `model`) that `name` names: its display
-    name (`site_names`) or its own name where no other candidate has it.
+    name (`site_names`) or its own name where no other candidate has it. `names`: the
+    candidates' `site_names`, when the caller has them (one lookup per name).
 
     Raises `ValueError` for an unknown name (listing the display names) and for a name
     several candidates share (listing theirs).
     """
-    names = site_names(model, candidates)
+    names = site_names(model, candidates) if names is None else names
     for display, layer in zip(names, candidates):
         if display == name:
             return layer
