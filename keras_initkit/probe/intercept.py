@@ -55,6 +55,12 @@ KERNEL_LAYERS = (
 _CALLS_ENDING_WITH_ACTIVATION = {cls.call for cls in (*KERNEL_LAYERS, keras.layers.Activation)}
 
 
+def own_activation(layer):
+    """The layer's non-linear `activation` attribute, or None (absent or linear)."""
+    fn = getattr(layer, "activation", None)
+    return None if not callable(fn) or fn is keras.activations.linear else fn
+
+
 def has_activation(layer):
     """True when `layer` applies a non-linear `activation` attribute at the end of `call`.
 
@@ -65,10 +71,7 @@ def has_activation(layer):
     output alone. Not recurrent layers and their cells: their `activation` acts inside
     the recurrence.
     """
-    fn = getattr(layer, "activation", None)
-    if not callable(fn) or fn is keras.activations.linear:
-        return False
-    return type(layer).call in _CALLS_ENDING_WITH_ACTIVATION
+    return own_activation(layer) is not None and type(layer).call in _CALLS_ENDING_WITH_ACTIVATION
 
 
 def call_linear(layer, call, args, kwargs):

@@ -10,7 +10,7 @@ import keras
 
 from keras_initkit._keras_private import sublayers
 from keras_initkit.probe.attention import is_attention
-from keras_initkit.probe.intercept import KERNEL_LAYERS, has_activation
+from keras_initkit.probe.intercept import KERNEL_LAYERS, has_activation, own_activation
 
 # Bounded activations and their (low, high) asymptotes.
 BOUNDED = {
@@ -102,8 +102,7 @@ def _leaf_activation(layer):
     that: the probe measures its output as its own `call` computes it (see
     `has_activation`). A layer with sublayers (a block such as keras_hub's
     TransformerEncoder) usually hands its `activation` to them."""
-    fn = getattr(layer, "activation", None)
-    if not callable(fn) or fn is keras.activations.linear:
+    if own_activation(layer) is None:
         return False
     if isinstance(layer, keras.layers.RNN) or hasattr(layer, "state_size"):
         return False
