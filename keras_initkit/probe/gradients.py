@@ -197,23 +197,27 @@ class GradientProbe(Runner):
     def _loss_value(self, x, y):
         """The scalar loss; runs inside a StatelessScope that collects losses."""
         model = self.model
-        called, names = [], {id(site.layer): site.name for site, _ in self._groups}
+        # The forward order, from the first pass (traced or eager) that completes.
+        called, names = {}, {id(site.layer): site.name for site, _ in self._groups}
 
-        def record(layer, call, args, kwargs):  # the forward order (at trace time)
-            if names[id(layer)] not in called:
-                called.append(names[id(layer)])
+        def record(layer, call, args, kwargs):
+            called.setdefault(names[id(layer)])
             return call(*args, **kwargs)
 
+        recording = self._called is None
         # The caller's scope (`value_and_grad`) already records and drops state updates.
         with (
             training_semantics(model, self.mode, self._stochastic, discard=False) as training,
-            intercept([site.layer for site, _ in self._groups], record),
+            intercept([site.layer for site, _ in self._groups], record)
+            if recording
+            else contextlib.nullcontext(),
         ):
             if self.forward is None:
                 y_pred, aux = model(x, training=training), keras.ops.zeros((0,), "float32")
             else:
                 y_pred, aux = self.forward.forward(x, training)
-        self._called = called
+        if recording:
+            self._called = list(called)
         if self._loss_fn is None:
             kwargs = {"x": x, "y": y, "y_pred": y_pred, "sample_weight": None}
             if "training" in inspect.signature(model.compute_loss).parameters:
