@@ -898,3 +898,25 @@ def test_a_tuple_stat_of_different_shapes_is_a_clear_error():
     model = _mlp(depth=1, width=3, d=4)
     with pytest.raises(ValueError, match=r"tuple of tensors of one static shape.*\(\), \(3,\)"):
         probe.Probe(model, [_Ragged()], layers=[model.layers[1].name]).run(_x(6, 4))
+
+
+@pytest.mark.backend_agnostic
+def test_lag_waits_for_the_oldest_reductions_once_their_activations_exceed_its_budget():
+    def activation(values):
+        return keras.ops.zeros((values,), "float32")  # 4 bytes a value
+
+    lag = engine_module.Lag(fraction=0.5)
+    lag.hold(["a"], [activation(1000)])  # 4000 bytes held > half of the largest (4000)
+    assert lag.due() == ["a"]
+    lag.hold(["b"], [activation(100)])
+    lag.hold(["c"], [activation(100), activation(100)])  # input and output: 800 bytes
+    assert lag.due() == []  # 1200 bytes held <= 2000: b and c run beside the forward pass
+    lag.hold(["d"], [activation(2000)])  # largest now 8000: 9200 held > 4000
+    assert lag.due() == ["b", "c", "d"]  # oldest first, until <= 4000
+    assert lag.due() == []
+
+    strict = engine_module.Lag(fraction=0.0)
+    for name in "xy":
+        strict.hold([name], [activation(10)])
+        assert strict.due() == [name]
+    assert engine_module.Lag().fraction == engine_module.LAG_FRACTION

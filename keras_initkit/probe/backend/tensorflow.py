@@ -113,8 +113,8 @@ def run_after(fn, after, *args):
 
     TensorFlow's executor runs the forward chain ahead of the reductions that hang off
     it, and independent reductions side by side, so every layer's activation and every
-    reduction's full-size temporaries would be alive at once. Chaining the probe's
-    steps keeps its peak memory about that of the forward pass plus one reduction.
+    reduction's full-size temporaries would be alive at once. Ordering the probe's
+    steps (`engine.Lag`) keeps its peak memory near that of the forward pass.
     """
     after = [t for t in after if keras.ops.is_tensor(t)]
     if not after or tf.executing_eagerly():
