@@ -228,6 +228,8 @@ def part_fixed(name, rounds, steady_rounds):
         "predict": first_predict,
         "diagnose": first_diagnose,
         "diagnose_x": lambda model: timed(lambda: keras_initkit.diagnose(model, x)),
+        # the reference for a gradient pass: Keras' own first training step (its trace)
+        "train_step": lambda model: timed(lambda: model.train_on_batch(x, y)),
         # part 2's fit (2 x 50 steps, every 10): 13 updates, compiled at train begin
         "monitor": lambda model: first_update(model, 10, epochs=2, steps=50),
         # a 1-epoch fit measured per epoch: 2 updates
@@ -277,6 +279,22 @@ def part_fixed(name, rounds, steady_rounds):
         1.5,
         "diagnose",
         "predict",
+    )
+    report_if(  # no target: what any gradient pass starts from
+        f"{name}: reference: first train_on_batch / first predict",
+        cold["train_step"],
+        cold["predict"],
+        None,
+        "train_on_batch",
+        "predict",
+    )
+    report_if(
+        f"{name}: first diagnose(model, x, y) / first train_on_batch",
+        cold["diagnose"],
+        cold["train_step"],
+        None,
+        "diagnose",
+        "train_on_batch",
     )
 
     def started(**kwargs):
@@ -330,7 +348,12 @@ def part_fixed(name, rounds, steady_rounds):
     # keras_hub block's sublayers are not model outputs).
     same, update_same = started(layers=recipe.names)
 
+    trainee = build()  # Keras' own training step, on its own model
+    for _ in range(2):
+        trainee.train_on_batch(x, y)
+
     warm_calls = {
+        "train_step": lambda: trainee.train_on_batch(x, y),
         "recipe": lambda: recipe.on_train_batch_end(0),
         "update_same": update_same,
         "predict": lambda: model.predict(x, batch_size=BATCH, verbose=0),
@@ -355,6 +378,22 @@ def part_fixed(name, rounds, steady_rounds):
         2.0,
         "diagnose",
         "predict",
+    )
+    report(  # no target: a gradient pass costs about a training step
+        f"{name}: reference: warm train_on_batch / warm predict",
+        warm["train_step"],
+        warm["predict"],
+        None,
+        "train_on_batch",
+        "predict",
+    )
+    report_if(
+        f"{name}: repeated diagnose(model, x, y), compiled / warm train_on_batch",
+        warm.get("diagnose"),
+        warm["train_step"],
+        None,
+        "diagnose",
+        "train_on_batch",
     )
     report(
         f"{name}: repeated diagnose(model, x), compiled (no gradient pass) / warm predict",
