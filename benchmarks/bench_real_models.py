@@ -19,13 +19,16 @@ Times are process CPU time (all threads) and wall time; the verdict is printed f
 
 Parts (`--parts fixed,fit,precisebn`):
 
-1. fixed -- cold costs on fresh models (one fresh model per call, rounds interleaved):
+1. fixed -- cold costs on fresh models (one fresh model per call, rounds interleaved,
+   after each call has run once on a throwaway model: what the process pays once is
+   printed apart, and the rounds measure what each new model costs):
    `predict`'s first call (32 samples, batch 32) against the first
    `TrainingMonitor` update (`on_train_begin`) of part 2's fit (every 10 steps: 13
    updates), of a 1-epoch fit measured per epoch (2 updates; a forward probe is traced
    at its first call on TensorFlow and JAX, see `probe.backend.Lazy`), and the first
    `keras_initkit.diagnose(model, x)` and `diagnose(model, x, y)` (the latter adds a
-   gradient pass). Then, on one model: the literal second `diagnose` call, a repeated
+   gradient pass), and Keras' own first `train_on_batch` as the reference for a gradient
+   pass. Then, on one model: the literal second `diagnose` call, a repeated
    `diagnose` once it is compiled, and a steady monitor update against a warm `predict`
    and against one update of part 2's feature-model recipe, on the same 32 samples
    (target: cheaper; the fit ratios of part 2 differ by less than their noise), also
@@ -47,6 +50,7 @@ Parts (`--parts fixed,fit,precisebn`):
 """
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -208,7 +212,6 @@ def part_fixed(name, rounds, steady_rounds):
     build = BUILDERS[name]
     x, y = data(name, BATCH, seed=1)
     print(f"\n[fixed costs: {name}] {rounds} cold round(s), a fresh model per call", flush=True)
-    build().predict(x, batch_size=BATCH, verbose=0)  # the backend's own one-time start-up
 
     def first_predict(model):
         return timed(lambda: model.predict(x, batch_size=BATCH, verbose=0))
@@ -237,6 +240,24 @@ def part_fixed(name, rounds, steady_rounds):
     }
     cold = {k: [] for k in calls}
     broken = {}
+    # Each call once on a throwaway model first: what the process pays once (TensorFlow's
+    # first eager run of each op kind, its first trace of these layer classes; JAX's
+    # first compile of each eager primitive). The cold rounds then measure what each new
+    # model costs, for every call alike; `predict` always had this warm-up.
+    once = {}
+    for key in calls:
+        model = build()
+        try:
+            once[key] = calls[key](model)
+        except Exception as error:
+            broken[key] = error
+            error_line(f"{name}: first {key}", error)
+        del model
+        gc.collect()  # a dropped model's graphs are freed here, not inside a timed call
+    print(
+        "  the process's first call of each (on a throwaway model, before the rounds; cpu / wall s): "
+        + ", ".join(f"{key} {cpu:.2f} / {wall:.2f}" for key, (wall, cpu) in once.items())
+    )
     for r in range(rounds):
         for key in rotate(list(calls), r):
             if key in broken:
@@ -248,6 +269,7 @@ def part_fixed(name, rounds, steady_rounds):
                 broken[key] = error
                 error_line(f"{name}: first {key}", error)
             del model
+            gc.collect()
     report_if(
         f"{name}: first TrainingMonitor update (probe tracing) / first predict",
         cold["monitor"],
