@@ -722,3 +722,19 @@ def test_planned_updates_follow_fit_params():
     assert per_epoch._planned_updates() == 4
     per_epoch.params = None  # used outside fit: nothing announced beyond the call itself
     assert per_epoch._planned_updates() == 2
+
+
+def test_a_run_without_findings_records_that_it_has_none(tmp_path):
+    from keras_initkit.dashboard import events
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _normal(16, 8), _normal(16, 1)
+    monitor = TrainingMonitor(x, log_dir=tmp_path, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert monitor.findings == [] and monitor.latest  # measured, and nothing found
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert run.has_findings and run.findings == []  # recorded, not derived by the dashboard

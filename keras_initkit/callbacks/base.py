@@ -176,7 +176,7 @@ class Monitor(keras.callbacks.Callback):
         self._warnings = RuleWarnings()
         self._epochs = 0  # epochs begun in this fit
         self._records = []  # the findings as dashboard records, across fits
-        self._records_written = 0
+        self._records_written = None  # none yet: the first update records even no findings
         self.latest = {}
         self.findings = []
 
@@ -272,7 +272,10 @@ class Monitor(keras.callbacks.Callback):
         self._sink.write_meta(self._step, self._measurement.layer_names, thresholds)
 
     def _write_records(self):
-        """The findings record for the dashboard, when new findings arrived."""
+        """The findings record for the dashboard, when new findings arrived, and once at
+        the first update: a run with no findings then says so, instead of leaving the
+        dashboard and `keras-initkit report` to derive findings from the thresholds (which
+        would judge layers the monitor's checks leave out)."""
         if len(self._records) != self._records_written:
             self._sink.write_findings(self._step, list(self._records))
             self._records_written = len(self._records)
