@@ -26,6 +26,7 @@ from keras_initkit.probe import (
     KERNEL_LAYERS,
     MODES,
     as_batches,
+    backend,
     call_linear,
     check_inputs,
     has_activation,
@@ -51,6 +52,13 @@ _LINEAR_CALLS = frozenset(cls.call for cls in KERNEL_LAYERS)
 RECURRENT = (
     "recurrent layer (LSUV calibrates feed-forward kernels; its recurrent kernel keeps its "
     "initializer: Keras' orthogonal default, or Identity for an IRNN)"
+)
+
+# What the report says of a layer called inside a control-flow branch that is traced
+# apart (`keras.ops.cond` on JAX traces both branches, even eagerly).
+BRANCH = (
+    "called inside a control-flow branch traced apart (keras.ops.cond on JAX): its "
+    "output cannot be measured there"
 )
 
 
@@ -237,6 +245,7 @@ class _Calibration:
         self.results = {}  # id(layer) -> LayerResult, in call order
         self.snapshot = {}  # id(variable) -> (variable, its value before any change)
         self.zero_biases = set()  # ids of the built-in kernel layers whose bias is all 0
+        self.home = backend.current().scope()  # the forward pass's (see `BRANCH`)
 
     def read_biases(self):
         """Find the built-in kernel layers whose bias is zero, in one host transfer."""
@@ -294,6 +303,9 @@ class _Calibration:
         site = self.sites[id(layer)]
         if site.kind == "recurrent":  # listed in forward order, not calibrated
             self.results[id(layer)] = LayerResult(site.name, skipped=RECURRENT)
+            return call(*args, **kwargs)
+        if backend.current().scope() != self.home:
+            self.results[id(layer)] = LayerResult(site.name, skipped=BRANCH)
             return call(*args, **kwargs)
         result = self.results[id(layer)] = LayerResult(site.name)
         pre = call_linear(layer, call, args, kwargs)

@@ -666,6 +666,7 @@ BACKEND_INTERFACE = (
     "no_grad",
     "run_after",
     "identity",
+    "scope",
     "histogram",
     "discarding_updates",
     "preserving_rng",
@@ -920,3 +921,47 @@ def test_lag_waits_for_the_oldest_reductions_once_their_activations_exceed_its_b
         strict.hold([name], [activation(10)])
         assert strict.due() == [name]
     assert engine_module.Lag().fraction == engine_module.LAG_FRACTION
+
+
+class _Gate(keras.layers.Layer):
+    """Runs one of two sublayers, chosen by `ops.cond` on the input's mean."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.high = keras.layers.Dense(8, activation="relu", name="high")
+        self.low = keras.layers.Dense(8, activation="tanh", name="low")
+
+    def build(self, input_shape):
+        self.high.build(input_shape)
+        self.low.build(input_shape)
+
+    def call(self, x):
+        return keras.ops.cond(keras.ops.mean(x) > 0, lambda: self.high(x), lambda: self.low(x))
+
+
+@pytest.mark.backend_agnostic
+def test_a_layer_inside_a_control_flow_branch_is_left_unmeasured_in_a_traced_pass(tmp_path):
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(8, activation="relu", name="stem")(inputs)
+    h = keras.layers.Dense(8, activation="relu", name="head")(_Gate(name="gate")(h))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(h))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _x(16), np.zeros((16, 1), "float32")
+    traced = probe.backend.current().EAGER_CALLS == 0  # TensorFlow and JAX
+    for _ in range(2):  # the traced pass, then its reuse
+        metrics = keras_initkit.diagnose(model, x).metrics
+        assert {"stem", "head", "out"} <= set(metrics)
+        branches = {"gate/high", "gate/low", "high", "low"} & set(metrics)
+        assert not branches if traced else len(branches) == 1  # eagerly: the branch taken
+    monitor = keras_initkit.callbacks.TrainingMonitor(x, update_freq=1, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert {"stem", "head", "out"} <= set(monitor.latest)
+    # lsuv_init runs eagerly; JAX traces both branches of `ops.cond` even then.
+    report = keras_initkit.lsuv_init(model, x, verbose=0)
+    assert all(report[name].converged for name in ("stem", "head"))
+    gated = [r for r in report.layers if r.name.rsplit("/", 1)[-1] in ("high", "low")]
+    skipped = sorted(r.skipped or "calibrated" for r in gated)
+    if keras.backend.backend() == "jax":
+        assert skipped == [keras_initkit.lsuv.BRANCH] * 2
+    else:
+        assert skipped == ["calibrated", "not called in the forward pass"]

@@ -537,12 +537,17 @@ class Probe(Runner):
         """`(outputs, {site: {reducer: {stat: tensor}}})` of `model(x, training)`."""
         collected, lag = {}, Lag()
         stochastic = {id(layer) for layer in self._stochastic if self.mode == "training"}
+        scope = backend.current().scope
+        home = scope()
 
         def hook(layer, call, args, kwargs):
             if id(layer) in stochastic and "training" in kwargs:  # see `deterministic`
                 kwargs = {**kwargs, "training": False}
             site, reducers = self._plan[id(layer)]
-            if site.name in collected:  # shared layer: measured on its first call
+            # A shared layer is measured on its first call. A layer called inside a
+            # control-flow branch or loop body of a traced pass (`ops.cond`,
+            # `ops.while_loop`) is not measured: its tensors cannot leave that scope.
+            if site.name in collected or scope() != home:
                 return call(*args, **kwargs)
             measured, out = self._measure(site, reducers, layer, call, args, kwargs, detach, lag)
             collected[site.name] = measured

@@ -24,6 +24,9 @@ rest of the package never asks which backend it runs on:
 - `run_after(fn, after, *args)`: `fn(*args)` whose ops wait for the tensors `after`
   (bounds the peak memory of a traced pass).
 - `identity(x)`: a graph node standing for `x` (for `run_after` chains).
+- `scope()`: a token of where ops are being built, equal for ops of one traced function
+  and different inside a control-flow branch or loop body traced within it (whose tensors
+  cannot leave it); constant where nothing is traced.
 - `squared_norms(tensors)`: a float32 vector, the squared L2 norm of each tensor.
 - `histogram(a, low, high, bins)`: float32 counts of `a` in `bins` equal bins of
   `[low, high]` (values outside go to the end bins).

@@ -35,6 +35,11 @@ def identity(x):
     return x
 
 
+def scope():
+    """Eager code has no nested graphs: one scope."""
+    return None
+
+
 def histogram(a, low, high, bins):
     """Counts by `segment_sum` with a static segment count (a static shape when traced)."""
     index = keras.ops.floor((a - low) * (bins / (high - low)))

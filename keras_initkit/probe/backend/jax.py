@@ -2,6 +2,7 @@
 
 import jax
 import keras
+from jax.extend.core import get_opaque_trace_state
 
 from keras_initkit.probe.backend import Lazy
 from keras_initkit.probe.backend.generic import (  # noqa: F401
@@ -52,6 +53,12 @@ def value_and_grad(loss_of, model, variables):
         return value, grads, aux
 
     return Lazy(caller(step), lambda: caller(jax.jit(step)), "GRADIENT_EAGER_CALLS")
+
+
+def scope():
+    """The current trace: `lax.cond` branches and loop bodies are traced apart (their
+    tracers must not leave them), also outside `jax.jit`."""
+    return get_opaque_trace_state()
 
 
 def discarding_updates(model):

@@ -127,6 +127,12 @@ def identity(x):
     return tf.identity(x) if keras.ops.is_tensor(x) else x
 
 
+def scope():
+    """The graph being built (a `tf.cond` branch or a `tf.while_loop` body has its own);
+    None eagerly, where `tf.cond` runs the taken branch as ordinary eager code."""
+    return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+
+
 def histogram(a, low, high, bins):
     """One fused op (index and count); ~6x faster on CPU than `segment_sum`."""
     return tf.cast(tf.histogram_fixed_width(a, [low, high], nbins=bins), "float32")

@@ -16,6 +16,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     identity,
     moments,
     run_after,
+    scope,
     squared_norms,
 )
 
