@@ -672,6 +672,7 @@ BACKEND_INTERFACE = (
     "preserving_rng",
     "squared_norms",
     "moments",
+    "positive_rate",
 )
 
 
@@ -688,6 +689,20 @@ def test_backend_module_implements_the_interface_and_its_histogram_is_exact():
     counts = keras.ops.convert_to_numpy(module.histogram(keras.ops.array(values), -1.0, 1.0, 4))
     expected, _ = np.histogram(np.clip(values, -1, 1), bins=4, range=(-1, 1))
     np.testing.assert_array_equal(counts, expected)
+    # Channels last (a matrix-vector product on TensorFlow) and channels first.
+    a = np.random.default_rng(0).normal(size=(3, 5, 7, 4)).astype("float32")
+    a[..., 1] = np.abs(a[..., 1])  # every value > 0
+    a[..., 2] = 0.0  # none: zero is not positive
+    for axis in (-1, 1):
+        rate = keras.ops.convert_to_numpy(module.positive_rate(keras.ops.array(a), axis))
+        others = tuple(i for i in range(4) if i != axis % 4)
+        np.testing.assert_allclose(rate, (a > 0).mean(axis=others), rtol=1e-6)
+    if keras.backend.backend() == "tensorflow":  # traced with an unknown batch size
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None, 5, 7, 4), tf.float32)
+        traced = tf.function(lambda t: module.positive_rate(t, -1), input_signature=[spec])
+        np.testing.assert_allclose(traced(a).numpy(), (a > 0).mean(axis=(0, 1, 2)), rtol=1e-6)
 
 
 @pytest.mark.backend_agnostic

@@ -144,8 +144,7 @@ class DeadUnits(Reducer):
         return site.kind in ("dead", "inactive")
 
     def reduce(self, site, inputs, pre, outputs):
-        fired = keras.ops.cast(keras.ops.cast(outputs, "float32") > 0, "float32")
-        return {"rate": keras.ops.mean(fired, axis=_channel_axes(fired, site.channel_axis))}
+        return {"rate": backend.current().positive_rate(outputs, site.channel_axis)}
 
     def finalize(self, site, stats):
         rate = stats["rate"]

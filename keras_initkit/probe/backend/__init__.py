@@ -16,6 +16,7 @@ rest of the package never asks which backend it runs on:
 - `REUSES_BATCH_MOMENTS`: True where Keras' batch norm computes its batch moments in
   two passes, as `moments` does, so a probe reuses them (see `probe.Reducer`).
 - `moments(x, axes)`: `(mean, variance)` over `axes` in float32, two-pass.
+- `positive_rate(x, channel_axis)`: float32, the share of values > 0 in each channel.
 - `no_grad()`: a context in which eager forward passes record no gradients.
 - `discarding_updates(model)`: a scope in which variable assignments are recorded and
   dropped (a probe in training mode changes no moving statistic or seed state).

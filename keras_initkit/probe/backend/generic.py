@@ -67,6 +67,13 @@ def squared_norms(tensors):
     )
 
 
+def positive_rate(x, channel_axis):
+    """`(channels,)` float32: the share of `x`'s values > 0 in each channel."""
+    fired = keras.ops.cast(keras.ops.cast(x, "float32") > 0, "float32")
+    axis = channel_axis % len(x.shape)
+    return keras.ops.mean(fired, axis=tuple(i for i in range(len(x.shape)) if i != axis))
+
+
 def moments(x, axes):
     """`(mean, variance)` over `axes` in float32, two-pass, the variance biased."""
     x = keras.ops.cast(x, "float32")

@@ -15,6 +15,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     histogram,
     identity,
     moments,
+    positive_rate,
     run_after,
     scope,
     squared_norms,
