@@ -163,24 +163,6 @@ def build_model(initializer, depth):
     return model
 
 
-def write_layer_order(model, log_dir):
-    """Record the layers' forward order for the `initkit` dashboard and report.
-
-    The monitors will write this record themselves; until then the demo does, with the
-    thresholds the monitors flag values above.
-    """
-    from keras_initkit import summary
-    from keras_initkit.health import DEFAULT_THRESHOLDS
-
-    per_value = ("saturated_fraction", "dead_fraction", "bn_mean_shift", "bn_std_ratio")
-    thresholds = {metric: DEFAULT_THRESHOLDS[metric] for metric in per_value}
-    thresholds["inactive_fraction"] = DEFAULT_THRESHOLDS["dead_fraction"]
-    thresholds["update_ratio"] = DEFAULT_THRESHOLDS["update_ratio"]
-    writer = summary.EventFileSummaryWriter(summary.run_dir(log_dir))
-    writer.write_meta(0, layers=[layer.name for layer in model.layers], thresholds=thresholds)
-    writer.close()
-
-
 def train(run, data, args):
     """Trains one run from `seed`; returns its row of the results table."""
     run_dir = os.path.join(args.log_dir, run.name)
@@ -188,7 +170,6 @@ def train(run, data, args):
     data = dataclasses.replace(data, log_dir=run_dir)
     keras.utils.set_random_seed(args.seed)  # same head weights and shuffling in every run
     model = build_model(run.initializer, args.depth)
-    write_layer_order(model, run_dir)
     print(f"{run.name}: training...", flush=True)  # the monitors warn below it
     start = time.perf_counter()
     history = model.fit(
