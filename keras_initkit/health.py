@@ -256,8 +256,8 @@ def diagnose(
     the actual input, and symmetry (units with identical incoming weights and bias,
     from the weights). When targets are given (`y`, or a dataset yielding `(x, y)`) and
     the model has a loss (compiled, or `loss=`), one gradient pass adds each layer's
-    gradient norm, update ratio and gradient ratio to the last kernel layer, judged by
-    the vanishing and exploding gradient rules. Nothing is trained and no variable
+    gradient norm, update ratio (under SGD) and gradient ratio to the last kernel layer,
+    judged by the vanishing and exploding gradient rules. Nothing is trained and no variable
     changes.
 
     The rules, their exact definitions and default thresholds (`DEFAULT_THRESHOLDS`,

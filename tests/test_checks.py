@@ -269,7 +269,8 @@ def test_monitors_write_the_layers_and_findings_records_for_the_dashboard(tmp_pa
     (run,) = events.read_logdir(str(tmp_path))
     assert run.has_meta and run.layers[:2] == ["dead", "head"]
     assert run.thresholds["dead_fraction"] == DEFAULT_THRESHOLDS["dead_fraction"]
-    assert "gradient_ratio" not in run.thresholds  # lower is worse: not an upper limit
+    # gradient_ratio's upper limit is `exploding_ratio`'s (vanishing's is a lower one).
+    assert run.thresholds["gradient_ratio"] == DEFAULT_THRESHOLDS["exploding_gradient_ratio"]
     recorded = {(f["rule"], f["layer"]) for f in run.findings}
     assert recorded == {(f.rule, f.layer) for f in monitor.findings}
     dead = next(f for f in run.findings if f["rule"] == "dead_fraction")

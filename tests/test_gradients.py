@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_initkit as ik
 from keras_initkit.probe.gradients import GradientProbe, layer_gradients
 
 TF_ONLY = pytest.mark.skipif(
@@ -129,6 +130,67 @@ def test_explicit_loss_on_uncompiled_model_has_no_update_ratio():
     np.testing.assert_allclose(result.metrics["out"]["gradient_norm"], expected, rtol=1e-5)
     assert "update_ratio" not in result.metrics["out"]
     assert result.learning_rate is None
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize(
+    "optimizer, along",
+    [
+        (lambda: keras.optimizers.SGD(1e4, momentum=0.9), True),
+        (lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1e4)), True),
+        (lambda: keras.optimizers.Adam(1e4), False),
+        (lambda: keras.optimizers.RMSprop(1e4), False),
+        (lambda: keras.optimizers.Lion(1e4), False),
+    ],
+    ids=["sgd", "loss_scaled_sgd", "adam", "rmsprop", "lion"],
+)
+def test_update_ratio_and_exploding_only_where_the_step_scales_with_the_gradient(optimizer, along):
+    """An SGD step is lr × g; an adaptive optimizer's is about lr per coordinate whatever
+    ‖g‖ is: `update_ratio` (lr × ‖g‖ / ‖w‖) is its size under SGD only, and only there
+    does a large one mean exploding. A learning rate of 1e4 makes every ratio > 1."""
+    x, y = _data()
+    model = _small_net()
+    model.compile(optimizer=optimizer(), loss="mse")
+    result = layer_gradients(model, (x, y))
+    values = result.metrics["out"]
+    np.testing.assert_allclose(result.learning_rate, 1e4, rtol=1e-6)  # reported either way
+    if along:
+        expected = 1e4 * values["gradient_norm"] / values["weight_norm"]
+        np.testing.assert_allclose(values["update_ratio"], expected, rtol=1e-6)
+    else:
+        assert not any("update_ratio" in v for v in result.metrics.values())
+    report = ik.diagnose(model, x, y)
+    assert ("exploding" in {f.rule for f in report.findings}) is along
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("gain, exploding", [(3.0, True), (1.0, False)])
+def test_exploding_through_depth_is_found_under_adam(gain, exploding):
+    """A tanh RNN at recurrent gain 3 is chaotic: its gradient grows step after step back
+    through time, far above the output layer's. Under Adam no `update_ratio` exists to
+    judge, and the mirrored first-to-last rule (`exploding_ratio`) finds it; at gain 1
+    nothing is found."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(32, 40, 2)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((40, 2)),
+            keras.layers.SimpleRNN(
+                16, recurrent_initializer=keras.initializers.Orthogonal(gain), name="rnn"
+            ),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    report = ik.diagnose(model, x, y)
+    rules = {(f.layer, f.rule) for f in report.findings}
+    assert (("rnn", "exploding_ratio") in rules) is exploding
+    assert not any(rule == "exploding" for _, rule in rules)  # no step size under Adam
+    ratio = layer_gradients(model, (x, y)).metrics
+    ratio = ratio["rnn"]["gradient_norm"] / ratio["out"]["gradient_norm"]
+    assert (ratio > 1e3) is exploding, ratio
 
 
 @pytest.fixture(scope="module")

@@ -586,6 +586,8 @@ def test_bad_common_arguments(cls, kwargs, match):
         (TrainingMonitor, {"dead_threshold": 1.2}),
         (TrainingMonitor, {"vanishing_threshold": 3.0}),
         (GradientMonitor, {"exploding_threshold": 0}),
+        (GradientMonitor, {"exploding_ratio_threshold": -1}),
+        (TrainingMonitor, {"exploding_ratio_threshold": 0}),
     ],
 )
 def test_bad_thresholds(cls, kwargs):
@@ -662,6 +664,8 @@ def test_problems_found_at_train_begin_stop_before_any_step(tmp_path, problem):
         (TrainingMonitor, "mean_shift_threshold", "bn_mean_shift"),
         (TrainingMonitor, "std_ratio_threshold", "bn_std_ratio"),
         (TrainingMonitor, "exploding_threshold", "update_ratio"),
+        (GradientMonitor, "exploding_ratio_threshold", "exploding_gradient_ratio"),
+        (TrainingMonitor, "exploding_ratio_threshold", "exploding_gradient_ratio"),
     ],
 )
 def test_monitor_defaults_are_the_health_check_thresholds(monitor, argument, key):

@@ -149,5 +149,8 @@ def test_irnn_learns_the_adding_problem_tanh_rnn_does_not(tmp_path):
     assert chaotic["gradient_norm"][0] > 100 * max(
         irnn["gradient_norm"][0], rnn["gradient_norm"][0]
     )
+    # Under Adam (no step size to judge) the mirrored first-to-last rule finds it.
+    assert "exploding_ratio: chaotic" in chaotic["findings"]
+    assert not any(finding.startswith("exploding") for finding in rnn["findings"])
     for kind in ("irnn", "rnn", "chaotic"):
         assert event_files(numbers["runs"][kind]["log_dir"])

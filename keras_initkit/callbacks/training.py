@@ -13,7 +13,7 @@ from keras_initkit.checks.activations import (
 )
 from keras_initkit.checks.attention import COLLAPSED, AttentionCheck
 from keras_initkit.checks.batchnorm import INIT_WEIGHT, MEAN_SHIFT, STD_RATIO, BatchNormCheck
-from keras_initkit.checks.gradients import EXPLODING, VANISHING, GradientCheck
+from keras_initkit.checks.gradients import EXPLODING, EXPLODING_RATIO, VANISHING, GradientCheck
 from keras_initkit.checks.recurrent import CHAOTIC, FORGETFUL, GATES_SATURATED, RecurrentCheck
 
 
@@ -57,6 +57,7 @@ class TrainingMonitor(Monitor):
             to `False`.
         vanishing_threshold: see `GradientMonitor`. Defaults to `1e-3`.
         exploding_threshold: see `GradientMonitor`. Defaults to `1.0`.
+        exploding_ratio_threshold: see `GradientMonitor`. Defaults to `1e3`.
         **kwargs: the arguments of `keras_initkit.callbacks.Monitor`.
 
     ```python
@@ -88,6 +89,7 @@ class TrainingMonitor(Monitor):
         gradients=False,
         vanishing_threshold=VANISHING.default,
         exploding_threshold=EXPLODING.default,
+        exploding_ratio_threshold=EXPLODING_RATIO.default,
         **kwargs,
     ):
         checks = [
@@ -108,7 +110,9 @@ class TrainingMonitor(Monitor):
             AttentionCheck(entropy_threshold=entropy_threshold),
         ]
         gradient_check = GradientCheck(  # validated even when unused
-            vanishing_threshold=vanishing_threshold, exploding_threshold=exploding_threshold
+            vanishing_threshold=vanishing_threshold,
+            exploding_threshold=exploding_threshold,
+            exploding_ratio_threshold=exploding_ratio_threshold,
         )
         self.gradients = validation.boolean(gradients, "gradients")
         super().__init__(data, checks=checks + [gradient_check] * self.gradients, **kwargs)

@@ -68,8 +68,9 @@ EXPLODING = Rule(
     kind="exploding_gradients",
     metric="update_ratio",
     definition=(
-        "`update_ratio` = learning rate × ‖g‖ / ‖w‖, the relative size of one plain SGD step, "
-        "is above the threshold (a step larger than the weights themselves), or ‖g‖ is not "
+        "`update_ratio` = learning rate × ‖g‖ / ‖w‖, the relative size of one SGD step "
+        "(measured under SGD only: an adaptive optimizer's step does not scale with ‖g‖), is "
+        "above the threshold (a step larger than the weights themselves), or ‖g‖ is not "
         "finite"
     ),
     observation=_exploding_observation,
@@ -80,6 +81,25 @@ EXPLODING = Rule(
     argument="exploding_threshold",
     reads=("update_ratio", "gradient_norm"),
     value=_exploding_value,
+    supersedes=("exploding_ratio",),
+)
+
+EXPLODING_RATIO = Rule(
+    name="exploding_ratio",
+    kind="exploding_gradients",
+    metric="gradient_ratio",
+    definition=(
+        "`gradient_ratio` (as for `vanishing`) is above the threshold (1e3: the gradient "
+        "grows a thousandfold from the output layer back to this one, the first-to-last "
+        "rule mirrored). Judged under every optimizer; under an adaptive one (Adam, "
+        "RMSprop, …), whose step does not scale with ‖g‖, it is the only size test"
+    ),
+    observation="gradient norm is {value:.1e} × that of {reference}: exploding gradients",
+    fix=EXPLODING.fix,
+    threshold="exploding_gradient_ratio",
+    default=1e3,
+    valid=validation.positive,
+    argument="exploding_ratio_threshold",
 )
 
 
@@ -87,11 +107,12 @@ class GradientCheck(Check):
     """Gradient norms, update ratios and gradient ratios of the layers owning weights.
 
     Measured by the gradient probe (`keras_initkit.probe.gradients`): the data needs
-    targets. `gradient_ratio` is reported for kernel layers when the last kernel
-    layer's gradient norm is finite and positive (absent otherwise, never a fake value).
+    targets. `gradient_ratio` is reported for kernel and recurrent layers when the last
+    kernel layer's gradient norm is finite and positive (absent otherwise, never a fake
+    value).
     """
 
-    rules = (EXPLODING, VANISHING)
+    rules = (EXPLODING, EXPLODING_RATIO, VANISHING)
     metrics = ("gradient_norm", "update_ratio", "weight_norm")
     gradients = True
     log_metrics = ("gradient_norm", "update_ratio")
@@ -105,12 +126,20 @@ class GradientCheck(Check):
         return True  # the gradient probe's sites: every layer owning trainable weights
 
     def complete(self, sites, scalars):
-        kernels = [s for s in sites if s.has_kernel and "gradient_norm" in scalars.get(s.name, {})]
-        self.reference = kernels[-1].name if len(kernels) >= 2 else None
+        # Kernel layers, and recurrent ones (their kernels are their cells'): where
+        # gradients vanish or explode through time.
+        judged = [
+            s
+            for s in sites
+            if (s.has_kernel or s.kind == "recurrent")
+            and "gradient_norm" in scalars.get(s.name, {})
+        ]
+        kernels = [s for s in judged if s.has_kernel]
+        self.reference = kernels[-1].name if kernels and len(judged) >= 2 else None
         last = scalars[self.reference]["gradient_norm"] if self.reference else math.nan
         if not (math.isfinite(last) and last > 0):
             return
-        for site in kernels:
+        for site in judged:
             g = scalars[site.name]["gradient_norm"]
             if math.isfinite(g):
                 scalars[site.name]["gradient_ratio"] = g / last

@@ -10,11 +10,15 @@ those of its sublayers, taken together as one vector):
   samples (batches are pooled by sample count, so several batches give the gradient
   of the concatenated data, not an average of per-batch norms).
 - `weight_norm`: ‖w‖₂ of the same weights.
-- `update_ratio` (only when the model has an optimizer, and ‖w‖ > 0):
-  `learning_rate × ‖g‖ / ‖w‖`, the relative size of the step plain SGD would take at
-  the optimizer's current learning rate. It is the scale the usual rule of thumb
-  (updates ≈ 1e-3 of the weights) refers to; for adaptive optimizers (Adam,
-  RMSprop…) the actual step differs, as they rescale each coordinate.
+- `update_ratio` (only when the model's optimizer is SGD, and ‖w‖ > 0):
+  `learning_rate × ‖g‖ / ‖w‖`, the relative size of the optimizer's step at its current
+  learning rate (its first step; momentum μ makes a steady step up to 1 / (1 − μ)
+  times larger). It is the scale the usual rule of thumb (updates ≈ 1e-3 of the
+  weights) refers to. Absent for every other optimizer: adaptive ones (Adam, RMSprop,
+  Adagrad, Lion…) rescale each coordinate, so their step is about the learning rate
+  per coordinate whatever ‖g‖ is, and ‖g‖ does not give its size (on ResNet50 at
+  initialization under Adam, `conv1_conv`'s ‖g‖ / ‖w‖ is 1,130: an SGD step at Adam's
+  learning rate would be 1.13× the weights, Adam's own is about 4%).
 
 The loss is what the optimizer would minimize: the compiled loss (`model.compute_loss`,
 so custom `compute_loss` overrides are honoured) or the explicit `loss=`, plus the
@@ -68,7 +72,7 @@ class GradientResult(ProbeResult):
         source: which data was used, e.g. `"512 samples in 1 batch(es)"`.
         loss: the mean loss over the probe samples.
         learning_rate: the optimizer's current learning rate, or `None` when the model
-            has no optimizer.
+            has no optimizer (or one without a learning rate).
         forward: the forward `Probe`'s result measured in the same pass
             (`GradientProbe(forward=...)`), or `None`.
     """
@@ -290,6 +294,13 @@ class GradientProbe(Runner):
             return None
         return optimizer.learning_rate
 
+    def _steps_along_gradient(self):
+        """Whether the optimizer's step is `learning_rate × g` (SGD, also inside a
+        `LossScaleOptimizer`): only then does ‖g‖ give the step's size."""
+        optimizer = getattr(self.model, "optimizer", None)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        return isinstance(optimizer, keras.optimizers.SGD)
+
     def run(self, data, *, max_batches=None, argument="data"):
         """Measure gradients on `data` and return a `GradientResult`.
 
@@ -337,10 +348,10 @@ class GradientProbe(Runner):
             (host,) = self.host([self.vector(grads, extra)])  # the one transfer
         run = host[""]["run"]
         norms = host.get("norms", {}).get("norms", {})
-        metrics = {}
+        metrics, along = {}, self._steps_along_gradient()
         for index, (site, _) in enumerate(self._groups):
             values = {k: float(v[index]) for k, v in norms.items()}
-            if lr is not None and values["weight_norm"] > 0:
+            if along and lr is not None and values["weight_norm"] > 0:
                 values["update_ratio"] = float(run["learning_rate"]) * (
                     values["gradient_norm"] / values["weight_norm"]
                 )
