@@ -191,6 +191,11 @@ def test_exploding_through_depth_is_found_under_adam(gain, exploding):
     ratio = layer_gradients(model, (x, y)).metrics
     ratio = ratio["rnn"]["gradient_norm"] / ratio["out"]["gradient_norm"]
     assert (ratio > 1e3) is exploding, ratio
+    # Its threshold, by name as every rule's: raised past the ratio, nothing is found.
+    raised = ik.diagnose(model, x, y, thresholds={"exploding_gradient_ratio": 10 * ratio})
+    assert "exploding_ratio" not in {f.rule for f in raised.findings}
+    with pytest.raises(ValueError, match="exploding_gradient_ratio"):
+        ik.diagnose(model, x, y, thresholds={"exploding_gradient_ratio": -1.0})
 
 
 @pytest.fixture(scope="module")
