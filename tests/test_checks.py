@@ -58,6 +58,8 @@ def test_flagged_is_the_per_value_rules():
     assert not flagged("gradient_norm", 1e6)  # a norm alone is no finding
     assert flagged("update_ratio", 1.5) and not flagged("update_ratio", 0.5)
     assert flagged("gradient_ratio", 1e-4) and not flagged("gradient_ratio", 1.0)
+    assert flagged("gradient_ratio", 1.5e3)  # exploding_ratio: the vanishing rule mirrored
+    assert not flagged("gradient_ratio", 1.5e3, rules={"vanishing"})
     assert not flagged("bn_init_weight", 1.0)  # information until an epoch has passed
     assert not flagged("activation_std", 1e6)  # judged between layers, not alone
     assert flagged("bn_std_ratio", 2.5, {**DEFAULT_THRESHOLDS, "bn_std_ratio": 2.0})
