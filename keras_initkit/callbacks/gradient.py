@@ -17,7 +17,8 @@ class GradientMonitor(Monitor):
     - `update_ratio` = learning rate × ‖g‖ / ‖w‖, the relative size of the optimizer's
       step (rule of thumb: around 1e-3), under SGD only: absent for adaptive optimizers
       (Adam, RMSprop…), whose step does not scale with ‖g‖, and when ‖w‖ = 0;
-    - `gradient_ratio` = ‖g‖ / ‖g‖ of the last kernel layer (kernel layers only).
+    - `gradient_ratio` = ‖g‖ / ‖g‖ of the last kernel layer (kernel and recurrent
+      layers only).
 
     Finds the rules of `keras_initkit.checks.GradientCheck`, the one definition of
     vanishing and exploding gradients that `diagnose` applies too: **vanishing** when a
@@ -26,17 +27,19 @@ class GradientMonitor(Monitor):
     above `exploding_threshold` (a step larger than the weights), when its
     `gradient_ratio` is above `exploding_ratio_threshold` (the rule mirrored: under an
     adaptive optimizer, whose step does not scale with ‖g‖, the only size test), or
-    when its gradient norm is not finite. `gradient_norm` and `update_ratio` are added to `logs`.
+    when its gradient norm is not finite. `gradient_norm` and `update_ratio` are added
+    to `logs`.
 
     Args:
         data: the fixed probe set with targets: `(x, y)` arrays, or a
             `tf.data.Dataset` / `keras.utils.PyDataset` yielding `(x, y)`.
-        vanishing_threshold: warn when a kernel layer's gradient norm is below this
-            fraction of the last kernel layer's, in [0, 1]. Defaults to `1e-3`.
+        vanishing_threshold: warn when a kernel or recurrent layer's gradient norm is
+            below this fraction of the last kernel layer's, in [0, 1]. Defaults to
+            `1e-3`.
         exploding_threshold: warn when a layer's `update_ratio` is above this.
             Defaults to `1.0`.
-        exploding_ratio_threshold: warn when a kernel layer's gradient norm is above
-            this multiple of the last kernel layer's. Defaults to `1e3`.
+        exploding_ratio_threshold: warn when a kernel or recurrent layer's gradient
+            norm is above this multiple of the last kernel layer's. Defaults to `1e3`.
         **kwargs: the arguments of `keras_initkit.callbacks.Monitor`.
 
     ```python

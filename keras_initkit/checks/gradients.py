@@ -45,8 +45,8 @@ VANISHING = Rule(
     kind="vanishing_gradients",
     metric="gradient_ratio",
     definition=(
-        "`gradient_ratio` = ‖g‖ of a kernel layer / ‖g‖ of the last kernel layer (the output "
-        "layer), ‖g‖ the norm of the gradient of the loss over the layer's own weights, is "
+        "`gradient_ratio` = ‖g‖ of a kernel or recurrent layer / ‖g‖ of the last kernel "
+        "layer (the output layer), ‖g‖ the norm of the gradient of the loss over the layer's own weights, is "
         "below the threshold (1e-3: AutoTrainer's first-to-last rule, applied to every layer "
         "but the query and key projections of attention layers, whose gradients are "
         "expected to be small while the attention is near uniform)"
