@@ -673,6 +673,7 @@ BACKEND_INTERFACE = (
     "squared_norms",
     "moments",
     "positive_rate",
+    "plogp",
 )
 
 
@@ -703,6 +704,59 @@ def test_backend_module_implements_the_interface_and_its_histogram_is_exact():
         spec = tf.TensorSpec((None, 5, 7, 4), tf.float32)
         traced = tf.function(lambda t: module.positive_rate(t, -1), input_signature=[spec])
         np.testing.assert_allclose(traced(a).numpy(), (a > 0).mean(axis=(0, 1, 2)), rtol=1e-6)
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize(
+    "mean, std, rtol",
+    [
+        (0.0, 1.0, 1e-5),
+        (10.0, 1.0, 1e-4),  # TensorFlow: one pass, 2 digits cancel
+        # Where a one pass would lose 6 digits or all (errors 6e-2 and 1): two passes,
+        # as exact as float32 means allow.
+        (1e3, 1.0, 1e-4),
+        (0.5, 1e-5, 1e-3),
+    ],
+)
+def test_backend_moments_are_exact_to_float32_rounding(mean, std, rtol):
+    module = probe.backend.current()
+    rng = np.random.default_rng(0)
+    # 2^17 values: over every axis TensorFlow takes its guarded one-pass form.
+    a = (mean + std * rng.normal(size=(16, 8, 32, 32))).astype("float32")
+    wide = a.astype("float64")
+    for axes in [(0, 1, 2, 3), (0, 2, 3), (0, 1, 2)]:
+        m, v = (keras.ops.convert_to_numpy(t) for t in module.moments(keras.ops.array(a), axes))
+        np.testing.assert_allclose(m, wide.mean(axis=axes), rtol=1e-5, atol=1e-6 * std)
+        np.testing.assert_allclose(v, wide.var(axis=axes), rtol=rtol)
+    if keras.backend.backend() == "tensorflow":  # traced, an unknown batch size
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None, 8, 32, 32), tf.float32)
+        traced = tf.function(lambda t: module.moments(t, (0, 1, 2, 3)), input_signature=[spec])
+        np.testing.assert_allclose(traced(a)[1].numpy(), wide.var(), rtol=rtol)
+
+
+@pytest.mark.backend_agnostic
+def test_backend_moments_of_constant_and_non_finite_values():
+    module = probe.backend.current()
+    a = np.full((4, 128, 256), 3.0, "float32")
+    m, v = (float(keras.ops.convert_to_numpy(t)) for t in module.moments(a, (0, 1, 2)))
+    assert (m, v) == (3.0, 0.0)
+    a[1, 2, 3] = np.inf
+    m, v = (float(keras.ops.convert_to_numpy(t)) for t in module.moments(a, (0, 1, 2)))
+    assert m == np.inf and np.isnan(v)  # as the two-pass form gives: inf - inf
+    a[1, 2, 3] = np.nan
+    m, v = (float(keras.ops.convert_to_numpy(t)) for t in module.moments(a, (0, 1, 2)))
+    assert np.isnan(m) and np.isnan(v)
+
+
+@pytest.mark.backend_agnostic
+def test_backend_plogp_is_zero_at_zero_and_exact_elsewhere():
+    p = np.array([0.0, 1e-12, 0.25, 0.5, 1.0], "float32")
+    got = keras.ops.convert_to_numpy(probe.backend.current().plogp(keras.ops.array(p)))
+    expected = np.where(p > 0, p * np.log(np.maximum(p, 1e-30)), 0.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-30)
+    assert got[0] == 0.0 and got[-1] == 0.0
 
 
 @pytest.mark.backend_agnostic

@@ -13,6 +13,7 @@ import inspect
 import keras
 
 from keras_initkit import _keras_private
+from keras_initkit.probe import backend
 
 
 def is_attention(layer):
@@ -92,8 +93,8 @@ def entropy(weights):
     else:
         allowed = keras.ops.cast(weights.key_mask, "float32")[:, None]  # (B, 1, Tq|1, Tk)
         attended = rows + keras.ops.sum(allowed, axis=-1)
-    logs = keras.ops.log(keras.ops.maximum(p, 1e-30))
-    h = -keras.ops.sum(p * logs, axis=-1) / keras.ops.log(keras.ops.maximum(attended, 2.0))
+    plogp = backend.current().plogp(p)
+    h = -keras.ops.sum(plogp, axis=-1) / keras.ops.log(keras.ops.maximum(attended, 2.0))
     valid = keras.ops.cast(attended >= 2, "float32")
     if weights.query_mask is not None:
         valid = valid * keras.ops.cast(weights.query_mask, "float32")[:, None, :]

@@ -15,7 +15,9 @@ rest of the package never asks which backend it runs on:
   compiler. `GRADIENT_EAGER_CALLS`: the same for a gradient step.
 - `REUSES_BATCH_MOMENTS`: True where Keras' batch norm computes its batch moments in
   two passes, as `moments` does, so a probe reuses them (see `probe.Reducer`).
-- `moments(x, axes)`: `(mean, variance)` over `axes` in float32, two-pass.
+- `moments(x, axes)`: `(mean, variance)` over `axes` in float32, the variance biased and
+  exact to float32 rounding (two-pass, or one pass where no digits cancel).
+- `plogp(p)`: `p · log p` elementwise for probabilities, 0 where `p` is 0.
 - `positive_rate(x, channel_axis)`: float32, the share of values > 0 in each channel.
 - `no_grad()`: a context in which eager forward passes record no gradients.
 - `discarding_updates(model)`: a scope in which variable assignments are recorded and

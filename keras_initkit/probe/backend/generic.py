@@ -67,6 +67,11 @@ def squared_norms(tensors):
     )
 
 
+def plogp(p):
+    """`p · log p` elementwise for probabilities `p`, 0 where `p` is 0."""
+    return p * keras.ops.log(keras.ops.maximum(p, 1e-30))
+
+
 def positive_rate(x, channel_axis):
     """`(channels,)` float32: the share of `x`'s values > 0 in each channel."""
     fired = keras.ops.cast(keras.ops.cast(x, "float32") > 0, "float32")

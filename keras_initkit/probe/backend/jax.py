@@ -10,6 +10,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     identity,
     moments,
     no_grad,
+    plogp,
     positive_rate,
     preserving_rng,
     run_after,

@@ -143,6 +143,11 @@ def squared_norms(tensors):
     return 2.0 * tf.stack([tf.nn.l2_loss(tf.cast(t, "float32")) for t in tensors])
 
 
+def plogp(p):
+    """One fused op (`xlogy`) instead of three (maximum, log, multiply)."""
+    return tf.math.xlogy(p, p)
+
+
 def positive_rate(x, channel_axis):
     """Channels last: the indicator's column means as one matrix-vector product, ~1.5x
     faster on CPU than `Mean` over the leading axes (0.65 ms less per call on a
@@ -171,11 +176,47 @@ def _axes(axes):
     return constants[axes]
 
 
+# The one-pass variance E[x²] − mean² loses about log10(E[x²] / variance) digits to
+# cancellation; below this share of E[x²] the two-pass form is computed instead.
+ONE_PASS_MIN_SHARE = 1e-3
+# Under this many values the `cond` costs more than the pass it saves (an MLP's
+# (256, 128) activations: 5.8 against 5.1 ms per probe update; Transformer and CNN
+# activations of 2^18 to 2^22 values gain 4-5%).
+ONE_PASS_MIN_SIZE = 2**16
+
+
+def _moments_of_all(x):
+    """Mean and biased variance of every value: one pass where it is exact enough.
+
+    The sum and the sum of squares (`l2_loss`) each read `x` once and write nothing;
+    the two-pass form reads it three times and writes a temporary as large as `x`
+    (8.7 against 6.0 ms CPU over a Transformer's 24 moment sites, 9.4M values).
+    Where the variance is under `ONE_PASS_MIN_SHARE` of E[x²] (a mean 30 or more
+    standard deviations from zero, a near-constant output) the one-pass value has
+    lost more than three digits, and a `cond` computes the two-pass one; non-finite
+    values take that branch too, so they come out as before. Relative error of the
+    variance: ~1e-7 at a zero mean, at most ~1e-4 where the one pass is used.
+    """
+    n = tf.cast(tf.size(x), tf.float32)
+    mean = tf.reduce_sum(x) / n
+    square = 2.0 * tf.nn.l2_loss(x) / n
+    variance = square - mean * mean
+    return mean, tf.cond(
+        variance > ONE_PASS_MIN_SHARE * square,
+        lambda: variance,
+        lambda: tf.reduce_mean(tf.math.squared_difference(x, mean)),
+    )
+
+
 def moments(x, axes):
     """Two-pass moments in three ops (Mean, SquaredDifference, Mean) and a shared axes
-    constant, against seven through `keras.ops` and a stack."""
+    constant, against seven through `keras.ops` and a stack; over every axis, guarded
+    one-pass moments (`_moments_of_all`)."""
     x = tf.cast(x, tf.float32)
     axes = tuple(sorted(a % x.shape.rank for a in axes))
+    size = x.shape.num_elements()
+    if axes == tuple(range(x.shape.rank)) and (size is None or size >= ONE_PASS_MIN_SIZE):
+        return _moments_of_all(x)
     reduce = _axes(axes)
     if axes == tuple(range(len(axes))):  # leading axes: the mean broadcasts as it is
         mean = tf.reduce_mean(x, reduce)
