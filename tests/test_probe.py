@@ -698,6 +698,9 @@ def test_backend_module_implements_the_interface_and_its_histogram_is_exact():
         rate = keras.ops.convert_to_numpy(module.positive_rate(keras.ops.array(a), axis))
         others = tuple(i for i in range(4) if i != axis % 4)
         np.testing.assert_allclose(rate, (a > 0).mean(axis=others), rtol=1e-6)
+    flat = a.reshape(-1, 4)  # a Dense layer's (batch, units)
+    rate = keras.ops.convert_to_numpy(module.positive_rate(keras.ops.array(flat), -1))
+    np.testing.assert_allclose(rate, (flat > 0).mean(axis=0), rtol=1e-6)
     if keras.backend.backend() == "tensorflow":  # traced with an unknown batch size
         import tensorflow as tf
 
@@ -711,8 +714,8 @@ def test_backend_module_implements_the_interface_and_its_histogram_is_exact():
     "mean, std, rtol",
     [
         (0.0, 1.0, 1e-5),
-        (10.0, 1.0, 1e-4),  # TensorFlow: one pass, 2 digits cancel
-        # Where a one pass would lose 6 digits or all (errors 6e-2 and 1): two passes,
+        (10.0, 1.0, 1e-4),
+        # Where a one-pass E[x²] − mean² would lose 6 digits or all (errors 6e-2 and 1):
         # as exact as float32 means allow.
         (1e3, 1.0, 1e-4),
         (0.5, 1e-5, 1e-3),
@@ -721,7 +724,7 @@ def test_backend_module_implements_the_interface_and_its_histogram_is_exact():
 def test_backend_moments_are_exact_to_float32_rounding(mean, std, rtol):
     module = probe.backend.current()
     rng = np.random.default_rng(0)
-    # 2^17 values: over every axis TensorFlow takes its guarded one-pass form.
+    # 2^17 values: over every axis torch takes its `mean` + `var` form.
     a = (mean + std * rng.normal(size=(16, 8, 32, 32))).astype("float32")
     wide = a.astype("float64")
     for axes in [(0, 1, 2, 3), (0, 2, 3), (0, 1, 2)]:

@@ -151,15 +151,22 @@ def plogp(p):
 def positive_rate(x, channel_axis):
     """Channels last: the indicator's column means as one matrix-vector product, ~1.5x
     faster on CPU than `Mean` over the leading axes (0.65 ms less per call on a
-    (32, 64, 512) feed-forward activation); otherwise `Mean` over the other axes."""
+    (32, 64, 512) feed-forward activation); otherwise `Mean` over the other axes.
+    With a static row count the weights are one constant: four ops, against ten that
+    compute them at run time (a traced probe's first call costs per op)."""
     channels = x.shape[-1]
     if channel_axis % x.shape.rank != x.shape.rank - 1 or channels is None:
         return generic.positive_rate(x, channel_axis)
-    fired = tf.cast(tf.reshape(x, (-1, channels)) > 0, tf.float32)
-    rows = tf.shape(fired)[0]
-    return tf.linalg.matvec(
-        fired, tf.fill([rows], 1.0 / tf.cast(rows, tf.float32)), transpose_a=True
-    )
+    if x.shape.rank != 2:
+        x = tf.reshape(x, (-1, channels))
+    fired = tf.cast(x > 0, tf.float32)
+    rows = fired.shape[0]
+    if rows is None:
+        rows = tf.shape(fired)[0]
+        weights = tf.fill([rows, 1], 1.0 / tf.cast(rows, tf.float32))
+    else:
+        weights = tf.constant(1.0 / rows, tf.float32, shape=(rows, 1))
+    return tf.reshape(tf.matmul(fired, weights, transpose_a=True), (channels,))
 
 
 _AXES = weakref.WeakKeyDictionary()  # graph -> {axes: its constant}
@@ -176,47 +183,17 @@ def _axes(axes):
     return constants[axes]
 
 
-# The one-pass variance E[x²] − mean² loses about log10(E[x²] / variance) digits to
-# cancellation; below this share of E[x²] the two-pass form is computed instead.
-ONE_PASS_MIN_SHARE = 1e-3
-# Under this many values the `cond` costs more than the pass it saves (an MLP's
-# (256, 128) activations: 5.8 against 5.1 ms per probe update; Transformer and CNN
-# activations of 2^18 to 2^22 values gain 4-5%).
-ONE_PASS_MIN_SIZE = 2**16
-
-
-def _moments_of_all(x):
-    """Mean and biased variance of every value: one pass where it is exact enough.
-
-    The sum and the sum of squares (`l2_loss`) each read `x` once and write nothing;
-    the two-pass form reads it three times and writes a temporary as large as `x`
-    (8.7 against 6.0 ms CPU over a Transformer's 24 moment sites, 9.4M values).
-    Where the variance is under `ONE_PASS_MIN_SHARE` of E[x²] (a mean 30 or more
-    standard deviations from zero, a near-constant output) the one-pass value has
-    lost more than three digits, and a `cond` computes the two-pass one; non-finite
-    values take that branch too, so they come out as before. Relative error of the
-    variance: ~1e-7 at a zero mean, at most ~1e-4 where the one pass is used.
-    """
-    n = tf.cast(tf.size(x), tf.float32)
-    mean = tf.reduce_sum(x) / n
-    square = 2.0 * tf.nn.l2_loss(x) / n
-    variance = square - mean * mean
-    return mean, tf.cond(
-        variance > ONE_PASS_MIN_SHARE * square,
-        lambda: variance,
-        lambda: tf.reduce_mean(tf.math.squared_difference(x, mean)),
-    )
-
-
 def moments(x, axes):
     """Two-pass moments in three ops (Mean, SquaredDifference, Mean) and a shared axes
-    constant, against seven through `keras.ops` and a stack; over every axis, guarded
-    one-pass moments (`_moments_of_all`)."""
+    constant, against seven through `keras.ops` and a stack.
+
+    A one-pass form (Sum and `l2_loss`, two reads and no temporary, with a `Switch` to
+    the two-pass form where digits would cancel) saved 2.3 ms of a Transformer's 65 ms
+    probe update, but its 15 ops per site against 3 made the probe's first call
+    0.13-0.16 s (a third) slower: tracing and first runs cost per op.
+    """
     x = tf.cast(x, tf.float32)
     axes = tuple(sorted(a % x.shape.rank for a in axes))
-    size = x.shape.num_elements()
-    if axes == tuple(range(x.shape.rank)) and (size is None or size >= ONE_PASS_MIN_SIZE):
-        return _moments_of_all(x)
     reduce = _axes(axes)
     if axes == tuple(range(len(axes))):  # leading axes: the mean broadcasts as it is
         mean = tf.reduce_mean(x, reduce)
