@@ -179,11 +179,15 @@ def batch_norm_without_update(layer, call):
         gamma = ops.cast(layer.gamma, inputs.dtype) if layer.scale else None
         beta = ops.cast(layer.beta, inputs.dtype) if layer.center else None
         mean, variance = layer._moments(inputs, mask)
+        # The channel axis last, said as -1: the (channels,) statistics then broadcast
+        # as they are (the same values), where Keras' TensorFlow backend reshapes all
+        # four for any other axis: 8 of a layer's ~25 traced ops (ResNet50 passes 3).
+        ndim = len(inputs.shape)
         outputs = ops.batch_normalization(
             x=inputs,
             mean=mean,
             variance=variance,
-            axis=layer.axis,
+            axis=-1 if layer.axis % ndim == ndim - 1 else layer.axis,
             offset=beta,
             scale=gamma,
             epsilon=layer.epsilon,
