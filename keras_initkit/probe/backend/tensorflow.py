@@ -13,11 +13,12 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     preserving_rng,
 )
 
-# Tracing and first running ResNet50's forward probe (32x32, batch 32) costs 1.1-1.4 s,
-# about what `predict`'s first call costs (0.9-1.1 s), and a compiled call costs a
+# Tracing and first running ResNet50's forward probe (32x32, batch 32) costs 1.2-1.4 s,
+# about what `predict`'s first call costs (1.0-1.2 s), and a compiled call costs a
 # third of an eager one (0.16 s against 0.45 s): compile at once, so a second
-# `diagnose` reuses the trace. Its gradient step costs 3.5 s traced, 0.8-0.9 s eagerly:
-# run it eagerly until that has cost about one trace (see `Lazy`).
+# `diagnose` reuses the trace. Its gradient step costs 3.2 s traced (0.55 s a call
+# after), 1.1-1.3 s eagerly: run it eagerly until that has cost about one trace (see
+# `Lazy`; the break-even is 3-4 calls).
 EAGER_CALLS = 0
 GRADIENT_EAGER_CALLS = 4
 # Keras' batch-norm moments are two-pass here, as the probe's (`moments`): it reuses them.
