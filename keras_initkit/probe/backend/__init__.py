@@ -16,7 +16,7 @@ rest of the package never asks which backend it runs on:
 - `REUSES_BATCH_MOMENTS`: True where Keras' batch norm computes its batch moments in
   two passes, as `moments` does, so a probe reuses them (see `probe.Reducer`).
 - `moments(x, axes)`: `(mean, variance)` over `axes` in float32, the variance biased and
-  exact to float32 rounding (two-pass, or one pass where no digits cancel).
+  exact to float32 rounding (two passes; torch's `var` over every axis of a large tensor).
 - `plogp(p)`: `p · log p` elementwise for probabilities, 0 where `p` is 0.
 - `positive_rate(x, channel_axis)`: float32, the share of values > 0 in each channel.
 - `no_grad()`: a context in which eager forward passes record no gradients.
