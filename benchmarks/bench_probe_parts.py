@@ -1,8 +1,9 @@
-"""Where a steady probe pass spends its time, reducer family by reducer family (TensorFlow).
+"""Where a probe pass spends its time: steady passes (TensorFlow), first calls (JAX).
 
 Run from the repository root:
 
     TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/bench_probe_parts.py [--models mlp20,cnn] [--rounds 40]
+    KERAS_BACKEND=jax python benchmarks/bench_probe_parts.py [--models resnet50] [--rounds 2]
 
 Models: bench_monitors.py's 20-layer MLP and small CNN (probe of 256 samples), and
 bench_real_models.py's ResNet50 and 4-block Transformer encoder (probe of 32). On one
@@ -21,6 +22,13 @@ family alone stops the pass after its last watched layer, so compare families wi
 other, not with the forward passes. No target: this script explains the targets of
 bench_monitors.py and bench_real_models.py (update / forward, update / predict, steady
 update / recipe).
+
+On JAX (where a probe is compiled with XLA at its first call) it splits first calls
+instead, each on a fresh model after one round on a throwaway model: `predict`'s first
+call, and the first `vector` of a probe with every family and of one with the batch-norm
+family only (the training-mode forward pass the probe must run, with its per-channel
+moments). JAX's own monitoring events give the time spent tracing to a jaxpr, lowering
+it to StableHLO and in XLA's compile; the rest is running and host work.
 """
 
 import argparse
@@ -60,6 +68,18 @@ FAMILIES = {
 }
 
 
+def every_family():
+    """The reducers a `TrainingMonitor` update computes on the device."""
+    return [
+        ActivationMoments(),
+        Saturation(),
+        DeadUnits(),
+        BatchNormStatistics(),
+        RecurrentGates(),
+        AttentionEntropy(),
+    ]
+
+
 def build(name):
     """`(model, probe batch)`."""
     if name in ("mlp20", "cnn"):
@@ -77,11 +97,9 @@ def bench(name, rounds):
 
     model, x = build(name)
     tensor = tf.constant(x)
-    every = [ActivationMoments(), Saturation(), DeadUnits(), BatchNormStatistics()]
-    every += [RecurrentGates(), AttentionEntropy()]
     probes = {label: Probe(model, [cls()]) for label, cls in FAMILIES.items()}
     probes = {label: p for label, p in probes.items() if p.sites}  # families that apply
-    probes["all"] = Probe(model, every)
+    probes["all"] = Probe(model, every_family())
     inference = tf.function(lambda a: model(a, training=False))
     training = tf.function(lambda a: model(a, training=True))
     weights = [v.numpy() for v in model.non_trainable_variables]  # training=True moves them
@@ -117,26 +135,84 @@ def bench(name, rounds):
     )
 
 
+def first_calls_jax(name, rounds):
+    """First calls on fresh models, split by JAX's compile events (seconds, wall)."""
+    import gc
+
+    import jax
+
+    events = {}
+
+    def listen(event, duration, **kwargs):
+        events[event] = events.get(event, 0.0) + duration
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    phases = {
+        "trace": "/jax/core/compile/jaxpr_trace_duration",
+        "lower": "/jax/core/compile/jaxpr_to_mlir_module_duration",
+        "compile": "/jax/core/compile/backend_compile_duration",
+    }
+    calls = {
+        "predict": lambda model, x: model.predict(x, batch_size=len(x), verbose=0),
+        "probe, all families": lambda model, x: Probe(model, every_family()).vector(x),
+        "probe, batch norm only": lambda model, x: Probe(model, [BatchNormStatistics()]).vector(x),
+    }
+    results = {label: [] for label in calls}
+    for r in range(rounds + 1):  # round 0 pays what a process pays once
+        for label, call in calls.items():
+            model, x = build(name)
+            gc.collect()
+            events.clear()
+            wall, cpu = time.perf_counter(), time.process_time()
+            np.asarray(call(model, x))
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if r:
+                results[label].append((wall, cpu, *(events.get(e, 0.0) for e in phases.values())))
+    print(f"\n[{name}] first calls on fresh models, median of {rounds}; seconds")
+    print(f"  {'':<24} {'wall':>6} {'cpu':>6} {'trace':>6} {'lower':>6} {'compile':>8}")
+    medians = {}
+    for label, rows in results.items():
+        medians[label] = [statistics.median(column) for column in zip(*rows)]
+        wall, cpu, trace, lower, compile_ = medians[label]
+        print(f"  {label:<24} {wall:6.2f} {cpu:6.2f} {trace:6.2f} {lower:6.2f} {compile_:8.2f}")
+    base = medians["predict"]
+    for label in list(calls)[1:]:
+        print(
+            f"  {label} / predict: wall {medians[label][0] / base[0]:.2f}x, cpu "
+            f"{medians[label][1] / base[1]:.2f}x, XLA compile {medians[label][4] / base[4]:.2f}x"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="mlp20,cnn,transformer,resnet50")
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--models", default=None, help="default: all four (TF), resnet50 (JAX)")
+    parser.add_argument("--rounds", type=int, default=None, help="default: 30 (TF), 2 (JAX)")
     args = parser.parse_args()
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
         raise SystemExit(
-            "bench_probe_parts.py measures TensorFlow's executor (JAX compiles the whole "
-            f"probe with XLA; torch runs it eagerly). Received backend: {keras.backend.backend()!r}"
+            "bench_probe_parts.py splits TensorFlow's steady passes and JAX's first calls; "
+            f"torch runs a probe eagerly. Expected KERAS_BACKEND tensorflow or jax. Received: {backend!r}"
         )
-    names = args.models.split(",")
+    jax_mode = backend == "jax"
+    names = (args.models or ("resnet50" if jax_mode else "mlp20,cnn,transformer,resnet50")).split(
+        ","
+    )
     for name in names:
         if name not in ("mlp20", "cnn", "resnet50", "transformer"):
             raise SystemExit(
                 "--models takes mlp20, cnn, resnet50 and transformer, comma-separated. "
                 f"Received: {name!r}"
             )
-    print(f"keras {keras.__version__}, backend tensorflow, {os.cpu_count()} CPUs")
+    rounds = args.rounds or (2 if jax_mode else 30)
+    if rounds < 1:
+        raise SystemExit(f"--rounds must be a positive integer. Received: {rounds}")
+    print(f"keras {keras.__version__}, backend {backend}, {os.cpu_count()} CPUs")
     for name in names:
-        bench(name, args.rounds)
+        if jax_mode:
+            first_calls_jax(name, rounds)
+        else:
+            bench(name, rounds)
 
 
 if __name__ == "__main__":
