@@ -58,6 +58,7 @@ import tempfile
 import time
 
 BACKENDS = ("tensorflow", "jax", "torch")
+PARTS = ("fixed", "fit", "precisebn")
 
 
 def _reexec_for_backend():
@@ -652,6 +653,10 @@ def main():
     if args.quick:
         rounds, cold, steady, steps = 1, 1, 2, 10
     parts, models = args.parts.split(","), args.models.split(",")
+    for given, known, flag in ((parts, PARTS, "--parts"), (models, tuple(BUILDERS), "--models")):
+        unknown = [v for v in given if v not in known]
+        if unknown:
+            parser.error(f"{flag} takes {', '.join(known)}, comma-separated. Received: {unknown}")
     start = time.perf_counter()
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPU(s), "
@@ -668,6 +673,11 @@ def main():
     if "precisebn" in parts:
         part_precisebn(rounds, args.bn_samples, chain=not args.no_chain)
     print(f"\nload average at the end {load()}; total {time.perf_counter() - start:.0f} s\n")
+    print_summary()
+
+
+def print_summary():
+    """One PASS/FAIL line per target measured so far (`RESULTS`)."""
     for label, cpu, wall, target in RESULTS:
         if isinstance(target, bool):
             print(f"{'PASS' if target else 'FAIL'}  {label}")
