@@ -59,6 +59,7 @@ from keras_initkit.probe.reducers import (  # noqa: E402
 
 warnings.simplefilter("ignore")
 
+MODELS = ("mlp20", "cnn", "resnet50", "transformer")
 FAMILIES = {
     "moments": ActivationMoments,
     "saturation": Saturation,
@@ -82,7 +83,7 @@ def every_family():
 
 def build(name):
     """`(model, probe batch)`."""
-    if name in ("mlp20", "cnn"):
+    if name in MODELS[:2]:
         import bench_monitors
 
         model, x, _ = bench_monitors.build(name)
@@ -190,23 +191,20 @@ def main():
     args = parser.parse_args()
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
-        raise SystemExit(
-            "bench_probe_parts.py splits TensorFlow's steady passes and JAX's first calls; "
-            f"torch runs a probe eagerly. Expected KERAS_BACKEND tensorflow or jax. Received: {backend!r}"
+        parser.error(
+            "splits TensorFlow's steady passes and JAX's first calls (torch runs a probe "
+            f"eagerly): expected KERAS_BACKEND tensorflow or jax. Received: {backend!r}"
         )
     jax_mode = backend == "jax"
     names = (args.models or ("resnet50" if jax_mode else "mlp20,cnn,transformer,resnet50")).split(
         ","
     )
-    for name in names:
-        if name not in ("mlp20", "cnn", "resnet50", "transformer"):
-            raise SystemExit(
-                "--models takes mlp20, cnn, resnet50 and transformer, comma-separated. "
-                f"Received: {name!r}"
-            )
-    rounds = args.rounds or (2 if jax_mode else 30)
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        parser.error(f"--models takes {', '.join(MODELS)}, comma-separated. Received: {unknown}")
+    rounds = (2 if jax_mode else 30) if args.rounds is None else args.rounds
     if rounds < 1:
-        raise SystemExit(f"--rounds must be a positive integer. Received: {rounds}")
+        parser.error(f"--rounds must be a positive integer. Received: {rounds}")
     print(f"keras {keras.__version__}, backend {backend}, {os.cpu_count()} CPUs")
     for name in names:
         if jax_mode:
