@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 
+from _cli import positive_int
 from werkzeug.test import Client
 
 from keras_initkit.dashboard import events, fixtures, html
@@ -31,9 +32,9 @@ def timed(fn, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=160)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--layers", type=positive_int, default=160)
+    parser.add_argument("--steps", type=positive_int, default=200)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     args = parser.parse_args(argv)
     log_dir = tempfile.mkdtemp(prefix="bench_dashboard_")
     start = time.perf_counter()

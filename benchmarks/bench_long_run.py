@@ -17,6 +17,7 @@ import time
 
 import keras
 import numpy as np
+from _cli import positive_int
 
 from keras_initkit.callbacks import (
     BatchNormMonitor,
@@ -60,9 +61,9 @@ class Sampler(keras.callbacks.Callback):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 epochs instead of 200")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=positive_int, default=None)
     args = parser.parse_args(argv)
-    epochs = args.epochs or (20 if args.quick else 200)
+    epochs = (20 if args.quick else 200) if args.epochs is None else args.epochs
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 16)).astype("float32")
     y = rng.normal(size=(64, 1)).astype("float32")

@@ -67,6 +67,8 @@ import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _cli import names as model_names  # noqa: E402
+from _cli import positive_int  # noqa: E402
 
 from keras_initkit.callbacks import InitkitWarning, TrainingMonitor  # noqa: E402
 
@@ -338,29 +340,32 @@ def bench_memory(name, probe):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="fit rounds per configuration")
-    parser.add_argument("--probe", type=int, default=256, help="probe samples")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed fit")
     parser.add_argument(
-        "--small-probe", type=int, default=64, help="the smaller probe of the per-batch runs"
+        "--repeats", type=positive_int, default=5, help="fit rounds per configuration"
+    )
+    parser.add_argument("--probe", type=positive_int, default=256, help="probe samples")
+    parser.add_argument("--epochs", type=positive_int, default=1, help="epochs per timed fit")
+    parser.add_argument(
+        "--small-probe",
+        type=positive_int,
+        default=64,
+        help="the smaller probe of the per-batch runs",
     )
     parser.add_argument(
         "--models", default="mlp20,cnn", help=f"comma-separated, of {', '.join(SMALL + REAL)}"
     )
     parser.add_argument(
-        "--real-rounds", type=int, default=3, help="interleaved fit rounds on ResNet50/Transformer"
+        "--real-rounds",
+        type=positive_int,
+        default=3,
+        help="interleaved fit rounds on ResNet50/Transformer",
     )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.probe)
         return
-    names = args.models.split(",")
-    unknown = [name for name in names if name not in SMALL + REAL]
-    if unknown:
-        parser.error(
-            f"--models takes {', '.join(SMALL + REAL)}, comma-separated. Received: {unknown}"
-        )
+    names = model_names(parser, "--models", args.models, SMALL + REAL)
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs")
     for name in names:
         if name in REAL:

@@ -46,6 +46,8 @@ import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _cli import names as model_names  # noqa: E402
+from _cli import positive_int  # noqa: E402
 
 from keras_initkit.probe import Probe  # noqa: E402
 from keras_initkit.probe.reducers import (  # noqa: E402
@@ -187,7 +189,9 @@ def first_calls_jax(name, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=None, help="default: all four (TF), resnet50 (JAX)")
-    parser.add_argument("--rounds", type=int, default=None, help="default: 30 (TF), 2 (JAX)")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=None, help="default: 30 (TF), 2 (JAX)"
+    )
     args = parser.parse_args()
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
@@ -196,15 +200,9 @@ def main():
             f"eagerly): expected KERAS_BACKEND tensorflow or jax. Received: {backend!r}"
         )
     jax_mode = backend == "jax"
-    names = (args.models or ("resnet50" if jax_mode else "mlp20,cnn,transformer,resnet50")).split(
-        ","
-    )
-    unknown = [name for name in names if name not in MODELS]
-    if unknown:
-        parser.error(f"--models takes {', '.join(MODELS)}, comma-separated. Received: {unknown}")
+    default = "resnet50" if jax_mode else "mlp20,cnn,transformer,resnet50"
+    names = model_names(parser, "--models", args.models or default, MODELS)
     rounds = (2 if jax_mode else 30) if args.rounds is None else args.rounds
-    if rounds < 1:
-        parser.error(f"--rounds must be a positive integer. Received: {rounds}")
     print(f"keras {keras.__version__}, backend {backend}, {os.cpu_count()} CPUs")
     for name in names:
         if jax_mode:

@@ -90,6 +90,8 @@ import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _cli import names as model_names  # noqa: E402
+from _cli import positive_int  # noqa: E402
 
 import keras_initkit  # noqa: E402
 from keras_initkit.callbacks import InitkitWarning, TrainingMonitor  # noqa: E402
@@ -643,20 +645,21 @@ def main():
     parser.add_argument("--parts", default="fixed,fit,precisebn")
     parser.add_argument("--models", default="resnet50,transformer")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, short fits")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (fit, PreciseBN)")
-    parser.add_argument("--cold-rounds", type=int, default=2, help="fresh-model rounds (fixed)")
-    parser.add_argument("--bn-samples", type=int, default=512)
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="interleaved rounds (fit, PreciseBN)"
+    )
+    parser.add_argument(
+        "--cold-rounds", type=positive_int, default=2, help="fresh-model rounds (fixed)"
+    )
+    parser.add_argument("--bn-samples", type=positive_int, default=512)
     parser.add_argument("--no-chain", action="store_true", help="skip method='chain'")
     args = parser.parse_args()
     rounds, cold, steady = args.rounds, args.cold_rounds, 5
     epochs, steps = 2, 50
     if args.quick:
         rounds, cold, steady, steps = 1, 1, 2, 10
-    parts, models = args.parts.split(","), args.models.split(",")
-    for given, known, flag in ((parts, PARTS, "--parts"), (models, tuple(BUILDERS), "--models")):
-        unknown = [v for v in given if v not in known]
-        if unknown:
-            parser.error(f"{flag} takes {', '.join(known)}, comma-separated. Received: {unknown}")
+    parts = model_names(parser, "--parts", args.parts, PARTS)
+    models = model_names(parser, "--models", args.models, tuple(BUILDERS))
     start = time.perf_counter()
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPU(s), "

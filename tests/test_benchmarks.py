@@ -32,7 +32,12 @@ def run(script, *args):
         # An unknown part used to be skipped without a word.
         ("bench_real_models.py", ["--parts", "fitt"], "--parts takes fixed, fit, precisebn"),
         ("bench_probe_parts.py", ["--models", "mlp"], "--models takes mlp20, cnn"),
-        ("bench_probe_parts.py", ["--rounds", "0"], "--rounds must be a positive integer"),
+        # 0 used to mean "the default" (`args.rounds or 30`).
+        ("bench_probe_parts.py", ["--rounds", "0"], "expected a positive integer"),
+        ("bench_real_models.py", ["--rounds", "-1"], "expected a positive integer"),
+        ("bench_monitors.py", ["--probe", "many"], "expected a positive integer"),
+        ("bench_long_run.py", ["--epochs", "0"], "expected a positive integer"),
+        ("bench_dashboard.py", ["--layers", "0"], "expected a positive integer"),
     ],
 )
 def test_bad_arguments_are_rejected(script, args, expected):
