@@ -185,6 +185,9 @@ def unit_costs(model, x, probe, small_probe, repeats):
 
 def bench(name, repeats, probe, small_probe, epochs):
     model, x, y = build(name)
+    for flag, n in (("--probe", probe), ("--small-probe", small_probe)):
+        if n > len(x):  # x[:n] would quietly be smaller
+            raise SystemExit(f"{flag} can be at most {len(x)} for {name}. Received: {n}")
     steps = len(x) // 64
     model.fit(x[:640], y[:640], batch_size=64, epochs=1, verbose=0)  # trace train function
     costs = unit_costs(model, x, probe, small_probe, repeats=30)

@@ -47,6 +47,12 @@ def test_bad_arguments_are_rejected(script, args, expected):
     assert "Received" in result.stderr
 
 
+def test_a_probe_larger_than_the_data_is_rejected():
+    result = run("bench_monitors.py", "--models", "cnn", "--probe", "5000")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "--probe can be at most 4096 for cnn. Received: 5000" in result.stderr
+
+
 def test_probe_parts_reports_every_line():
     result = run("bench_probe_parts.py", "--models", "mlp20", "--rounds", "1")
     assert result.returncode == 0, result.stdout + result.stderr
