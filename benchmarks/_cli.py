@@ -18,7 +18,7 @@ def positive_int(text):
     return value
 
 
-def names(parser, flag, value, known):
+def known_names(parser, flag, value, known):
     """`value` split at commas, every name one of `known`; otherwise a parser error."""
     given = value.split(",")
     unknown = [name for name in given if name not in known]

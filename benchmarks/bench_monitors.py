@@ -67,8 +67,7 @@ import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _cli import names as model_names  # noqa: E402
-from _cli import positive_int  # noqa: E402
+from _cli import known_names, positive_int  # noqa: E402
 
 from keras_initkit.callbacks import InitkitWarning, TrainingMonitor  # noqa: E402
 
@@ -368,30 +367,20 @@ def main():
     if args.memory_child:
         memory_child(args.memory_child, args.probe)
         return
-    names = model_names(parser, "--models", args.models, SMALL + REAL)
+    names = known_names(parser, "--models", args.models, SMALL + REAL)
+    real = None
+    if any(name in REAL for name in names):
+        import bench_real_models as real  # imports keras_hub when present: only when asked
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs")
     for name in names:
-        if name in REAL:
-            real_model_fit(name, args.real_rounds)
+        if name in REAL:  # issue 15's fit overhead: 2 epochs x 50 steps of batch 32
+            real.part_fit(name, args.real_rounds, epochs=2, steps=50)
         else:
             bench(name, args.repeats, args.probe, args.small_probe, args.epochs)
             bench_memory(name, args.probe)
-    if any(name in REAL for name in names):
+    if real is not None:
         print()
-        bench_real_models().print_summary()
-
-
-def bench_real_models():
-    """The real-model benchmark module (it imports keras_hub when present)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench_real_models
-
-    return bench_real_models
-
-
-def real_model_fit(name, rounds):
-    """Issue 15's fit overhead on a real model: 2 epochs x 50 steps of batch 32."""
-    bench_real_models().part_fit(name, rounds, epochs=2, steps=50)
+        real.print_summary()
 
 
 if __name__ == "__main__":

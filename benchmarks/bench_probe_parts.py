@@ -46,16 +46,15 @@ import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _cli import names as model_names  # noqa: E402
-from _cli import positive_int  # noqa: E402
+from _cli import known_names, positive_int  # noqa: E402
 
+from keras_initkit.checks import book  # noqa: E402
 from keras_initkit.probe import Probe  # noqa: E402
 from keras_initkit.probe.reducers import (  # noqa: E402
     ActivationMoments,
     AttentionEntropy,
     BatchNormStatistics,
     DeadUnits,
-    RecurrentGates,
     Saturation,
 )
 
@@ -72,15 +71,8 @@ FAMILIES = {
 
 
 def every_family():
-    """The reducers a `TrainingMonitor` update computes on the device."""
-    return [
-        ActivationMoments(),
-        Saturation(),
-        DeadUnits(),
-        BatchNormStatistics(),
-        RecurrentGates(),
-        AttentionEntropy(),
-    ]
+    """Every check's reducers, as `diagnose` and a `TrainingMonitor` update compute them."""
+    return book.reducers(book.default_checks())
 
 
 def build(name):
@@ -201,7 +193,7 @@ def main():
         )
     jax_mode = backend == "jax"
     default = "resnet50" if jax_mode else "mlp20,cnn,transformer,resnet50"
-    names = model_names(parser, "--models", args.models or default, MODELS)
+    names = known_names(parser, "--models", args.models or default, MODELS)
     rounds = (2 if jax_mode else 30) if args.rounds is None else args.rounds
     print(f"keras {keras.__version__}, backend {backend}, {os.cpu_count()} CPUs")
     for name in names:

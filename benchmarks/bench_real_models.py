@@ -90,8 +90,7 @@ import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _cli import names as model_names  # noqa: E402
-from _cli import positive_int  # noqa: E402
+from _cli import known_names, positive_int  # noqa: E402
 
 import keras_initkit  # noqa: E402
 from keras_initkit.callbacks import InitkitWarning, TrainingMonitor  # noqa: E402
@@ -658,8 +657,8 @@ def main():
     epochs, steps = 2, 50
     if args.quick:
         rounds, cold, steady, steps = 1, 1, 2, 10
-    parts = model_names(parser, "--parts", args.parts, PARTS)
-    models = model_names(parser, "--models", args.models, tuple(BUILDERS))
+    parts = known_names(parser, "--parts", args.parts, PARTS)
+    models = known_names(parser, "--models", args.models, tuple(BUILDERS))
     start = time.perf_counter()
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPU(s), "
