@@ -11,7 +11,8 @@ or every `initkit` run below `LOGDIR`, e.g. one per demo run) without TensorFlow
   rule first fired and the worst value. They come from the run's `initkit/findings`
   record (written by the monitors); a run without one gets them derived from its logged
   values and the thresholds;
-- the worst layers of each metric at the latest update (`!` = over the threshold).
+- the worst layers of each metric at the latest update (`!` = beyond a threshold:
+  above it, or below a lower-is-worse rule's, such as vanishing gradients).
 
 `--layers` prints the per-layer table instead: per layer and headline metric (`--all`:
 every metric), the first and the latest value and the trend (the relative change
@@ -20,7 +21,8 @@ dashboard's heatmaps and findings as one self-contained HTML file (no network ne
 to open it).
 
 Thresholds: those the run recorded (`initkit/layers`), else the rules of `diagnose`
-(`keras_initkit.health.DEFAULT_THRESHOLDS`, imported only then: it imports Keras). The
+(`keras_initkit.health.DEFAULT_THRESHOLDS`, by metric: `checks.book.metric_limits`,
+imported only then: it imports Keras). The
 cross-layer rules of `diagnose` (activation std and gradient norm through depth) need
 the layers' kernels, which event files do not record: `report` does not apply them.
 
@@ -31,6 +33,8 @@ Exit codes: 0 success, 2 usage error, missing directory or no keras_initkit even
 """
 
 import argparse
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -53,21 +57,27 @@ class UsageError(Exception):
     """A problem with the command line's arguments: message on stderr, exit code 2."""
 
 
+@functools.cache
 def default_thresholds():
-    """`diagnose`'s thresholds and its `flagged` rule (imports Keras)."""
-    from keras_initkit.health import DEFAULT_THRESHOLDS, flagged
+    """`diagnose`'s default thresholds as `(upper, lower)` `{metric: value}` dicts (see
+    `keras_initkit.checks.book.metric_limits`; imports Keras)."""
+    from keras_initkit.checks.book import default_checks, metric_limits
 
-    return DEFAULT_THRESHOLDS, flagged
+    return metric_limits(default_checks())
+
+
+def with_thresholds(run):
+    """`run`, given `diagnose`'s default thresholds when it recorded none."""
+    if run.has_thresholds:
+        return run
+    upper, lower = default_thresholds()
+    return dataclasses.replace(run, thresholds=dict(upper), lower_thresholds=dict(lower))
 
 
 def flagger(run):
-    """`flagged(metric, value)` for `run`: its recorded thresholds, else `diagnose`'s.
-
-    A non-finite value of any metric is flagged.
-    """
-    if run.thresholds:
-        return model.flagger(run.thresholds)
-    return default_thresholds()[1]
+    """`flagged(metric, value)` for `run`: above or below one of its thresholds, or not
+    finite (any metric)."""
+    return model.flagger(run.thresholds, run.lower_thresholds)
 
 
 def find_runs(log_dir):
@@ -79,8 +89,13 @@ def find_runs(log_dir):
 
 
 def read_runs(log_dir):
-    """The keras_initkit runs below `log_dir`; `UsageError` when there is none."""
-    runs = [run for label, path in find_runs(log_dir) if (run := events.read_run(path, label))]
+    """The keras_initkit runs below `log_dir`, each with its thresholds (`with_thresholds`);
+    `UsageError` when there is none."""
+    runs = [
+        with_thresholds(run)
+        for label, path in find_runs(log_dir)
+        if (run := events.read_run(path, label))
+    ]
     if not runs:
         raise UsageError(
             f"no keras_initkit events in {log_dir!r}: expected event files with "
@@ -188,7 +203,9 @@ def render_summary(runs):
                 cells = ", ".join(f"{layer} {_fmt(v, mark)}" for layer, v, mark in top)
                 lines.append(f"    {metric.ljust(width)}  {cells}")
         lines.append("")
-    lines.append("! = over the threshold. Per-layer table: --layers; dashboard: --html OUT.html")
+    lines.append(
+        "! = beyond a threshold (above it; below it for lower-is-worse metrics). Per-layer table: --layers; dashboard: --html OUT.html"
+    )
     return "\n".join(lines)
 
 
@@ -258,15 +275,15 @@ def _json_safe(value):
 
 
 def render_json(runs, everything=False):
-    thresholds = {}
+    thresholds, lower_thresholds = {}, {}
     for run in runs:
         thresholds.update(run.thresholds)
-    if not all(run.thresholds for run in runs):
-        thresholds = {**default_thresholds()[0], **thresholds}
+        lower_thresholds.update(run.lower_thresholds)
     return json.dumps(
         _json_safe(
             {
                 "thresholds": thresholds,
+                "lower_thresholds": lower_thresholds,
                 "runs": {run.label: summarize(run, everything) for run in runs},
                 "findings": {run.label: findings(run)[0] for run in runs},
             }
@@ -289,12 +306,10 @@ def report(log_dir, fmt="text", everything=False, layers=False, html=None):
     if html:
         from keras_initkit.dashboard import html as html_report
 
-        fallback = None if all(run.thresholds for run in runs) else default_thresholds()[0]
         html_report.write(
             runs,
             html,
             title=f"keras_initkit: {log_dir}",
-            thresholds=fallback,
             findings={run.label: findings(run) for run in runs},
         )
     if fmt == "json":
@@ -319,7 +334,7 @@ def _parser():
         description=(
             "Print, per run, the findings (rule, layers, the step it first fired, worst "
             "value, fix) and the worst layers of each metric; --layers: per layer and "
-            "metric, the first and latest value and the trend ('!' = over the threshold). "
+            "metric, the first and latest value and the trend ('!' = beyond a threshold). "
             "Reads LOGDIR/initkit, LOGDIR itself, or every 'initkit' run below LOGDIR, "
             "without TensorFlow."
         ),

@@ -20,7 +20,8 @@ as string tensors holding JSON under the plugin name `initkit` (stock TensorBoar
 Scalars and Time Series ignore them):
 
 - `initkit/layers` (`SummaryWriter.write_meta`): the layers in forward order, and the
-  thresholds the rules flag each metric's values above;
+  thresholds the rules flag each metric's values above (`thresholds`) or below
+  (`lower_thresholds`: vanishing gradients, attention collapse);
 - `initkit/findings` (`SummaryWriter.write_findings`): the findings so far, one dict each.
 """
 
@@ -183,7 +184,7 @@ def _finite(value):
     return value
 
 
-def meta_summary(layers, thresholds=None):
+def meta_summary(layers, thresholds=None, lower_thresholds=None):
     """The `initkit/layers` record: layer names in forward order and metric thresholds."""
     if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
         raise ValueError(
@@ -191,8 +192,9 @@ def meta_summary(layers, thresholds=None):
             f"Received: layers={layers!r}"
         )
     payload = {"layers": list(layers)}
-    if thresholds:
-        payload["thresholds"] = {str(k): float(v) for k, v in thresholds.items()}
+    for key, value in (("thresholds", thresholds), ("lower_thresholds", lower_thresholds)):
+        if value := validation.metric_thresholds(value, key):
+            payload[key] = value
     return json_summary(LAYERS_TAG, payload)
 
 
@@ -253,7 +255,7 @@ class SummaryWriter:
                 summary.MergeFrom(part)
         self._write(step, summary)
 
-    def write_meta(self, step, layers, thresholds=None):
+    def write_meta(self, step, layers, thresholds=None, lower_thresholds=None):
         """Record the layers' forward order (and thresholds) for the `initkit` dashboard.
 
         The dashboard and `keras-initkit report` draw one row per layer in this order
@@ -267,8 +269,11 @@ class SummaryWriter:
                 forward order: every layer of the model, watched or not.
             thresholds: optional `{metric: value}`: values above `value` are findings,
                 e.g. `{"dead_fraction": 0.5, "saturated_fraction": 0.2}`.
+            lower_thresholds: optional `{metric: value}`: values below `value` are
+                findings, e.g. `{"gradient_ratio": 1e-3, "attention_entropy": 0.05}`.
+                A metric may have both.
         """
-        self._write(step, meta_summary(layers, thresholds))
+        self._write(step, meta_summary(layers, thresholds, lower_thresholds))
 
     def write_findings(self, step, findings, source=None):
         """Record the run's findings for the `initkit` dashboard and `keras-initkit report`.

@@ -37,6 +37,17 @@ def positive(value, name, *, above=0.0):
     return float(value)
 
 
+def metric_thresholds(value, name):
+    """`{metric: float}` from a `{str: finite number}` dict; `{}` for None."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and _is_number(v) and math.isfinite(v) for k, v in value.items()
+    ):
+        _fail(name, "a dict `{metric name: finite number}` or None", value)
+    return {k: float(v) for k, v in value.items()}
+
+
 def fraction(value, name):
     """`value` as a float if it is a number in [0, 1]."""
     if not _is_number(value) or not 0 <= value <= 1:

@@ -90,6 +90,9 @@ def test_report_on_monitor_logs_subprocess(monitor_logs):
     data = json.loads(proc.stdout)
     run = data["runs"]["initkit"]
     assert data["thresholds"]["saturated_fraction"] == 0.2
+    # The monitor recorded its lower-is-worse thresholds too (vanishing gradients).
+    assert data["lower_thresholds"]["gradient_ratio"] == 1e-3
+    assert data["thresholds"]["gradient_ratio"] == 1e3  # exploding
     saturated = run["saturating"]["saturated_fraction"]
     assert saturated["flagged"] is True
     assert saturated["last"] == pytest.approx(latest["saturating"]["saturated_fraction"], rel=1e-6)
@@ -221,6 +224,33 @@ def test_report_derives_findings_when_the_run_recorded_none(monitor_logs):
     data = json.loads(cli.report(str(log_dir), "json"))
     (saturated,) = [g for g in data["findings"]["initkit"] if g["rule"] == "saturated_fraction"]
     assert saturated["layers"] == "saturating" and saturated["first_step"] == 0
+
+
+def test_report_judges_a_run_without_thresholds_by_diagnose_rules_on_both_sides(tmp_path):
+    """Logs without an `initkit/layers` record get `diagnose`'s thresholds per metric: a
+    lower-is-worse rule's (vanishing gradients at 1e-3) is a lower threshold, not an
+    upper one that would flag every healthy layer."""
+    from keras_initkit import summary
+    from keras_initkit.dashboard import html
+
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    scalars = {"gradient_ratio/early": 1e-6, "gradient_ratio/mid": 0.5, "dead_fraction/mid": 0.0}
+    writer.write(0, scalars=scalars)
+    writer.close()
+    data = json.loads(cli.report(str(tmp_path), "json", everything=True))
+    assert data["lower_thresholds"]["gradient_ratio"] == 1e-3
+    assert data["thresholds"]["gradient_ratio"] == 1e3
+    assert data["lower_thresholds"]["attention_entropy"] == 0.05
+    layers = data["runs"]["initkit"]
+    assert layers["early"]["gradient_ratio"]["flagged"] is True
+    assert layers["mid"]["gradient_ratio"]["flagged"] is False
+    (group,) = data["findings"]["initkit"]
+    assert group["layers"] == "early" and group["rule"] == "gradient_ratio below 0.001"
+    (run,) = cli.read_runs(str(tmp_path))
+    heatmap = html.report_data([run])["heatmaps"]["initkit"]["gradient_ratio"]
+    assert (heatmap["lower"], heatmap["threshold"]) == (1e-3, 1e3)
+    text = cli.report(str(tmp_path))
+    assert "! gradient_ratio below 0.001 from step 0: early; worst 1e-06" in text
 
 
 def test_report_html_writes_one_self_contained_file(fixture_logs, tmp_path, capsys):

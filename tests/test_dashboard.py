@@ -248,6 +248,83 @@ def test_runs_with_differing_layer_names_align_by_depth(tmp_path):
     assert b["layers"] == ["dense_3", "dense_4", "dense_5"]  # row i = depth i in both
 
 
+# -- lower-is-worse thresholds ----------------------------------------------------------
+
+
+def write_gradient_run(path, meta=True):
+    """One run whose `gradient_ratio` is healthy in `mid`, vanished in `early`, exploded
+    in `late` (the vanishing rule's threshold is a lower one, the exploding rule's an
+    upper one)."""
+    writer = summary.EventFileSummaryWriter(path)
+    if meta:
+        writer.write_meta(
+            0,
+            layers=["early", "mid", "late"],
+            thresholds={"gradient_ratio": 1e3},
+            lower_thresholds={"gradient_ratio": 1e-3, "attention_entropy": 0.05},
+        )
+    for step, scale in ((0, 1.0), (10, 10.0)):
+        writer.write(
+            step,
+            scalars={
+                "gradient_ratio/early": 1e-5 / scale,
+                "gradient_ratio/mid": 0.5,
+                "gradient_ratio/late": 2e3 * scale,
+            },
+        )
+    writer.close()
+    return events.read_run(str(path))
+
+
+def test_lower_thresholds_are_recorded_read_flagged_and_served(tmp_path):
+    run = write_gradient_run(tmp_path / "initkit")
+    assert run.thresholds == {"gradient_ratio": 1e3} and run.has_thresholds
+    assert run.lower_thresholds == {"gradient_ratio": 1e-3, "attention_entropy": 0.05}
+    flagged = model.flagger(run.thresholds, run.lower_thresholds)
+    assert flagged("gradient_ratio", 1e-4) and flagged("gradient_ratio", 1e4)
+    assert not flagged("gradient_ratio", 0.5) and not flagged("gradient_ratio", 1e-3)
+    assert flagged("attention_entropy", 0.01) and not flagged("attention_entropy", 0.9)
+    assert not flagged("dead_fraction", 0.99) and flagged("dead_fraction", float("nan"))
+    groups, source = model.findings(run)  # no findings record: derived from both sides
+    assert source == "derived"
+    by_rule = {g["rule"]: g for g in groups}
+    assert set(by_rule) == {"gradient_ratio below 0.001", "gradient_ratio"}
+    vanished, exploded = by_rule["gradient_ratio below 0.001"], by_rule["gradient_ratio"]
+    assert vanished["layers"] == "early" and exploded["layers"] == "late"
+    assert vanished["worst"] == pytest.approx(1e-6)  # the smallest: lower is worse
+    assert exploded["worst"] == pytest.approx(2e4)
+    client = Client(fixtures.tensorboard_app(tmp_path)[0])
+    data = _get(client, "heatmap?run=initkit&metric=gradient_ratio").json
+    assert data["lower"] == 1e-3 and data["threshold"] == 1e3
+    listing = _get(client, "findings?run=initkit").json
+    assert listing["source"] == "derived" and len(listing["findings"]) == 2
+
+
+def test_a_run_without_lower_thresholds_reads_as_before(logs):
+    run = next(r for r in events.read_logdir(logs[0]) if r.label == "lsuv/initkit")
+    assert run.lower_thresholds == {}
+    assert model.heatmap(run, "dead_fraction")["lower"] is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"gradient_ratio": "1e-3"},
+        {"gradient_ratio": float("nan")},
+        {"gradient_ratio": True},
+        {1: 0.5},
+        [("gradient_ratio", 1e-3)],
+    ],
+)
+@pytest.mark.parametrize("argument", ["thresholds", "lower_thresholds"])
+def test_write_meta_rejects_bad_thresholds(tmp_path, argument, bad):
+    writer = summary.EventFileSummaryWriter(tmp_path)
+    with pytest.raises(ValueError, match=f"Argument `{argument}` must be a dict"):
+        writer.write_meta(0, layers=["a"], **{argument: bad})
+    writer.close()
+    assert events.read_run(str(tmp_path)) is None  # nothing half-written
+
+
 # -- HTML report ----------------------------------------------------------------------
 
 

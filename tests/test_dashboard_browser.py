@@ -216,6 +216,65 @@ def test_html_report_draws_offline(driver, logs, tmp_path):
     assert not driver.find_elements(By.CSS_SELECTOR, ".ik-reload")  # nothing to reload
 
 
+def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path):
+    """Vanishing gradients (below the lower threshold) are as warm as exploding ones
+    (above the upper threshold); a healthy layer in between stays cool; the legend says
+    so and a layer's curve shows both limits."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from keras_initkit import summary
+    from keras_initkit.dashboard import events, html
+
+    layers = ["early", "mid", "late"]
+    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
+    writer.write_meta(
+        0,
+        layers=layers,
+        thresholds={"gradient_ratio": 1e3},
+        lower_thresholds={"gradient_ratio": 1e-3},
+    )
+    for step in (0, 10):
+        writer.write(
+            step,
+            scalars={
+                "gradient_ratio/early": 1e-6,
+                "gradient_ratio/mid": 0.5,
+                "gradient_ratio/late": 1e5,
+                "dead_fraction/mid": 0.0,
+            },
+        )
+    writer.close()
+    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"), "the heatmap")
+    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+        "gradient_ratio"
+    )
+    legend = _wait(
+        lambda: (
+            "below the first" in (text := driver.find_element(By.CSS_SELECTOR, ".ik-legend").text)
+            and text
+        ),
+        "the gradient_ratio legend",
+    )
+    assert "thresholds 0.001 and 1000" in legend
+    rgb = driver.execute_script(
+        """const c = document.querySelector('canvas.ik-heatmap');
+        const rows = +c.dataset.rows, h = c.height / rows;
+        return [...Array(rows).keys()].map((r) => Array.from(
+          c.getContext('2d').getImageData(1, Math.floor((r + 0.5) * h), 1, 1).data.slice(0, 3)));"""
+    )
+    (er, eg, eb), (mr, mg, mb), (lr, lg, lb) = rgb
+    assert er > eb and lr > lb, rgb  # warm: both findings
+    assert mb > mr, rgb  # cool: healthy
+    driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")[1].click()
+    curve = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve svg"), "curve")
+    assert len(curve.find_elements(By.CSS_SELECTOR, "line.ik-limit")) == 2
+    driver.save_screenshot(str(tmp_path / "lower_thresholds.png"))
+
+
 def test_reload_follows_a_live_run(server, driver, logs):
     """A run that appears after the page loaded shows after Reload."""
     from selenium.webdriver.common.by import By

@@ -73,6 +73,21 @@ def default_checks(thresholds=None):
     return [cls.from_thresholds(thresholds) for cls in CHECKS]
 
 
+def metric_limits(checks):
+    """`(upper, lower)`: `{metric: threshold}` from the rules of `checks` that judge one
+    logged value on its own. A value above `upper[metric]` or below `lower[metric]` (a
+    lower-is-worse rule, such as vanishing gradients) is beyond a rule's threshold:
+    what the dashboard colours warm and `keras-initkit report` marks `!`. A metric
+    judged by several rules on one side keeps the first rule's threshold."""
+    upper, lower = {}, {}
+    for check in checks:
+        for rule in check.rules:
+            limit = check.limit(rule)
+            if limit is not None and rule.reads != ():
+                (lower if rule.below else upper).setdefault(rule.metric, limit)
+    return upper, lower
+
+
 def reducers(checks):
     """The probe `Reducer`s `checks` need, each once (by name), for one shared pass."""
     needed = {}

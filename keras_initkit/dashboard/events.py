@@ -56,7 +56,9 @@ class Run:
         series: `{metric: {layer: (steps, values)}}`, int64 and float64 arrays sorted by
             step (a step written twice keeps its last value).
         findings: the findings records (dicts), the latest list of each source.
-        thresholds: `{metric: value}` from the `initkit/layers` record (may be empty).
+        thresholds: `{metric: value}` from the `initkit/layers` record (may be empty):
+            values above it are beyond a rule's threshold.
+        lower_thresholds: the same for lower-is-worse rules: values below it.
         has_meta: whether the run holds an `initkit/layers` record.
         has_findings: whether the run holds an `initkit/findings` record (an empty list
             included).
@@ -70,6 +72,11 @@ class Run:
     thresholds: dict
     has_meta: bool = False
     has_findings: bool = False
+    lower_thresholds: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def has_thresholds(self):
+        return bool(self.thresholds or self.lower_thresholds)
 
     @property
     def metrics(self):
@@ -234,6 +241,15 @@ def _series(points, layers):
     return series
 
 
+def meta_thresholds(payload):
+    """`{"thresholds": {...}, "lower_thresholds": {...}}` of an `initkit/layers` record's
+    JSON `payload` (None: no record), numbers parsed, for `Run(**...)`."""
+    return {
+        key: {k: parse_number(v) for k, v in ((payload or {}).get(key) or {}).items()}
+        for key in ("thresholds", "lower_thresholds")
+    }
+
+
 def read_run(path, label=None):
     """The `Run` in the directory `path`, or None when it holds no keras_initkit data."""
     points, seen, meta, findings = _read_events(path)
@@ -250,9 +266,9 @@ def read_run(path, label=None):
         layers=layers,
         series=_series(points, layers),
         findings=[f for tag in sorted(findings) for f in findings[tag][1]],
-        thresholds={k: parse_number(v) for k, v in payload.get("thresholds", {}).items()},
         has_meta=has_meta,
         has_findings=bool(findings),
+        **meta_thresholds(payload),
     )
 
 

@@ -5,7 +5,6 @@ styles and every run's heatmaps and grouped findings as JSON: it opens from disk
 no server and no network, and can be kept as a CI artifact.
 """
 
-import dataclasses
 import html
 import os
 
@@ -14,16 +13,14 @@ from keras_initkit.dashboard import model
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 
-def report_data(runs, title=None, thresholds=None, findings=None):
+def report_data(runs, title=None, findings=None):
     """The page's data: run list, `{run: {metric: heatmap}}`, `{run: grouped findings}`.
 
-    `thresholds` (`{metric: value}`) fills in for runs that recorded none; `findings`
-    (`{run label: (groups, source)}`, see `model.findings`) replaces the runs' own.
+    `findings` (`{run label: (groups, source)}`, see `model.findings`) replaces the
+    runs' own.
     """
     listing, heatmaps, grouped, sources = [], {}, {}, {}
     for run in runs:
-        if thresholds and not run.thresholds:
-            run = dataclasses.replace(run, thresholds=dict(thresholds))
         listing.append(model.run_summary(run))
         heatmaps[run.label] = {m: model.heatmap(run, m) for m in model.metric_order(run.metrics)}
         groups, source = (findings or {}).get(run.label) or model.findings(run)
@@ -37,11 +34,11 @@ def report_data(runs, title=None, thresholds=None, findings=None):
     }
 
 
-def render(runs, title="keras_initkit report", thresholds=None, findings=None):
+def render(runs, title="keras_initkit report", findings=None):
     """The HTML text of the report of `runs` (`keras_initkit.dashboard.events.Run`)."""
     with open(os.path.join(STATIC, "app.js"), encoding="utf-8") as f:
         app = f.read()
-    data = model.dumps(report_data(runs, title, thresholds, findings))
+    data = model.dumps(report_data(runs, title, findings))
     # `</` would end the script element early: JSON allows `<\/` for the same text.
     data = data.replace("</", "<\\/")
     return f"""<!DOCTYPE html>
@@ -64,8 +61,8 @@ mount(document.getElementById('initkit'), inlineSource(data));
 """
 
 
-def write(runs, path, title="keras_initkit report", thresholds=None, findings=None):
+def write(runs, path, title="keras_initkit report", findings=None):
     """Write the report of `runs` to `path` (arguments as `report_data`)."""
     with open(path, "w", encoding="utf-8") as f:
-        f.write(render(runs, title, thresholds, findings))
+        f.write(render(runs, title, findings))
     return path

@@ -108,6 +108,7 @@ def heatmap(run, metric):
         "steps": steps.tolist(),
         "values": values,  # encoded by `dumps`
         "threshold": run.thresholds.get(metric),
+        "lower": run.lower_thresholds.get(metric),
         "scale": scale(metric, values),
     }
 
@@ -156,13 +157,13 @@ def group_findings(run):
         groups.setdefault(key, []).append(finding)
     out = []
     for (rule, fix), found in groups.items():
-        values = [v for v in map(_value, found) if v is not None]
+        pairs = [(v, f.get("threshold")) for f in found if (v := _value(f)) is not None]
+        values = [v for v, _ in pairs]
         worst = None
         if any(not math.isfinite(v) for v in values):
             worst = next(v for v in values if not math.isfinite(v))
         elif values:
-            thresholds = [f.get("threshold") for f in found if f.get("threshold") is not None]
-            lower = thresholds and all(v < float(t) for v, t in zip(values, thresholds))
+            lower = all(t is not None and v < float(t) for v, t in pairs)
             worst = min(values) if lower else max(values)
         worst_layer = None
         if worst is not None:
@@ -194,30 +195,41 @@ def group_findings(run):
     return out
 
 
-def flagger(thresholds):
-    """`flagged(metric, value)`: above the metric's threshold, or not finite."""
+def flagger(thresholds, lower=None):
+    """`flagged(metric, value)`: above the metric's threshold (`thresholds`), below its
+    lower threshold (`lower`), or not finite."""
+    lower = lower or {}
 
     def flagged(metric, value, _=None):
         if not math.isfinite(value):
             return True
-        limit = thresholds.get(metric)
-        return limit is not None and not value <= limit
+        high, low = thresholds.get(metric), lower.get(metric)
+        return (high is not None and value > high) or (low is not None and value < low)
 
     return flagged
 
 
 def derived_findings(run, flagged):
     """Findings from the logged values: per flagged metric and layer, the first step
-    and the worst value (for runs without a findings record)."""
+    and the worst value (for runs without a findings record). The rule is the metric's
+    name; a layer whose flagged values all lie below the run's lower threshold of the
+    metric gets the rule `"<metric> below <threshold>"`, its smallest value as the
+    worst, and the threshold (as a recorded finding carries it)."""
     found = []
     for metric, per_layer in run.series.items():
+        low = run.lower_thresholds.get(metric)
         for layer, (steps, values) in per_layer.items():
             hits = [i for i, v in enumerate(values.tolist()) if flagged(metric, v)]
-            if hits:
-                worst = max(values[hits].tolist(), key=lambda v: (not math.isfinite(v), v))
-                found.append(
-                    {"rule": metric, "layer": layer, "step": int(steps[hits[0]]), "value": worst}
-                )
+            if not hits:
+                continue
+            flagged_values = values[hits].tolist()
+            finding = {"rule": metric, "layer": layer, "step": int(steps[hits[0]])}
+            if low is not None and all(v < low for v in flagged_values):
+                finding.update(rule=f"{metric} below {low:.4g}", value=min(flagged_values))
+                finding["threshold"] = low
+            else:
+                finding["value"] = max(flagged_values, key=lambda v: (not math.isfinite(v), v))
+            found.append(finding)
     return found
 
 
@@ -230,8 +242,8 @@ def findings(run, flagged=None):
     """
     if run.findings or run.has_findings:
         return group_findings(run), "recorded"
-    if flagged is None and run.thresholds:
-        flagged = flagger(run.thresholds)
+    if flagged is None and run.has_thresholds:
+        flagged = flagger(run.thresholds, run.lower_thresholds)
     if flagged is None:
         return [], "none"
     derived = dataclasses.replace(run, findings=derived_findings(run, flagged))

@@ -163,10 +163,8 @@ class InitkitPlugin(base_plugin.TBPlugin):
             series=series,
             findings=findings or [],
             has_findings=findings is not None,
-            thresholds={
-                k: events.parse_number(v) for k, v in ((meta or {}).get("thresholds") or {}).items()
-            },
             has_meta=meta is not None,
+            **events.meta_thresholds(meta),
         )
 
     def _scalar_tags(self, ctx, eid, run):
@@ -267,7 +265,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
         ctx = plugin_util.context(request.environ)
         eid = plugin_util.experiment_id(request.environ)
         data = self.read_run(ctx, eid, run, metric="")  # order and records, no scalars
-        if not data.has_findings and data.thresholds:  # logs from before the record
+        if not data.has_findings and data.has_thresholds:  # logs from before the record
             data = self.read_run(ctx, eid, run)
         groups, source = model.findings(data)
         return _json_response(request, model.dumps({"findings": groups, "source": source}))

@@ -106,15 +106,37 @@ export function position(scale, value) {
   return Math.min(1, Math.max(0, (v - lo) / (hi - lo)));
 }
 
-/** RGB of a value: below the threshold cool blues, above it yellow to red. */
-export function colour(scale, threshold, value) {
+const given = (x) => x !== null && x !== undefined;
+
+/**
+ * RGB of a value: within the thresholds cool blues, beyond them (above `threshold`,
+ * below `lower`) yellow to red, redder the further out.
+ */
+export function colour(scale, threshold, value, lower) {
   if (value === null || value === undefined || Number.isNaN(value)) return MISSING;
   const t = position(scale, value);
   if (scale.kind === 'signed') return ramp(DIVERGING, t);
-  if (threshold === null || threshold === undefined) return ramp(VIRIDIS, t);
-  const cut = position(scale, threshold);
-  if (value > threshold) return ramp(HOT, cut >= 1 ? 1 : (t - cut) / (1 - cut));
-  return ramp(COOL, cut <= 0 ? 0 : t / cut);
+  if (!given(threshold) && !given(lower)) return ramp(VIRIDIS, t);
+  const hi = given(threshold) ? position(scale, threshold) : 1;
+  const lo = given(lower) ? position(scale, lower) : 0;
+  if (given(threshold) && value > threshold) {
+    return ramp(HOT, hi >= 1 ? 1 : (t - hi) / (1 - hi));
+  }
+  if (given(lower) && value < lower) return ramp(HOT, lo <= 0 ? 1 : (lo - t) / lo);
+  return ramp(COOL, hi <= lo ? 0 : (t - lo) / (hi - lo));
+}
+
+/** The legend's words for a metric's thresholds, or '' when it has none. */
+export function thresholdText(threshold, lower) {
+  if (given(threshold) && given(lower)) {
+    return `▮ thresholds ${fmt(lower)} and ${fmt(threshold)}: below the first or above ` +
+      'the second is a finding (warm colours)';
+  }
+  if (given(lower)) return `▮ threshold ${fmt(lower)}: below it is a finding (warm colours)`;
+  if (given(threshold)) {
+    return `▮ threshold ${fmt(threshold)}: above it is a finding (warm colours)`;
+  }
+  return '';
 }
 
 function legend(data) {
@@ -127,18 +149,18 @@ function legend(data) {
     v = data.scale.kind === 'log'
       ? 10 ** (Math.log10(lo) + v * (Math.log10(hi) - Math.log10(lo)))
       : lo + v * (hi - lo);
-    const [r, g, b] = colour(data.scale, data.threshold, v);
+    const [r, g, b] = colour(data.scale, data.threshold, v, data.lower);
     ctx.fillStyle = `rgb(${r},${g},${b})`;
     ctx.fillRect(x, 0, 1, 12);
   }
   const parts = [el('span', {text: fmt(lo)}), canvas, el('span', {text: fmt(hi)})];
-  if (data.threshold !== null && data.threshold !== undefined) {
-    const x = Math.round(position(data.scale, data.threshold) * (width - 1));
-    ctx.fillStyle = '#000';
+  ctx.fillStyle = '#000';
+  for (const limit of [data.lower, data.threshold].filter(given)) {
+    const x = Math.round(position(data.scale, limit) * (width - 1));
     ctx.fillRect(Math.max(0, x - 1), 0, 2, 12);
-    parts.push(el('span', {class: 'ik-threshold',
-      text: `▮ threshold ${fmt(data.threshold)}: above it is a finding (warm colours)`}));
   }
+  const words = thresholdText(data.threshold, data.lower);
+  if (words) parts.push(el('span', {class: 'ik-threshold', text: words}));
   parts.push(el('span', {class: 'ik-note',
     text: `${data.scale.kind === 'log' ? 'log scale' : 'linear scale'}; grey: not logged`}));
   return el('div', {class: 'ik-legend'}, el('b', {text: data.metric}), ...parts);
@@ -156,7 +178,7 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   for (let r = 0; r < rows; r++) {
     const values = data.values[r];
     for (let c = 0; c < cols; c++) {
-      const [red, green, blue] = colour(data.scale, data.threshold, values[c]);
+      const [red, green, blue] = colour(data.scale, data.threshold, values[c], data.lower);
       for (let y = r * cell.h; y < (r + 1) * cell.h; y++) {
         let offset = (y * canvas.width + c * cell.w) * 4;
         for (let x = 0; x < cell.w; x++, offset += 4) {
@@ -216,8 +238,9 @@ function curve(maps, row, metric) {
   if (!all.length) return box;
   const log = maps[0].scale.kind === 'log' && all.every(([, v]) => v > 0);
   const ys = all.map(([, v]) => (log ? Math.log10(v) : v));
-  const threshold = maps[0].threshold;
-  if (threshold !== null && threshold !== undefined && !log) ys.push(threshold);
+  // The thresholds are in the y range, so a curve shows how far it is from them.
+  const limits = [maps[0].lower, maps[0].threshold].filter((v) => given(v) && (!log || v > 0));
+  ys.push(...limits.map((v) => (log ? Math.log10(v) : v)));
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
   if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
   const xs = all.map(([s]) => s);
@@ -239,11 +262,11 @@ function curve(maps, row, metric) {
     label.textContent = `step ${s}`;
     box.append(label);
   }
-  if (threshold !== null && threshold !== undefined && (!log || threshold > 0)) {
-    const y = Y(threshold);
+  for (const limit of limits) {
+    const y = Y(limit);
     if (y >= pad.t && y <= pad.t + height) {
       box.append(svg('line', {x1: pad.l, x2: pad.l + width, y1: y, y2: y, stroke: '#c5221f',
-        'stroke-dasharray': '4 3'}));
+        'stroke-dasharray': '4 3', class: 'ik-limit'}));
     }
   }
   series.forEach((s, k) => {
