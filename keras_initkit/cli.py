@@ -75,9 +75,9 @@ def with_thresholds(run):
 
 
 def flagger(run):
-    """`flagged(metric, value)` for `run`: above or below one of its thresholds, or not
-    finite (any metric)."""
-    return model.flagger(run.thresholds, run.lower_thresholds)
+    """`flagged(metric, value, layer=None)` for `run`: above or below one of its
+    thresholds (where the rule judges the layer), or not finite (any metric)."""
+    return model.flagger(run.thresholds, run.lower_thresholds, run.exempt)
 
 
 def find_runs(log_dir):
@@ -135,8 +135,8 @@ def summarize(run, everything=False):
                 "updates": int(len(steps)),
                 "change": change,
                 "trend": trend,
-                "first_flagged": bool(flagged(metric, first)),
-                "flagged": bool(flagged(metric, last)),
+                "first_flagged": bool(flagged(metric, first, layer)),
+                "flagged": bool(flagged(metric, last, layer)),
             }
     return out
 
@@ -163,7 +163,7 @@ def worst_layers(run):
         else:
             ranked = sorted(latest, key=lambda lv: lv[1])
             top = ranked[:1] + ranked[-1:] if len(ranked) > 1 else ranked
-        out.append((metric, [(layer, v, bool(flagged(metric, v))) for layer, v in top]))
+        out.append((metric, [(layer, v, bool(flagged(metric, v, layer))) for layer, v in top]))
     return out
 
 

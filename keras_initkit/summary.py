@@ -184,7 +184,7 @@ def _finite(value):
     return value
 
 
-def meta_summary(layers, thresholds=None, lower_thresholds=None):
+def meta_summary(layers, thresholds=None, lower_thresholds=None, exempt=None):
     """The `initkit/layers` record: layer names in forward order and metric thresholds."""
     if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
         raise ValueError(
@@ -195,6 +195,8 @@ def meta_summary(layers, thresholds=None, lower_thresholds=None):
     for key, value in (("thresholds", thresholds), ("lower_thresholds", lower_thresholds)):
         if value := validation.metric_thresholds(value, key):
             payload[key] = value
+    if exempt := validation.exempt_layers(exempt, "exempt"):
+        payload["exempt"] = exempt
     return json_summary(LAYERS_TAG, payload)
 
 
@@ -255,7 +257,7 @@ class SummaryWriter:
                 summary.MergeFrom(part)
         self._write(step, summary)
 
-    def write_meta(self, step, layers, thresholds=None, lower_thresholds=None):
+    def write_meta(self, step, layers, thresholds=None, lower_thresholds=None, exempt=None):
         """Record the layers' forward order (and thresholds) for the `initkit` dashboard.
 
         The dashboard and `keras-initkit report` draw one row per layer in this order
@@ -272,8 +274,12 @@ class SummaryWriter:
             lower_thresholds: optional `{metric: value}`: values below `value` are
                 findings, e.g. `{"gradient_ratio": 1e-3, "attention_entropy": 0.05}`.
                 A metric may have both.
+            exempt: optional `{"above" or "below": {metric: [layer names]}}`: layers
+                whose values of `metric` the rule behind that threshold does not judge
+                (`gradient_ratio` below 1e-3 in attention's query and key projections,
+                expected while the attention is near uniform).
         """
-        self._write(step, meta_summary(layers, thresholds, lower_thresholds))
+        self._write(step, meta_summary(layers, thresholds, lower_thresholds, exempt))
 
     def write_findings(self, step, findings, source=None):
         """Record the run's findings for the `initkit` dashboard and `keras-initkit report`.

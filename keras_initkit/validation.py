@@ -48,6 +48,26 @@ def metric_thresholds(value, name):
     return {k: float(v) for k, v in value.items()}
 
 
+def exempt_layers(value, name):
+    """`{"above"|"below": {metric: [layer names]}}` from such a dict; `{}` for None."""
+    if value is None:
+        return {}
+
+    def layer_lists(metrics):
+        return isinstance(metrics, dict) and all(
+            isinstance(metric, str)
+            and isinstance(names, (list, tuple))
+            and all(isinstance(n, str) for n in names)
+            for metric, names in metrics.items()
+        )
+
+    if not isinstance(value, dict) or not all(
+        side in ("above", "below") and layer_lists(metrics) for side, metrics in value.items()
+    ):
+        _fail(name, '`{"above" or "below": {metric name: [layer names]}}` or None', value)
+    return {side: {m: list(n) for m, n in metrics.items()} for side, metrics in value.items()}
+
+
 def fraction(value, name):
     """`value` as a float if it is a number in [0, 1]."""
     if not _is_number(value) or not 0 <= value <= 1:

@@ -226,6 +226,33 @@ def test_report_derives_findings_when_the_run_recorded_none(monitor_logs):
     assert saturated["layers"] == "saturating" and saturated["first_step"] == 0
 
 
+def test_monitor_records_lower_thresholds_and_the_layers_a_rule_exempts(tmp_path):
+    """An attention model's meta record: the vanishing rule's lower threshold, and the
+    query and key projections it leaves out, so neither the dashboard nor the report
+    flags their (expectedly) small gradients."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((8,), dtype="int32")
+    h = keras.layers.Embedding(50, 16)(inputs)
+    h = keras.layers.MultiHeadAttention(2, 8, name="mha")(h, h)
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling1D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = rng.integers(0, 50, (32, 8)), rng.integers(0, 3, 32)
+    monitor = keras_initkit.callbacks.TrainingMonitor(
+        (x, y), gradients=True, log_dir=tmp_path, verbose=0
+    )
+    model.fit(x, y, epochs=1, batch_size=16, callbacks=[monitor], verbose=0)
+    (run,) = cli.read_runs(str(tmp_path))
+    assert run.lower_thresholds == {"gradient_ratio": 1e-3, "attention_entropy": 0.05}
+    assert run.thresholds["gradient_ratio"] == 1e3
+    # Site names: the inner layers' own, prefixed only where a name repeats.
+    assert run.exempt == {"below": {"gradient_ratio": ["query", "key"]}}
+    flagged = cli.flagger(run)
+    assert not flagged("gradient_ratio", 1e-9, "key")
+    assert flagged("gradient_ratio", 1e-9, "value")
+
+
 def test_report_judges_a_run_without_thresholds_by_diagnose_rules_on_both_sides(tmp_path):
     """Logs without an `initkit/layers` record get `diagnose`'s thresholds per metric: a
     lower-is-worse rule's (vanishing gradients at 1e-3) is a lower threshold, not an

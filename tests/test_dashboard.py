@@ -254,20 +254,22 @@ def test_runs_with_differing_layer_names_align_by_depth(tmp_path):
 def write_gradient_run(path, meta=True):
     """One run whose `gradient_ratio` is healthy in `mid`, vanished in `early`, exploded
     in `late` (the vanishing rule's threshold is a lower one, the exploding rule's an
-    upper one)."""
+    upper one), and as small as `early`'s in `key`, which the vanishing rule exempts."""
     writer = summary.EventFileSummaryWriter(path)
     if meta:
         writer.write_meta(
             0,
-            layers=["early", "mid", "late"],
+            layers=["early", "key", "mid", "late"],
             thresholds={"gradient_ratio": 1e3},
             lower_thresholds={"gradient_ratio": 1e-3, "attention_entropy": 0.05},
+            exempt={"below": {"gradient_ratio": ["key"]}},
         )
     for step, scale in ((0, 1.0), (10, 10.0)):
         writer.write(
             step,
             scalars={
                 "gradient_ratio/early": 1e-5 / scale,
+                "gradient_ratio/key": 1e-5 / scale,
                 "gradient_ratio/mid": 0.5,
                 "gradient_ratio/late": 2e3 * scale,
             },
@@ -280,8 +282,11 @@ def test_lower_thresholds_are_recorded_read_flagged_and_served(tmp_path):
     run = write_gradient_run(tmp_path / "initkit")
     assert run.thresholds == {"gradient_ratio": 1e3} and run.has_thresholds
     assert run.lower_thresholds == {"gradient_ratio": 1e-3, "attention_entropy": 0.05}
-    flagged = model.flagger(run.thresholds, run.lower_thresholds)
+    assert run.exempt == {"below": {"gradient_ratio": ["key"]}}
+    flagged = model.flagger(run.thresholds, run.lower_thresholds, run.exempt)
     assert flagged("gradient_ratio", 1e-4) and flagged("gradient_ratio", 1e4)
+    assert flagged("gradient_ratio", 1e-4, "early") and not flagged("gradient_ratio", 1e-4, "key")
+    assert flagged("gradient_ratio", 1e4, "key")  # exempt from the lower threshold only
     assert not flagged("gradient_ratio", 0.5) and not flagged("gradient_ratio", 1e-3)
     assert flagged("attention_entropy", 0.01) and not flagged("attention_entropy", 0.9)
     assert not flagged("dead_fraction", 0.99) and flagged("dead_fraction", float("nan"))
@@ -296,6 +301,8 @@ def test_lower_thresholds_are_recorded_read_flagged_and_served(tmp_path):
     client = Client(fixtures.tensorboard_app(tmp_path)[0])
     data = _get(client, "heatmap?run=initkit&metric=gradient_ratio").json
     assert data["lower"] == 1e-3 and data["threshold"] == 1e3
+    assert data["layers"] == ["early", "key", "mid", "late"]
+    assert data["exempt"] == {"below": [1]}
     listing = _get(client, "findings?run=initkit").json
     assert listing["source"] == "derived" and len(listing["findings"]) == 2
 
@@ -323,6 +330,24 @@ def test_write_meta_rejects_bad_thresholds(tmp_path, argument, bad):
         writer.write_meta(0, layers=["a"], **{argument: bad})
     writer.close()
     assert events.read_run(str(tmp_path)) is None  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"sideways": {"gradient_ratio": ["a"]}},
+        {"below": {"gradient_ratio": "a"}},
+        {"below": {"gradient_ratio": [1]}},
+        {"below": ["gradient_ratio"]},
+        ["below"],
+    ],
+)
+def test_write_meta_rejects_bad_exemptions(tmp_path, bad):
+    writer = summary.EventFileSummaryWriter(tmp_path)
+    with pytest.raises(ValueError, match="Argument `exempt` must be"):
+        writer.write_meta(0, layers=["a"], exempt=bad)
+    writer.close()
+    assert events.read_run(str(tmp_path)) is None
 
 
 # -- HTML report ----------------------------------------------------------------------

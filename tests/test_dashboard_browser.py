@@ -218,27 +218,30 @@ def test_html_report_draws_offline(driver, logs, tmp_path):
 
 def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path):
     """Vanishing gradients (below the lower threshold) are as warm as exploding ones
-    (above the upper threshold); a healthy layer in between stays cool; the legend says
-    so and a layer's curve shows both limits."""
+    (above the upper threshold); a healthy layer in between stays cool, and so does a
+    layer the vanishing rule exempts (`key`); the legend says so and a layer's curve
+    shows both limits."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     from keras_initkit import summary
     from keras_initkit.dashboard import events, html
 
-    layers = ["early", "mid", "late"]
+    layers = ["early", "key", "mid", "late"]
     writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
     writer.write_meta(
         0,
         layers=layers,
         thresholds={"gradient_ratio": 1e3},
         lower_thresholds={"gradient_ratio": 1e-3},
+        exempt={"below": {"gradient_ratio": ["key"]}},
     )
     for step in (0, 10):
         writer.write(
             step,
             scalars={
                 "gradient_ratio/early": 1e-6,
+                "gradient_ratio/key": 1e-6,
                 "gradient_ratio/mid": 0.5,
                 "gradient_ratio/late": 1e5,
                 "dead_fraction/mid": 0.0,
@@ -266,10 +269,10 @@ def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path
         return [...Array(rows).keys()].map((r) => Array.from(
           c.getContext('2d').getImageData(1, Math.floor((r + 0.5) * h), 1, 1).data.slice(0, 3)));"""
     )
-    (er, eg, eb), (mr, mg, mb), (lr, lg, lb) = rgb
+    (er, eg, eb), (kr, kg, kb), (mr, mg, mb), (lr, lg, lb) = rgb
     assert er > eb and lr > lb, rgb  # warm: both findings
-    assert mb > mr, rgb  # cool: healthy
-    driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")[1].click()
+    assert mb > mr and kb > kr, rgb  # cool: healthy, and not judged
+    driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")[2].click()
     curve = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve svg"), "curve")
     assert len(curve.find_elements(By.CSS_SELECTOR, "line.ik-limit")) == 2
     driver.save_screenshot(str(tmp_path / "lower_thresholds.png"))

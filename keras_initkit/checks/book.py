@@ -88,6 +88,24 @@ def metric_limits(checks):
     return upper, lower
 
 
+def exempt_layers(assignment):
+    """`{"above": {metric: [layer]}, "below": {...}}`, sides without any left out: the
+    layers that a rule behind `metric_limits` does not judge although it reads their
+    `metric` (the vanishing rule leaves out attention's query and key projections).
+    `assignment`: `[(check, sites)]`, as `assign` gives."""
+    out = {"above": {}, "below": {}}
+    for check, sites in assignment:
+        for rule in check.rules:
+            limit = check.limit(rule)
+            if limit is None or rule.reads == ():
+                continue
+            names = [s.name for s in sites if rule.measure(s, {rule.metric: limit}) is None]
+            if names:
+                layers = out["below" if rule.below else "above"].setdefault(rule.metric, [])
+                layers.extend(n for n in names if n not in layers)
+    return {side: metrics for side, metrics in out.items() if metrics}
+
+
 def reducers(checks):
     """The probe `Reducer`s `checks` need, each once (by name), for one shared pass."""
     needed = {}

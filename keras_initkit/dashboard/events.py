@@ -59,6 +59,8 @@ class Run:
         thresholds: `{metric: value}` from the `initkit/layers` record (may be empty):
             values above it are beyond a rule's threshold.
         lower_thresholds: the same for lower-is-worse rules: values below it.
+        exempt: `{"above"|"below": {metric: [layer]}}`: layers whose values of `metric`
+            the rule behind that threshold does not judge.
         has_meta: whether the run holds an `initkit/layers` record.
         has_findings: whether the run holds an `initkit/findings` record (an empty list
             included).
@@ -73,6 +75,7 @@ class Run:
     has_meta: bool = False
     has_findings: bool = False
     lower_thresholds: dict = dataclasses.field(default_factory=dict)
+    exempt: dict = dataclasses.field(default_factory=dict)
 
     @property
     def has_thresholds(self):
@@ -242,12 +245,20 @@ def _series(points, layers):
 
 
 def meta_thresholds(payload):
-    """`{"thresholds": {...}, "lower_thresholds": {...}}` of an `initkit/layers` record's
-    JSON `payload` (None: no record), numbers parsed, for `Run(**...)`."""
-    return {
-        key: {k: parse_number(v) for k, v in ((payload or {}).get(key) or {}).items()}
+    """`{"thresholds": {...}, "lower_thresholds": {...}, "exempt": {...}}` of an
+    `initkit/layers` record's JSON `payload` (None: no record), for `Run(**...)`."""
+    payload = payload or {}
+    out = {
+        key: {k: parse_number(v) for k, v in (payload.get(key) or {}).items()}
         for key in ("thresholds", "lower_thresholds")
     }
+    exempt = payload.get("exempt") or {}
+    out["exempt"] = {
+        side: {m: [str(n) for n in names] for m, names in (exempt.get(side) or {}).items()}
+        for side in ("above", "below")
+        if exempt.get(side)
+    }
+    return out
 
 
 def read_run(path, label=None):

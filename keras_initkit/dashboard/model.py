@@ -98,6 +98,11 @@ def _json_number(x):
     return "null" if not math.isfinite(x) else f"{x:.5g}"
 
 
+def _rows(layers, names):
+    names = set(names)
+    return [i for i, name in enumerate(layers) if name in names]
+
+
 def heatmap(run, metric):
     """The JSON-ready heatmap of `metric` in `run` (values as 5-digit numbers, null absent)."""
     layers, steps, values = matrix(run, metric)
@@ -109,6 +114,10 @@ def heatmap(run, metric):
         "values": values,  # encoded by `dumps`
         "threshold": run.thresholds.get(metric),
         "lower": run.lower_thresholds.get(metric),
+        # Rows the rule behind a threshold does not judge: coloured as within it.
+        "exempt": {
+            side: _rows(layers, by_metric.get(metric, ())) for side, by_metric in run.exempt.items()
+        },
         "scale": scale(metric, values),
     }
 
@@ -195,16 +204,22 @@ def group_findings(run):
     return out
 
 
-def flagger(thresholds, lower=None):
-    """`flagged(metric, value)`: above the metric's threshold (`thresholds`), below its
-    lower threshold (`lower`), or not finite."""
-    lower = lower or {}
+def flagger(thresholds, lower=None, exempt=None):
+    """`flagged(metric, value, layer=None)`: above the metric's threshold (`thresholds`),
+    below its lower threshold (`lower`), or not finite. A threshold does not apply to the
+    layers `exempt` lists for it (`{"above"|"below": {metric: [layer]}}`)."""
+    lower, exempt = lower or {}, exempt or {}
+    above, below = exempt.get("above", {}), exempt.get("below", {})
 
-    def flagged(metric, value, _=None):
+    def flagged(metric, value, layer=None):
         if not math.isfinite(value):
             return True
         high, low = thresholds.get(metric), lower.get(metric)
-        return (high is not None and value > high) or (low is not None and value < low)
+        if high is not None and value > high:
+            return layer not in above.get(metric, ())
+        if low is not None and value < low:
+            return layer not in below.get(metric, ())
+        return False
 
     return flagged
 
@@ -219,7 +234,7 @@ def derived_findings(run, flagged):
     for metric, per_layer in run.series.items():
         low = run.lower_thresholds.get(metric)
         for layer, (steps, values) in per_layer.items():
-            hits = [i for i, v in enumerate(values.tolist()) if flagged(metric, v)]
+            hits = [i for i, v in enumerate(values.tolist()) if flagged(metric, v, layer)]
             if not hits:
                 continue
             flagged_values = values[hits].tolist()
@@ -243,7 +258,7 @@ def findings(run, flagged=None):
     if run.findings or run.has_findings:
         return group_findings(run), "recorded"
     if flagged is None and run.has_thresholds:
-        flagged = flagger(run.thresholds, run.lower_thresholds)
+        flagged = flagger(run.thresholds, run.lower_thresholds, run.exempt)
     if flagged is None:
         return [], "none"
     derived = dataclasses.replace(run, findings=derived_findings(run, flagged))

@@ -166,6 +166,17 @@ function legend(data) {
   return el('div', {class: 'ik-legend'}, el('b', {text: data.metric}), ...parts);
 }
 
+/** `{above: Set, below: Set}` of the rows a threshold's rule does not judge. */
+function exemptRows(data) {
+  const exempt = data.exempt || {};
+  return {above: new Set(exempt.above || []), below: new Set(exempt.below || [])};
+}
+
+/** `[upper, lower]` thresholds that apply to row `r` (null where the rule exempts it). */
+export function limitsOf(data, exempt, r) {
+  return [exempt.above.has(r) ? null : data.threshold, exempt.below.has(r) ? null : data.lower];
+}
+
 function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   const rows = data.layers.length;
   const cols = data.steps.length;
@@ -175,10 +186,12 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   });
   const ctx = canvas.getContext('2d');
   const image = ctx.createImageData(canvas.width, canvas.height);
+  const exempt = exemptRows(data);
   for (let r = 0; r < rows; r++) {
     const values = data.values[r];
+    const [upper, lower] = limitsOf(data, exempt, r);
     for (let c = 0; c < cols; c++) {
-      const [red, green, blue] = colour(data.scale, data.threshold, values[c], data.lower);
+      const [red, green, blue] = colour(data.scale, upper, values[c], lower);
       for (let y = r * cell.h; y < (r + 1) * cell.h; y++) {
         let offset = (y * canvas.width + c * cell.w) * 4;
         for (let x = 0; x < cell.w; x++, offset += 4) {
@@ -201,8 +214,13 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
     const at = locate(event);
     if (!at) { tip.style.display = 'none'; return; }
     const [r, c] = at;
+    const value = data.values[r][c];
+    const [upper, lower] = limitsOf(data, exempt, r);
+    const unjudged = (given(data.threshold) && !given(upper) && value > data.threshold) ||
+      (given(data.lower) && !given(lower) && value < data.lower);
     tip.textContent = `${short(data.run)} · ${data.layers[r]} (depth ${r}) · step ${data.steps[c]}` +
-      ` · ${data.metric} = ${fmt(data.values[r][c])}`;
+      ` · ${data.metric} = ${fmt(value)}` +
+      (unjudged ? ' (beyond the threshold, but the rule does not judge this layer)' : '');
     tip.style.display = 'block';
     tip.style.left = `${event.clientX + 12}px`;
     tip.style.top = `${event.clientY + 12}px`;
