@@ -5,6 +5,10 @@ rest of the package never asks which backend it runs on:
 
 - `compile_function(fn, model)`: `fn(*args)` compiled once per input signature, reading
   the model's variables at call time (later weight updates are seen without a retrace).
+- `compile_arrays(fn)`: `fn(*arrays)` (no model state) for repeated calls: compiled once
+  per input signature where eager ops are compiled one by one (JAX), else `fn` itself.
+- `on_host(x)`: whether the tensor `x` lives in host memory (a CPU device), where NumPy
+  reads it without a transfer.
 - `value_and_grad(loss_of, model, variables)`: a `Lazy`
   `step(x, y) -> (loss, grads, aux)`, the gradient of the loss of
   `loss_of(x, y) -> (loss, aux)` (run in a `keras.StatelessScope` that collects

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_initkit.probe.backend import Lazy, generic
 from keras_initkit.probe.backend.generic import (  # noqa: F401
+    compile_arrays,
     discarding_updates,
     no_grad,
     preserving_rng,
@@ -92,6 +93,11 @@ def compile_function(fn, model):
             return concrete[key](*args)
 
     return call
+
+
+def on_host(x):
+    device = getattr(x, "value", x).device  # a Keras variable: its tf.Variable's device
+    return device == "" or "device:CPU" in device
 
 
 def value_and_grad(loss_of, model, variables):

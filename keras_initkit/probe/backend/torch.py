@@ -10,6 +10,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     EAGER_CALLS,
     GRADIENT_EAGER_CALLS,
     REUSES_BATCH_MOMENTS,
+    compile_arrays,
     compile_function,
     discarding_updates,
     histogram,
@@ -19,6 +20,10 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     scope,
     squared_norms,
 )
+
+
+def on_host(x):
+    return x.device.type == "cpu"
 
 
 @contextlib.contextmanager
