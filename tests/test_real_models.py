@@ -153,3 +153,36 @@ def test_a_keras_hub_gpt2_backbone_built_from_a_config():
     assert len(entropies) == 2 and all(0 < e <= 1 for e in entropies.values()), str(report)
     lsuv = ik.lsuv_init(backbone, x, verbose=0)
     assert lsuv.converged, str(lsuv)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["EfficientNetB0"])  # ResNet50 passes too (45 s more)
+def test_every_feature_on_a_keras_application(name, tmp_path):
+    """diagnose, a monitored fit, lsuv_init and recalibrate_batchnorm on a real
+    architecture (EfficientNet: swish, depthwise convolutions, squeeze-and-excitation
+    sigmoids, batch norm throughout); recalibrated on the batch it is then diagnosed on,
+    its batch norm matches that batch exactly."""
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    if name == "EfficientNetB0":  # it rescales and normalizes pixels itself
+        x = RNG.uniform(0, 255, size=(64, 32, 32, 3)).astype("float32")
+    else:  # ResNet50 expects preprocessed inputs
+        x = RNG.normal(size=(64, 32, 32, 3)).astype("float32")
+    y = RNG.integers(0, 10, 64)
+    fresh = ik.diagnose(model, x[:32], y[:32])
+    assert not [f for f in fresh.findings if f.kind == "bn_mismatch"], str(fresh)
+    assert fresh.gradient_ratio is not None and fresh.loss is not None
+    monitor = TrainingMonitor((x[:32], y[:32]), gradients=True, log_dir=tmp_path, verbose=0)
+    model.fit(x, y, batch_size=32, epochs=1, callbacks=[monitor], verbose=0)
+    assert {f.rule for f in monitor.findings} == {"bn_init_weight"}  # 2 steps at momentum 0.99
+    batchnorms = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert len({f.layer for f in monitor.findings}) == batchnorms
+    report = ik.lsuv_init(model, x[:32], verbose=0)
+    assert report.converged and len(report.layers) > 50
+    recalibrated = ik.recalibrate_batchnorm(model, x[:32], verbose=0)
+    assert len(recalibrated.layers) == batchnorms
+    after = ik.diagnose(model, x[:32])
+    shifts = [m["bn_mean_shift"] for m in after.metrics.values() if "bn_mean_shift" in m]
+    ratios = [m["bn_std_ratio"] for m in after.metrics.values() if "bn_std_ratio" in m]
+    assert len(shifts) == batchnorms and max(shifts) < 1e-3 and max(ratios) < 1.01
