@@ -204,7 +204,8 @@ def render_summary(runs):
                 lines.append(f"    {metric.ljust(width)}  {cells}")
         lines.append("")
     lines.append(
-        "! = beyond a threshold (above it; below it for lower-is-worse metrics). Per-layer table: --layers; dashboard: --html OUT.html"
+        "! = beyond a threshold (above it; below it for lower-is-worse metrics). "
+        "Per-layer table: --layers; dashboard: --html OUT.html"
     )
     return "\n".join(lines)
 

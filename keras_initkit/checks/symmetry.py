@@ -197,7 +197,7 @@ def symmetric_units_batch(layers, on_device=None):
             fingerprints) or on the host from the weights. `None`: on the device unless
             every kernel is in host memory already (a CPU), where reading the weights
             costs nothing and NumPy needs no compiling: ResNet50's 53 kernels took
-            0.8 s to compile and run under JAX's `jit` (3.8 s as eager ops), 0.02 s
+            0.8 s to compile and run under JAX's `jit` (3.8 s as eager ops), 0.03 s
             in NumPy.
 
     Returns:
@@ -244,9 +244,9 @@ class SymmetryCheck(Check):
 
     It reads every kernel (fingerprints, on the device with one host transfer for all
     layers, or on the host where the weights live there; kernels whose fingerprints
-    collide are compared exactly), so `diagnose`
-    runs it and the monitors do not: training cannot break a symmetry, so the check at
-    initialization is the one that matters.
+    collide are compared exactly), so `diagnose` runs it and the monitors do not:
+    training cannot break a symmetry, so the check at initialization is the one that
+    matters.
     """
 
     rules = (SYMMETRIC,)
