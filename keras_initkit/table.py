@@ -27,6 +27,17 @@ def consecutive_runs(names, order):
     return runs + [[n] for n in sorted({n for n in names if n not in rank})]
 
 
+# A list of layer names shows at most this many separate runs before counting the rest.
+MAX_RUNS = 4
+
+
+def capped_runs(names, order, limit=MAX_RUNS):
+    """`(runs, rest)`: the first `limit` of `consecutive_runs(names, order)`, and how many
+    names the runs after them hold (0 when none is left out)."""
+    runs = consecutive_runs(names, order)
+    return runs[:limit], sum(len(run) for run in runs[limit:])
+
+
 def render(header, rows, *, markdown=False, title=None):
     """A plain-text (or Markdown) table: first column left-aligned, the rest right.
 

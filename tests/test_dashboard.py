@@ -161,6 +161,25 @@ def test_ranges_in_forward_order():
     assert model.ranges(["l0", "l2", "l3", "zz"], layers) == "l0, l2, l3, zz"
 
 
+def test_a_rule_on_many_separate_layers_is_cut_short_and_listed_whole_apart():
+    """ResNet50's 53 batch-norm layers, never next to each other in forward order: the
+    first four runs, then a count; the group keeps every name for the table's tooltip."""
+    layers = [f"{kind}{i}" for i in range(53) for kind in ("conv", "bn", "relu")]
+    names = [f"bn{i}" for i in range(53)]
+    assert model.ranges(names, layers) == "bn0, bn1, bn2, bn3, and 49 more"
+    run = events.Run(
+        label="r",
+        path="r",
+        layers=layers,
+        series={},
+        findings=[{"rule": "bn_init_weight", "layer": n, "step": 2, "value": 0.98} for n in names],
+        thresholds={},
+    )
+    (group,) = model.group_findings(run)
+    assert group["layers"] == "bn0, bn1, bn2, bn3, and 49 more" and group["count"] == 53
+    assert group["names"] == names
+
+
 # -- plugin routes --------------------------------------------------------------------
 
 

@@ -3,10 +3,7 @@
 import dataclasses
 
 from keras_initkit.checks.rules import Finding
-from keras_initkit.table import consecutive_runs
-
-# A block names at most this many separate runs of layers before counting the rest.
-MAX_RUNS = 4
+from keras_initkit.table import MAX_RUNS, capped_runs
 
 
 def layer_ranges(names, order):
@@ -15,12 +12,9 @@ def layer_ranges(names, order):
     A run of two or more consecutive layers (no other layer of `order` between them)
     reads "first … last"; more than `MAX_RUNS` runs end in "and N more".
     """
-    runs = consecutive_runs(names, order)
-    parts = [run[0] if len(run) == 1 else f"{run[0]} … {run[-1]}" for run in runs[:MAX_RUNS]]
-    if len(runs) > MAX_RUNS:
-        rest = sum(len(run) for run in runs[MAX_RUNS:])
-        parts.append(f"and {rest} more")
-    return ", ".join(parts)
+    runs, rest = capped_runs(names, order, MAX_RUNS)
+    parts = [run[0] if len(run) == 1 else f"{run[0]} … {run[-1]}" for run in runs]
+    return ", ".join(parts + ([f"and {rest} more"] if rest else []))
 
 
 @dataclasses.dataclass(frozen=True)

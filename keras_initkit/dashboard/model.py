@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from keras_initkit.dashboard.events import parse_number
-from keras_initkit.table import consecutive_runs
+from keras_initkit.table import MAX_RUNS, capped_runs, consecutive_runs
 
 # How each metric is coloured: "fraction" on [0, 1]; "log" on log10 of positive values;
 # "signed" around 0; "linear" from 0 (or the smallest value) to the largest.
@@ -142,11 +142,14 @@ def dumps(data):
 
 
 def ranges(names, layers):
-    """`names` as ranges of consecutive layers in forward order: "a–c, e" (count > 2 shown)."""
-    parts = []
-    for run in consecutive_runs(names, layers):
-        parts.append(", ".join(run) if len(run) <= 2 else f"{run[0]} – {run[-1]} ({len(run)})")
-    return ", ".join(parts)
+    """`names` as ranges of consecutive layers in forward order: "a – c (3), e" (count >
+    2 shown); more than `MAX_RUNS` runs end in "and N more" (a rule that fired on every
+    batch-norm layer of ResNet50 named 53 layers, none next to another)."""
+    runs, rest = capped_runs(names, layers, MAX_RUNS)
+    parts = [
+        ", ".join(run) if len(run) <= 2 else f"{run[0]} – {run[-1]} ({len(run)})" for run in runs
+    ]
+    return ", ".join(parts + ([f"and {rest} more"] if rest else []))
 
 
 def _value(finding):
@@ -192,6 +195,8 @@ def group_findings(run):
             {
                 "rule": rule,
                 "layers": ranges(layer_names, run.layers),
+                # Every layer, in forward order (the table's tooltip), where `layers` is cut.
+                "names": [n for part in consecutive_runs(layer_names, run.layers) for n in part],
                 "count": len(set(layer_names)),
                 "first_step": min(steps) if steps else None,
                 "worst": worst,

@@ -315,7 +315,7 @@ function findingsTable(run, groups, source) {
     .map((text) => el('th', {text})));
   const rows = groups.map((g) => el('tr', {class: 'ik-finding', 'data-rule': g.rule},
     el('td', {class: 'ik-rule', text: g.rule, title: g.message || ''}),
-    el('td', {text: g.layers}),
+    el('td', {text: g.layers, title: (g.names || []).join(', ')}),
     el('td', {class: 'ik-num', text: g.first_step === null ? '—' : String(g.first_step)}),
     el('td', {class: 'ik-num', text: fmt(g.worst) +
       (g.worst_layer && g.count > 1 ? ` (${g.worst_layer})` : '')}),
