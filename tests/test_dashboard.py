@@ -326,6 +326,11 @@ def test_lower_thresholds_are_recorded_read_flagged_and_served(tmp_path):
     assert listing["source"] == "derived" and len(listing["findings"]) == 2
 
 
+def test_gradient_ratio_is_on_a_log_scale_even_with_exact_zeros():
+    values = np.array([[0.0, 1e-6], [0.5, 3.2]])
+    assert model.scale("gradient_ratio", values) == {"kind": "log", "domain": [1e-6, 3.2]}
+
+
 def test_a_run_without_lower_thresholds_reads_as_before(logs):
     run = next(r for r in events.read_logdir(logs[0]) if r.label == "lsuv/initkit")
     assert run.lower_thresholds == {}

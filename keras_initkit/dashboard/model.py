@@ -30,6 +30,8 @@ SCALES = {
     "activation_std": "log",
     "gradient_norm": "log",
     "update_ratio": "log",
+    # Spans decades, and a vanished layer's can be exactly 0 (drawn at the low end).
+    "gradient_ratio": "log",
     "weight_norm": "log",
     "bn_mean_shift": "linear",
     "bn_std_ratio": "linear",
