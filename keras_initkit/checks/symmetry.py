@@ -162,14 +162,11 @@ def _compiled(backend_name, layout, fingerprints):
     return backend.current().compile_arrays(together)
 
 
-def _all_fingerprints(present, on_device):
-    """`(3, all units)` fingerprints of the `(kernel, axis, bias)` in `present`, on the
-    host: computed on the device and read back in one transfer (`on_device`), or
-    computed on the host from the weights (where they live in host memory anyway)."""
-    tensor = keras.ops.convert_to_tensor
-    values = [
-        (tensor(kernel), None if bias is None else tensor(bias)) for kernel, _, bias in present
-    ]
+def _all_fingerprints(present, values, on_device):
+    """`(3, all units)` fingerprints of the `(kernel, axis, bias)` in `present`, whose
+    `(kernel, bias or None)` tensors are `values`, on the host: computed on the device
+    and read back in one transfer (`on_device`), or computed on the host from the
+    weights (where they live in host memory anyway)."""
     if on_device:
         layout = tuple((axis, bias is not None) for _, axis, bias in present)
         compiled = _compiled(keras.backend.backend(), layout, _fingerprints)
@@ -208,10 +205,13 @@ def symmetric_units_batch(layers, on_device=None):
     present = [j for j in judged if j is not None]
     if not present:
         return [None] * len(judged)
+    tensor = keras.ops.convert_to_tensor
+    values = [
+        (tensor(kernel), None if bias is None else tensor(bias)) for kernel, _, bias in present
+    ]
     if on_device is None:
-        on_host = backend.current().on_host
-        on_device = not all(on_host(keras.ops.convert_to_tensor(k)) for k, _, _ in present)
-    host = _all_fingerprints(present, on_device)
+        on_device = not all(backend.current().on_host(kernel) for kernel, _ in values)
+    host = _all_fingerprints(present, values, on_device)
     counted, start = [], 0
     for j in judged:
         if j is None:
