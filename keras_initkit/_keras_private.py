@@ -195,3 +195,22 @@ def batch_norm_without_update(layer, call):
         return ops.cast(outputs, layer.compute_dtype)
 
     return normalize
+
+
+def overriding(variable, value):
+    """A `keras.StatelessScope` in which `variable` reads `value` and every other
+    variable reads what it reads now.
+
+    `stateless_scope.get_stateless_scope` and a scope's `state_mapping`: a new scope
+    does not fall back to the one it is nested in (a variable it does not map reads its
+    own value), and Keras has no public way to read the enclosing scope's mapping. A
+    pure "this layer with its kernel scaled" for `keras.ops.while_loop` needs it: inside
+    a traced pass the enclosing scope maps every variable to a traced value.
+    """
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    outer = get_stateless_scope()
+    scope = keras.StatelessScope(initialize_variables=False)
+    scope.state_mapping = {**(outer.state_mapping if outer is not None else {})}
+    scope.state_mapping[id(variable)] = value
+    return scope

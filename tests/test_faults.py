@@ -293,11 +293,11 @@ def test_interrupted_lsuv_callback_leaves_the_model_untouched_and_fit_can_start_
     assign = lsuv._Calibration.assign
     calls = []
 
-    def interrupted(self, variable, value):  # the second kernel change inside lsuv_init
+    def interrupted(self, layer, variable, value):  # the second kernel change inside lsuv_init
         calls.append(variable)
         if len(calls) == 2:
             raise KeyboardInterrupt("Ctrl-C")
-        return assign(self, variable, value)
+        return assign(self, layer, variable, value)
 
     monkeypatch.setattr(lsuv._Calibration, "assign", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -304,6 +304,64 @@ def test_shared_layer_calibrated_on_first_call():
     assert [r.name for r in report.layers] == [shared.name]
 
 
+class ScaledTanh(keras.layers.Layer):
+    """A custom kernel layer: lsuv_init calls it again for each rescale. Its variance
+    saturates below 4: a target of 1 takes several rescales."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], 8), initializer=normal(3.0, 9))
+
+    def call(self, x):
+        return 2.0 * keras.ops.tanh(keras.ops.matmul(x, self.kernel))
+
+
+def every_kind_of_site():
+    """Zero biases (the closed-form rescale), non-zero ones (the loop), batch norm, a
+    custom layer (re-run), a shared layer and a dead one."""
+    keras.utils.set_random_seed(11)
+    shared = keras.layers.Dense(8, activation="tanh", kernel_initializer=normal(2.0, 3))
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=normal(2.0, 1))(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(8, "tanh", kernel_initializer=normal(0.1, 2), bias_initializer="ones")(h)
+    h = shared(shared(h))
+    h = ScaledTanh(name="custom")(h)
+    h = keras.layers.Dense(4, kernel_initializer=normal(5.0, 4))(h)
+    return keras.Model(inputs, keras.layers.Dense(2, kernel_initializer="zeros")(h))  # dead
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"center": True}, {"measure": "post_activation", "target_variance": 0.25}]
+)
+def test_the_pass_is_pure_compiled_and_eager_agree(kwargs):
+    """The calibration pass changes nothing while it runs (its loops are
+    `ops.while_loop`s, its writes stay in its scope), so compiled as one function (as on
+    JAX by default; `jit_compile=True` elsewhere) it gives what it gives eagerly: the
+    same report and the same weights."""
+    x = data((32, 6, 6, 2), seed=5) * 2.0
+    results = {}
+    for compiled in (False, True):
+        model = every_kind_of_site()
+        layers = [*kernel_layers(model), model.get_layer("custom")]
+        with pytest.warns(LSUVWarning, match="zero variance"):  # the dead layer
+            report = ik.lsuv_init(
+                model, x, layers=layers, verbose=0, jit_compile=compiled, **kwargs
+            )
+        results[compiled] = report, snapshot(model)
+    (eager, weights), (traced, traced_weights) = results[False], results[True]
+    assert [r.skipped for r in eager.layers] == [None] * 5 + ["zero variance"]
+    assert any(r.iterations > 1 for r in eager.layers)  # a loop ran, not only closed forms
+    for a, b in zip(eager.layers, traced.layers, strict=True):
+        assert (a.skipped, a.iterations, a.converged) == (b.skipped, b.iterations, b.converged)
+        assert a.scale == pytest.approx(b.scale, rel=1e-4)
+        np.testing.assert_allclose(a.variance_after, b.variance_after, rtol=1e-4)
+    for a, b in zip(weights, traced_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(not np.array_equal(a, b) for a, b in zip(snapshot(every_kind_of_site()), weights))
+
+
 def test_mixed_float16_policy():
     inputs = keras.Input((16,))
     h = inputs
@@ -448,6 +506,8 @@ BAD = [
     ({"measure": "output"}, "measure='output'"),
     ({"center": "yes"}, "center='yes'"),
     ({"verbose": 3}, "verbose=3"),
+    ({"jit_compile": "yes"}, "jit_compile='yes'"),
+    ({"jit_compile": None}, "jit_compile=None"),
 ]
 
 
@@ -538,3 +598,24 @@ def test_keras_round_trip_in_fresh_process(tmp_path, run_python):
         """
     )
     assert out.split()[-2:] == ["ok", "True"]
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("jit_compile", ["auto", True, False])
+def test_jit_compile_chooses_how_the_pass_runs(monkeypatch, jit_compile):
+    """`"auto"` compiles where the backend says (JAX); True and False force it."""
+    compiled = []
+    build = probe.backend.current().compile_function
+
+    def spy(fn, model):
+        compiled.append(model)
+        return build(fn, model)
+
+    monkeypatch.setattr(probe.backend.current(), "compile_function", spy)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(8, kernel_initializer=normal(3.0))]
+    )
+    report = ik.lsuv_init(model, data((64, 8)), verbose=0, jit_compile=jit_compile)
+    assert report.converged
+    expected = probe.backend.current().COMPILES_LSUV if jit_compile == "auto" else jit_compile
+    assert compiled == ([model] if expected else [])

@@ -17,6 +17,8 @@ rest of the package never asks which backend it runs on:
 - `EAGER_CALLS`: how many eager calls of a forward probe cost about one trace (see
   `Lazy`); 0 where every probe is compiled before its first call, None without a
   compiler. `GRADIENT_EAGER_CALLS`: the same for a gradient step.
+- `COMPILES_LSUV`: True where `lsuv_init`'s calibration pass is compiled as one function
+  (JAX); elsewhere it runs eagerly, where it is already cheap.
 - `REUSES_BATCH_MOMENTS`: True where Keras' batch norm computes its batch moments in
   two passes, as `moments` does, so a probe reuses them (see `probe.Reducer`).
 - `moments(x, axes)`: `(mean, variance)` over `axes` in float32, the variance biased and

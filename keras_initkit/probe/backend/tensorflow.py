@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_initkit.probe.backend import Lazy, generic
 from keras_initkit.probe.backend.generic import (  # noqa: F401
+    COMPILES_LSUV,
     compile_arrays,
     discarding_updates,
     no_grad,

@@ -7,6 +7,7 @@ import torch
 
 from keras_initkit.probe.backend import Lazy, generic
 from keras_initkit.probe.backend.generic import (  # noqa: F401
+    COMPILES_LSUV,
     EAGER_CALLS,
     GRADIENT_EAGER_CALLS,
     REUSES_BATCH_MOMENTS,
