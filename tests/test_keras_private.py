@@ -195,3 +195,17 @@ def test_shadowing_restores_the_instance_attribute_or_its_absence_and_nests():
         with _keras_private.shadowing(layer, activation=None):
             raise RuntimeError("restored also when the block raises")
     assert layer.activation is relu
+
+
+def test_overriding_maps_one_variable_and_keeps_the_enclosing_mapping():
+    v = keras.Variable(np.ones(3, "float32"))
+    w = keras.Variable(np.ones(2, "float32"))
+    with keras.StatelessScope(state_mapping=[(w, np.full(2, 5.0, "float32"))]):
+        with _keras_private.overriding(v, keras.ops.full((3,), 3.0)):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), [3.0] * 3)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(w.value), [5.0] * 2)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), [1.0] * 3)
+    with _keras_private.overriding(w, keras.ops.zeros((2,))):  # no enclosing scope
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w.value), [0.0] * 2)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), [1.0] * 3)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(w.value), [1.0] * 2)
