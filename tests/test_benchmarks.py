@@ -37,6 +37,12 @@ def run(script, *args):
         ("bench_real_models.py", ["--rounds", "-1"], "expected a positive integer"),
         ("bench_monitors.py", ["--probe", "many"], "expected a positive integer"),
         ("bench_long_run.py", ["--epochs", "0"], "expected a positive integer"),
+        (
+            "bench_lsuv_first_call.py",
+            ["--models", "resnet"],
+            "--models takes resnet50, efficientnetb0",
+        ),
+        ("bench_lsuv_first_call.py", ["--rounds", "0"], "expected a positive integer"),
         ("bench_dashboard.py", ["--layers", "0"], "expected a positive integer"),
     ],
 )
