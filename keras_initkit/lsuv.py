@@ -282,10 +282,10 @@ class _Calibration:
 
     def outputs(self):
         """What the host needs from the pass: each calibrated layer's `(variance before,
-        scale, variance after, iterations, converged)` as one float32 matrix, and the
-        calibrated values in `updates` order."""
+        live, scale, variance after, iterations, converged)` as one float32 matrix, and
+        the calibrated values in `updates` order."""
         rows = [keras.ops.stack(row) for row in self.measured.values()]
-        stats = keras.ops.stack(rows) if rows else keras.ops.zeros((0, 5), "float32")
+        stats = keras.ops.stack(rows) if rows else keras.ops.zeros((0, 6), "float32")
         return stats, [value for _, value, _ in self.updates.values()]
 
     def read(self, stats, values):
@@ -296,9 +296,9 @@ class _Calibration:
             self.updates[key] = (variable, value, owner)
         for key, row in zip(self.measured, keras.ops.convert_to_numpy(stats).tolist()):
             result = self.results[key]
-            before, scale, after, iterations, converged = row
+            before, live, scale, after, iterations, converged = row
             result.variance_before = before
-            if not math.isfinite(before) or before <= _ZERO * self.target:
+            if not live:  # `dead`, as the pass judged it
                 result.skipped = "zero variance" if math.isfinite(before) else "non-finite output"
                 continue
             result.scale, result.variance_after = scale, after
@@ -370,12 +370,14 @@ class _Calibration:
         rescale reaches the target and there is no loop."""
         ops = keras.ops
 
-        def measure(s):
-            out = rescaled(s)
+        def of(out):
             return self.variance(activate(layer, out) if self.post else out)
 
-        before = self.variance(activate(layer, pre) if self.post else pre)
-        start = measure(1.0)  # `before`, or the centred output's
+        def measure(s):
+            return of(rescaled(s))
+
+        before, first = of(pre), rescaled(1.0)
+        start = before if first is pre else of(first)  # centred, it is the centred output's
         live = ops.logical_not(self.dead(before))
 
         def more(s, variance, i):
@@ -396,6 +398,7 @@ class _Calibration:
             s, variance, i = ops.while_loop(more, step, (one, start, ops.zeros((), "int32")))
         self.measured[id(layer)] = (
             before,
+            ops.cast(live, "float32"),
             s,
             variance,
             ops.cast(i, "float32"),
@@ -548,7 +551,7 @@ def lsuv_init(
         jit_compile: `True` compiles the calibration pass as one function
             (TensorFlow, JAX; torch runs it eagerly), `False` runs it eagerly, `"auto"`
             compiles on JAX only. On JAX at 32x32, batch 32, a compiled pass cost
-            ResNet50 4.3-5.1 s and EfficientNetB0 7.8-10.6 s on a fresh model, each
+            ResNet50 3-5 s and EfficientNetB0 4-11 s on a fresh model, each
             time; an eager one cost 7-11 s and 28-34 s the first time in a process
             and 0.5-0.9 s for later models of the same shapes (eager JAX compiles
             each op once per shape). So to calibrate many models of one architecture
@@ -603,7 +606,10 @@ def lsuv_init(
     try:
         with no_grad():
             if compiled:
-                forward = lambda x: run.forward(model, x, mode)  # noqa: E731
+
+                def forward(x):  # `tf.function` cannot bind a `functools.partial`'s keywords
+                    return run.forward(model, x, mode)
+
                 stats, values = backend.current().compile_function(forward, model)(batch)
             else:
                 stats, values = run.forward(model, batch, mode)

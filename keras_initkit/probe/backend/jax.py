@@ -21,7 +21,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
 # pass took 5.3 s, its gradient 19 s (predict's first call: 1.15 s). Compile at once.
 EAGER_CALLS = GRADIENT_EAGER_CALLS = 0
 # `lsuv_init`'s pass, compiled: eagerly, EfficientNetB0's first call in a process took
-# 28-34 s (about half of it the model's own eager ops), compiled 8-11 s (docs/lsuv.md).
+# 28-34 s (about half of it the model's own eager ops), compiled 6-11 s (docs/lsuv.md).
 COMPILES_LSUV = True
 # Keras' batch-norm moments are two-pass here (`jnp.var`), as the probe's: it reuses them.
 REUSES_BATCH_MOMENTS = True
