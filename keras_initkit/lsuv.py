@@ -15,6 +15,7 @@ import dataclasses
 import inspect
 import math
 import sys
+import textwrap
 import warnings
 
 import keras
@@ -48,6 +49,9 @@ _ZERO = 1e-12
 # bias): rescaling by s maps the pre-activation z + b to s·z + b exactly.
 _LINEAR_CALLS = frozenset(cls.call for cls in KERNEL_LAYERS)
 
+
+# A skip reason longer than this is a footnote under the report's table, not a cell.
+_SHORT_REASON = 40
 
 # What the report says of a recurrent layer (not a target: not counted as unconverged).
 RECURRENT = (
@@ -139,6 +143,17 @@ class LSUVReport:
         }
 
     def __str__(self):
+        # A long reason (a recurrent layer's is 170 characters) would widen every row:
+        # the status cell gets a footnote mark instead, and the reason is printed once.
+        notes = {}
+
+        def status(r):
+            if not r.skipped:
+                return "converged" if r.converged else "NOT converged"
+            if len(r.skipped) <= _SHORT_REASON:
+                return f"skipped: {r.skipped}"
+            return f"skipped [{notes.setdefault(r.skipped, len(notes) + 1)}]"
+
         rows = [
             [
                 r.name,
@@ -146,9 +161,7 @@ class LSUVReport:
                 f"{r.variance_after:.4g}",
                 r.iterations,
                 f"{r.scale:.4g}",
-                f"skipped: {r.skipped}"
-                if r.skipped
-                else ("converged" if r.converged else "NOT converged"),
+                status(r),
             ]
             for r in self.layers
         ]
@@ -157,9 +170,13 @@ class LSUVReport:
             f"{self.target_variance:g} ± {self.tolerance:.0%}, data: {self.source}"
         )
         header = ["Layer", "var before", "var after", "iter", "scale", "status"]
+        footnotes = [
+            textwrap.fill(f"[{n}] {reason}", width=88, subsequent_indent=" " * (len(str(n)) + 3))
+            for reason, n in notes.items()
+        ]
         failed = [r.name for r in self.layers if not r.converged and r.skipped != RECURRENT]
         last = "All layers converged." if not failed else f"Not converged: {', '.join(failed)}"
-        return render(header, rows, title=title) + "\n" + last
+        return "\n".join([render(header, rows, title=title), *footnotes, last])
 
 
 def check_arguments(**arguments):

@@ -143,3 +143,7 @@ def test_text_model_through_every_feature_changes_nothing_and_reports_recurrent_
     assert set(skipped) == {"forward_lstm", "backward_lstm", "gru"}
     assert all("recurrent" in why for why in skipped.values())
     assert report["head"].converged
+    # The long reason is printed once, under the table, not as a 170-character cell.
+    text = str(report)
+    assert text.count("recurrent layer") == 1 and text.count("skipped [1]") == 3
+    assert max(len(line) for line in text.splitlines()) <= 90, text
