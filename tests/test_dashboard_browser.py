@@ -135,6 +135,21 @@ def open_dashboard(driver, url, process=None):
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, ".ik-findings-run"), "findings")
 
 
+def axis_labels(driver):
+    """Each heatmap's step-axis labels: `[(text, left, right), ...]` per panel, after
+    checking that two labels of one axis neither overlap nor touch (too narrow an axis
+    ran them together: "step 02 steps10")."""
+    axes = driver.execute_script(
+        """return [...document.querySelectorAll('.ik-axis')].map((axis) =>
+          [...axis.children].map((s) => { const b = s.getBoundingClientRect();
+            return [s.textContent, b.left, b.right]; }));"""
+    )
+    for spans in axes:
+        for (a, _, a_right), (b, b_left, _) in zip(spans, spans[1:]):
+            assert a_right + 4 <= b_left, f"axis labels {a!r} and {b!r} run together: {axes}"
+    return axes
+
+
 def test_heatmap_rows_columns_and_findings_in_the_browser(server, driver, logs, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -149,6 +164,9 @@ def test_heatmap_rows_columns_and_findings_in_the_browser(server, driver, logs, 
         assert canvas.size["width"] > 0 and canvas.size["height"] > 0
     labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
     assert [label.get_attribute("title") for label in labels] == names["keras-default"]
+    assert [[t for t, _, _ in spans] for spans in axis_labels(driver)] == [
+        ["step 0", f"{STEPS} steps", str(5 * (STEPS - 1))]
+    ] * len(fixtures.RUNS)
 
     rows = driver.find_elements(
         By.CSS_SELECTOR, '.ik-findings-run[data-run="keras-default/initkit"] tr.ik-finding'
@@ -263,6 +281,8 @@ def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path
         "the gradient_ratio legend",
     )
     assert "thresholds 0.001 and 1000" in legend
+    # Two steps: too narrow for three labels, which used to run together.
+    assert [[t for t, _, _ in spans] for spans in axis_labels(driver)] == [["steps 0–10"]]
     rgb = driver.execute_script(
         """const c = document.querySelector('canvas.ik-heatmap');
         const rows = +c.dataset.rows, h = c.height / rows;

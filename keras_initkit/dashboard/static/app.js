@@ -27,7 +27,8 @@ const CSS = `
   text-overflow: ellipsis; }
 .ik-panel canvas { display: block; image-rendering: pixelated; cursor: crosshair;
   border: 1px solid #dadce0; }
-.ik-axis { font-size: 11px; color: #5f6368; display: flex; justify-content: space-between; }
+.ik-axis { font-size: 11px; color: #5f6368; display: flex; justify-content: space-between;
+  white-space: nowrap; }
 .ik-tip { position: fixed; pointer-events: none; background: rgba(32,33,36,.92);
   color: #fff; padding: 4px 8px; border-radius: 3px; font-size: 12px; z-index: 10;
   white-space: nowrap; display: none; }
@@ -177,6 +178,9 @@ export function limitsOf(data, exempt, r) {
   return [exempt.above.has(r) ? null : data.threshold, exempt.below.has(r) ? null : data.lower];
 }
 
+// The width of one character of the 11px axis labels, a little generous.
+const AXIS_CHAR_PX = 7;
+
 function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   const rows = data.layers.length;
   const cols = data.steps.length;
@@ -235,9 +239,13 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   const title = el('div', {class: 'ik-panel-title', title: data.run},
     el('span', {text: '■ ', style: `color:${RUN_COLOURS[colourIndex % RUN_COLOURS.length]}`}),
     short(data.run));
+  // First step, count, last step; a canvas too narrow for three labels (a few steps
+  // logged) gets one, "steps 0–4", which may run past its right edge.
+  const labels = [`step ${first}`, `${cols} steps`, `${last}`];
+  const fits = canvas.width >= AXIS_CHAR_PX * labels.join('').length + 24;
   const axis = el('div', {class: 'ik-axis', style: `width:${canvas.width}px`},
-    el('span', {text: `step ${first}`}), el('span', {text: `${cols} steps`}),
-    el('span', {text: `${last}`}));
+    ...(fits ? labels : [cols > 1 ? `steps ${first}–${last}` : `step ${first}`])
+      .map((text) => el('span', {text})));
   return el('div', {class: 'ik-panel', 'data-run': data.run}, title, canvas, axis);
 }
 
