@@ -557,9 +557,11 @@ def lsuv_init(
         center: Also set the bias so the measured output has zero mean per unit
             (layers without a bias are only scaled; a custom layer's bias is
             never touched). Defaults to `False`.
-        verbose: `0` silent, `1` a Keras progress bar over the target layers,
-            `"auto"` a progress bar only when there are more than 10 target
-            layers and standard output is a terminal. Defaults to `"auto"`.
+        verbose: `0` silent, `1` a Keras progress bar over the target layers
+            (compiled: one step per layer as the pass is traced, and a last one
+            that compiles and runs it), `"auto"` a progress bar only when there
+            are more than 10 target layers and standard output is a terminal.
+            Defaults to `"auto"`.
         mode: `"training"` calibrates what a training step computes (see above);
             `"inference"` what `predict` computes (batch norm with its moving
             statistics: on a fresh network those are 0 and 1, so the layers after
@@ -615,11 +617,14 @@ def lsuv_init(
     sites = _prepare(model, batch, layers)
     if measure == "post_activation":
         _warn_unreachable(sites, target_variance)
+    compiled = backend.current().COMPILES_LSUV if jit_compile == "auto" else jit_compile
     verbose = validation.resolve_verbose(verbose, len(sites) > 10 and sys.stdout.isatty())
-    bar = keras.utils.Progbar(len(sites), unit_name="layer") if verbose else None
+    # A compiled pass counts its layers as it is traced, then compiles and runs (seconds
+    # on JAX): that is one step more, so the bar does not sit at 100% meanwhile.
+    steps = len(sites) + bool(compiled)
+    bar = keras.utils.Progbar(steps, unit_name="step" if compiled else "layer") if verbose else None
     run = _Calibration(sites, target_variance, tolerance, max_iterations, measure, center, bar)
     run.read_biases()
-    compiled = backend.current().COMPILES_LSUV if jit_compile == "auto" else jit_compile
     try:
         with no_grad():
             if compiled:
@@ -645,8 +650,8 @@ def lsuv_init(
     for site in sites:
         if id(site.layer) not in run.results:
             results.append(LayerResult(site.name, skipped="not called in the forward pass"))
-    if bar is not None and len(run.results) < len(sites):
-        bar.update(len(sites), finalize=True)
+    if bar is not None and len(run.results) < steps:
+        bar.update(steps, finalize=True)
     _warn_results(results, target_variance, tolerance, max_iterations)
     return LSUVReport(results, source, float(target_variance), float(tolerance), measure)
 

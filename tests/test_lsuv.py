@@ -541,12 +541,18 @@ def test_report_table_and_dict():
     assert as_dict["layers"][0]["variance_before"] == report.layers[0].variance_before
 
 
+@pytest.mark.backend_agnostic
 def test_progress_bar(capsys):
     model, x = tanh_mlp(12, 8), data((32, 8))
     ik.lsuv_init(model, x, verbose=0)
     assert capsys.readouterr().out == ""
-    ik.lsuv_init(model, x, verbose=1)
-    assert "12/12" in capsys.readouterr().out
+    ik.lsuv_init(model, x, verbose=1, jit_compile=False)
+    out = capsys.readouterr().out
+    assert "12/12" in out and "/13" not in out
+    # Compiled: a step per layer traced, and one more for compiling and running the pass.
+    ik.lsuv_init(model, x, verbose=1, jit_compile=True)
+    out = capsys.readouterr().out
+    assert "13/13" in out and "/12" not in out
     ik.lsuv_init(model, x)  # "auto": stdout is not a terminal under pytest
     assert capsys.readouterr().out == ""
 
