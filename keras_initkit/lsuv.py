@@ -328,10 +328,12 @@ class _Calibration:
         self.updates[id(variable)] = (variable, value, id(layer))
 
     def commit(self):
-        """Write the calibrated kernels (and centred biases) of the layers not skipped,
-        after the pass; each variable's value is kept first, for `restore`."""
+        """Write the calibrated kernels (and centred biases) of the layers not skipped and
+        changed, after the pass; each variable's value is kept first, for `restore`."""
         for variable, value, owner in self.updates.values():
-            if self.results[owner].skipped:
+            result = self.results[owner]
+            # No rescale and no centring: the value is the variable's own (a second call).
+            if result.skipped or (result.iterations == 0 and not self.center):
                 continue
             self.snapshot.setdefault(id(variable), (variable, keras.ops.copy(variable)))
             variable.assign(value)

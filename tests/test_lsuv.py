@@ -184,14 +184,25 @@ def test_batchnorm_moving_statistics_untouched():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), b)
 
 
-def test_second_call_changes_nothing():
+def test_second_call_changes_nothing(monkeypatch):
     model, x = nested()
     ik.lsuv_init(model, x)
     before = snapshot(model)
+    written = []
+    commit = ik.lsuv._Calibration.commit
+
+    def spy(self):
+        commit(self)
+        written.append(len(self.snapshot))
+
+    monkeypatch.setattr(ik.lsuv._Calibration, "commit", spy)
     report = ik.lsuv_init(model, x)
     assert report.converged
     assert all(r.iterations == 0 and r.scale == 1.0 for r in report.layers)
     assert_identical(before, model)
+    assert written == [0]  # nothing rescaled: no kernel copied or written
+    ik.lsuv_init(model, x, center=True)
+    assert written[-1] > 0  # centring writes the biases
 
 
 def test_lsuv_makes_a_saturated_deep_tanh_net_trainable():
