@@ -339,3 +339,51 @@ def test_curve_title_names_the_layer_when_runs_differ_in_depth(driver, tmp_path)
     assert f"of {deep['b-deep'][4]} (depth 4)" in title.text
     curve = driver.find_element(By.CSS_SELECTOR, ".ik-curve svg")
     assert len(curve.find_elements(By.TAG_NAME, "polyline")) == 1
+
+
+def test_runs_side_by_side_share_one_colour_scale(driver, tmp_path):
+    """Two runs whose values lie decades apart: both heatmaps and the legend use one
+    scale, so the same colour means the same value (each used its own range, and
+    the legend showed the first run's)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from keras_initkit import summary
+    from keras_initkit.dashboard import events, html
+
+    for run, values in (("small", (0.1, 1.0)), ("large", (10.0, 100.0))):
+        writer = summary.EventFileSummaryWriter(tmp_path / "logs" / run / "initkit")
+        writer.write_meta(0, layers=["low", "high"])
+        for step in (0, 10):
+            writer.write(
+                step,
+                scalars={"activation_std/low": values[0], "activation_std/high": values[1]},
+            )
+        writer.close()
+    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == 2, "maps")
+    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+        "activation_std"
+    )
+    _wait(
+        lambda: "activation_std" in driver.find_element(By.CSS_SELECTOR, ".ik-legend").text,
+        "the activation_std legend",
+    )
+    canvases = driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")
+    assert [c.get_attribute("data-scale") for c in canvases] == ["log 0.1 100"] * 2
+    legend = driver.find_element(By.CSS_SELECTOR, ".ik-legend").text
+    assert "0.1" in legend and "100" in legend, legend
+    rgb = driver.execute_script(
+        """return [...document.querySelectorAll('canvas.ik-heatmap')].map((c) => {
+          const h = c.height / +c.dataset.rows;
+          return [0, 1].map((r) => Array.from(c.getContext('2d')
+            .getImageData(1, Math.floor((r + 0.5) * h), 1, 1).data.slice(0, 3)));
+        });"""
+    )
+    (small_low, small_high), (large_low, large_high) = rgb
+    # Four values on one log scale: four colours; the small run's largest (1.0) is
+    # not drawn as the large run's largest (100), as it was on its own scale.
+    assert len({tuple(c) for c in (small_low, small_high, large_low, large_high)}) == 4, rgb
+    driver.save_screenshot(str(tmp_path / "shared_scale.png"))

@@ -110,6 +110,30 @@ export function position(scale, value) {
 const given = (x) => x !== null && x !== undefined;
 
 /**
+ * One colour scale for heatmaps drawn side by side, each with the scale of its own
+ * values (`model.scale`): signed if any is, else log if any is (from the smallest
+ * positive value any of them holds), else linear over the union of their domains.
+ */
+export function sharedScale(maps) {
+  const scales = maps.map((m) => m.scale);
+  if (scales.length < 2) return scales[0];
+  const his = scales.map((s) => s.domain[1]);
+  if (scales.some((s) => s.kind === 'signed')) {
+    const bound = Math.max(...scales.flatMap((s) => s.domain.map(Math.abs)));
+    return {kind: 'signed', domain: [-bound, bound]};
+  }
+  if (scales.some((s) => s.kind === 'log')) {
+    let lo = Infinity;  // a loop: a spread of every value can overflow the stack
+    for (const m of maps) {
+      if (m.scale.kind === 'log') lo = Math.min(lo, m.scale.domain[0]);
+      else for (const row of m.values) for (const v of row) if (v > 0 && v < lo) lo = v;
+    }
+    return {kind: 'log', domain: [lo, Math.max(...his)]};
+  }
+  return {kind: 'linear', domain: [Math.min(...scales.map((s) => s.domain[0])), Math.max(...his)]};
+}
+
+/**
  * RGB of a value: within the thresholds cool blues, beyond them (above `threshold`,
  * below `lower`) yellow to red, redder the further out.
  */
@@ -187,6 +211,7 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   const canvas = el('canvas', {
     width: Math.max(1, cols * cell.w), height: Math.max(1, rows * cell.h),
     class: 'ik-heatmap', 'data-run': data.run, 'data-rows': rows, 'data-cols': cols,
+    'data-scale': `${data.scale.kind} ${data.scale.domain.join(' ')}`,
   });
   const ctx = canvas.getContext('2d');
   const image = ctx.createImageData(canvas.width, canvas.height);
@@ -403,10 +428,13 @@ export function mount(root, source) {
     }
     status.textContent = 'loading…';
     const started = performance.now();
-    const [maps, findings] = await Promise.all([
+    const [own, findings] = await Promise.all([
       Promise.all(runs.map((r) => source.heatmap(r.run, state.metric))),
       Promise.all(others.map((r) => source.findings(r.run))),
     ]);
+    // Runs side by side share one colour scale, the legend's: a colour means one value.
+    const shared = sharedScale(own);
+    const maps = own.map((m) => ({...m, scale: shared}));
     state.maps = maps;
     const depth = Math.max(0, ...maps.map((m) => m.layers.length));
     const labelWidth = 150;
