@@ -143,10 +143,18 @@ def _take_samples(data, num_samples, batch_size):
 
 
 def _worst(values):
-    """Largest per-channel |d| and |log r| of one layer."""
-    with np.errstate(divide="ignore"):
+    """Largest per-channel |d| and |log r| of one layer; `inf` when any is not finite
+    (a NaN must not pass for a small mismatch: `max` skips it)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
         log_r = np.log(values["bn_r"])
-    return max(float(np.max(np.abs(values["bn_d"]))), float(np.max(np.abs(log_r))))
+    worst = max(float(np.max(np.abs(values["bn_d"]))), float(np.max(np.abs(log_r))))
+    return worst if math.isfinite(worst) else math.inf
+
+
+def _finite(values):
+    return bool(np.isfinite(values["bn_input_mean"]).all()) and bool(
+        np.isfinite(values["bn_input_variance"]).all()
+    )
 
 
 def _summary(values):
@@ -319,7 +327,19 @@ def _chain(probe, batches, source, verbose):
         if worst <= TOLERANCE or passes > len(measured):
             break
         for name, values in measured.items():
-            _assign(sites[name].layer, values["bn_input_mean"], values["bn_input_variance"])
+            # Before the layers ahead of it are calibrated a deep layer's input can
+            # overflow (DenseNet121 on 0-255 pixels): it keeps its statistics until then.
+            if _finite(values):
+                _assign(sites[name].layer, values["bn_input_mean"], values["bn_input_variance"])
+    failed = [name for name, values in measured.items() if not _finite(values)]
+    if failed:  # the caller restores every layer
+        raise ValueError(
+            f"recalibrate_batchnorm(method='chain') did not reach finite statistics in "
+            f"{passes} passes: in inference mode the inputs of {len(failed)} batch-norm "
+            f"layer(s) are not finite ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}). "
+            "Nothing was changed. method='one_pass' measures in training mode, where batch "
+            "norm normalizes with the batch's statistics. Received: method='chain'"
+        )
     order = [site.name for site in result.sites if site.name in measured]
     after = {name: _summary(measured[name]) for name in order}
     return RecalibrationReport(order, before, after, passes, source)

@@ -318,3 +318,57 @@ def test_one_pass_assigns_training_mode_statistics_pooled_exactly(monkeypatch, v
         np.testing.assert_allclose(_numpy(layer.moving_mean), mean, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(_numpy(layer.moving_variance), var, rtol=1e-4, atol=1e-5)
         assert report.after[name]["bn_mean_shift"] < 1e-5
+
+
+def _overflowing_chain(depth=6, stddev=1e9, scale=1.0):
+    """Dense kernels of standard deviation `stddev`: in inference mode with fresh moving
+    statistics the signal grows ~1e9 a layer and overflows float32 after ~4 layers;
+    `scale` multiplies the last batch-norm layer's input (1e30: inf in any mode)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    h = inputs
+    for i in range(depth):
+        h = keras.layers.Dense(
+            8, kernel_initializer=keras.initializers.RandomNormal(stddev=stddev), name=f"dense_{i}"
+        )(h)
+        if i == depth - 1 and scale != 1.0:
+            h = keras.layers.Rescaling(scale)(keras.layers.Rescaling(scale)(h))
+        h = keras.layers.BatchNormalization(name=f"bn_{i}")(h)
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+
+
+@pytest.mark.backend_agnostic
+def test_chain_waits_for_overflowing_layers_and_never_writes_nan():
+    """A deep layer's inference-mode input overflows until the layers ahead are
+    calibrated: it keeps its statistics meanwhile (NaN used to be written, and the
+    NaN mismatch passed for converged: DenseNet121's predict was NaN)."""
+    model, x = _overflowing_chain(), _x(64)
+    report = recalibrate_batchnorm(model, x, method="chain", verbose=0)
+    for v in model.non_trainable_variables:
+        assert np.isfinite(_numpy(v)).all(), v.path
+    assert np.isfinite(_numpy(model.predict(x, verbose=0))).all()
+    assert 4 <= report.passes <= 7
+    assert all(np.isfinite(s["bn_mean_shift"]) for s in report.after.values())
+
+
+@pytest.mark.backend_agnostic
+def test_chain_that_cannot_reach_finite_statistics_raises_and_changes_nothing():
+    model, x = _overflowing_chain(depth=2, stddev=1.0, scale=1e30), _x(64)
+    state = [_numpy(v).copy() for v in model.non_trainable_variables]
+    with pytest.raises(ValueError, match=r"not finite \(bn_1\).*Received: method='chain'"):
+        recalibrate_batchnorm(model, x, method="chain", verbose=0)
+    for old, v in zip(state, model.non_trainable_variables):
+        np.testing.assert_array_equal(_numpy(v), old)
+
+
+@pytest.mark.backend_agnostic
+def test_chain_repairs_nan_moving_statistics():
+    """NaN moving statistics (a diverged run): a NaN mismatch must not pass for a small
+    one (`max` skipped it, and the chain stopped with NaN written downstream)."""
+    model, x = _chain(), _x(64)
+    model.get_layer("bn_0").moving_mean.assign(np.full(8, np.nan, "float32"))
+    report = recalibrate_batchnorm(model, x, method="chain", verbose=0)
+    for v in model.non_trainable_variables:
+        assert np.isfinite(_numpy(v)).all(), v.path
+    assert np.isfinite(_numpy(model.predict(x, verbose=0))).all()
+    assert report.passes >= 2

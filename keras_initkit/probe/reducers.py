@@ -203,8 +203,9 @@ class BatchNormStatistics(Reducer):
     def finalize(self, site, stats):
         eps = site.layer.epsilon
         mu, s2 = stats["input"]
-        d = (stats["moving_mean"] - mu) / np.sqrt(s2 + eps)
-        r = np.sqrt((stats["moving_variance"] + eps) / (s2 + eps))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf inputs: NaN, reported as is
+            d = (stats["moving_mean"] - mu) / np.sqrt(s2 + eps)
+            r = np.sqrt((stats["moving_variance"] + eps) / (s2 + eps))
         untrained = np.all(stats["moving_mean"] == 0) and np.all(stats["moving_variance"] == 1)
         return {
             "bn_mean_shift": float(np.mean(np.abs(d))),
