@@ -147,3 +147,22 @@ def test_text_model_through_every_feature_changes_nothing_and_reports_recurrent_
     text = str(report)
     assert text.count("recurrent layer") == 1 and text.count("skipped [1]") == 3
     assert max(len(line) for line in text.splitlines()) <= 90, text
+
+
+def test_layers_naming_a_wrapper_select_the_layers_it_runs():
+    """`layers=["td", "bi"]` (TimeDistributed, Bidirectional) watched nothing: diagnose
+    said "healthy" on an empty table, lsuv_init found no kernel. They select what the
+    wrappers run, as `layers=None` does."""
+    inputs = keras.Input((12, 8))
+    h = keras.layers.TimeDistributed(keras.layers.Dense(16, activation="relu"), name="td")(inputs)
+    h = keras.layers.Bidirectional(keras.layers.LSTM(8), name="bi")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+    x = np.random.default_rng(0).standard_normal((16, 12, 8)).astype("float32")
+    inner = model.get_layer("td").layer.name
+    bi = model.get_layer("bi")
+    report = ik.diagnose(model, x, layers=["td", "bi"])
+    expected = {inner, bi.forward_layer.name, bi.backward_layer.name}
+    assert set(report.metrics) == expected, str(report)
+    assert "relu" in str(report) and "gates" in str(report)
+    lsuv = ik.lsuv_init(model, x, layers=[model.get_layer("td")], verbose=0)
+    assert [r.name for r in lsuv.layers if not r.skipped] == [inner] and lsuv.converged

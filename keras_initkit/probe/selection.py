@@ -247,15 +247,26 @@ def resolve_layers(model, layers=None, *, where=None, argument="layers"):
                     f"Argument `{argument}` names a layer that is not part of the "
                     f"model. Received: {argument} containing layer '{item.name}'"
                 )
-            chosen.append(item)
+            chosen.extend(_unwrapped(item))
         elif isinstance(item, str):
-            chosen.append(named_layer(model, candidates, item, argument, names=names))
+            chosen.extend(_unwrapped(named_layer(model, candidates, item, argument, names=names)))
         else:
             raise ValueError(
                 f"Argument `{argument}` must contain layer names or layer objects. "
                 f"Received: {item!r} of type {type(item).__name__}"
             )
     return chosen
+
+
+def _unwrapped(layer):
+    """What a wrapper's call runs, and the probe measures: `Bidirectional`'s two
+    directions, a `Wrapper`'s (`TimeDistributed`'s) layer; any other layer itself.
+    `layers=None` selects the same inner layers."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return [layer.forward_layer, layer.backward_layer]
+    if isinstance(layer, keras.layers.Wrapper):
+        return _unwrapped(layer.layer)
+    return [layer]
 
 
 def named_layer(model, candidates, name, argument="layers", what="layers of the model", names=None):
