@@ -165,8 +165,11 @@ class LSUVReport:
             ]
             for r in self.layers
         ]
+        recurrent = sum(r.skipped == RECURRENT for r in self.layers)
         title = (
-            f"LSUV: {len(self.layers)} layer(s), {self.measure.replace('_', '-')} variance "
+            f"LSUV: {len(self.layers) - recurrent} layer(s)"
+            + (f" (and {recurrent} recurrent, listed)" if recurrent else "")
+            + f", {self.measure.replace('_', '-')} variance "
             f"{self.target_variance:g} ± {self.tolerance:.0%}, data: {self.source}"
         )
         header = ["Layer", "var before", "var after", "iter", "scale", "status"]
