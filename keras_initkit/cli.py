@@ -183,7 +183,12 @@ def render_summary(runs):
         span = f"steps {steps[0]}..{steps[-1]}, {len(steps)} updates" if steps else "no updates"
         lines.append(
             f"Run {run.label}: {len(run.layers)} layer(s), {span}, "
-            f"{len(groups)} finding(s)"
+            # A finding per layer, as `TrainingMonitor.findings` and `diagnose` count.
+            + (
+                f"{sum(g['count'] for g in groups)} finding(s) in {len(groups)} group(s)"
+                if groups
+                else "no findings"
+            )
             + (" (derived from thresholds)" if source == "derived" else "")
         )
         for g in groups:

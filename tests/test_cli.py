@@ -199,12 +199,12 @@ def test_report_prints_findings_and_worst_layers_per_run(fixture_logs):
     blocks = dict((block.splitlines()[0].split(":")[0], block) for block in text.split("\n\n")[:-1])
     assert set(blocks) == {f"Run {name}/initkit" for name in fixtures.RUNS}
     default = blocks["Run keras-default/initkit"]
-    assert "2 finding(s)" in default
+    assert "6 finding(s) in 2 group(s)" in default  # a finding per layer, as the monitor counts
     assert "! dead_fraction from step 10: dense_3 – dense_5 (3)" in default
     assert f"fix: {fixtures.FIX_DEAD}" in default
     worst = next(line for line in default.splitlines() if line.strip().startswith("dead_fraction"))
     assert worst.split()[1] == "dense_5" and worst.count("!") >= 1
-    assert "0 finding(s)" in blocks["Run lsuv/initkit"]
+    assert "no findings" in blocks["Run lsuv/initkit"]
     assert "derived" not in text  # the runs recorded their findings
     assert len(text.splitlines()) < 60  # a summary, not a line per layer and metric
 
