@@ -30,7 +30,7 @@ from keras_initkit.checks import (
     symmetric_units,
 )
 from keras_initkit.checks.summary import blocks
-from keras_initkit.probe import Probe, as_batches, cached, check_inputs
+from keras_initkit.probe import Probe, all_layers, as_batches, cached, check_inputs
 from keras_initkit.probe.gradients import GradientProbe
 from keras_initkit.table import render
 
@@ -221,7 +221,10 @@ def _batches(model, x, y, loss, batch_size, max_batches):
 
 def _run(model, checks, batches, source, layers, targets, loss):
     """The probe pass (with targets, the gradient pass that also measures the forward
-    statistics): `(assignment, forward sites, scalars, gradient result or None)`."""
+    statistics): `(assignment, sites, scalars, gradient result or None)`: the forward
+    sites and the gradient ones measured, each layer once, in the model's layer order
+    (a LayerNorm, measured for its gradient only, beside its neighbours, not after the
+    head)."""
     probe = cached(Probe, model, reducers(checks), layers=layers)
     gradients, gradient_sites = None, []
     if targets:  # one pass: the forward statistics come from the gradient pass
@@ -232,7 +235,26 @@ def _run(model, checks, batches, source, layers, targets, loss):
         result = probe.run_batches(batches, source)
     sites = [s for s in result.sites if s.name in result.metrics]
     assignment = assign(checks, sites, gradient_sites)
-    return assignment, sites, measure(assignment, result, gradients), gradients
+    scalars = measure(assignment, result, gradients)
+    named = {s.name for s in sites}
+    extra = [s for s in gradient_sites if s.name not in named and s.name in scalars]
+    return assignment, _interleave(model, sites, extra), scalars, gradients
+
+
+def _interleave(model, sites, extra):
+    """`sites` (in the order the forward pass ran them) with each of `extra` placed
+    after the site that precedes it in the model's layer order (`all_layers`)."""
+    tracked = {id(layer): i for i, layer in enumerate(all_layers(model))}
+    where = [tracked.get(id(s.layer), -1) for s in sites]
+    after = {}
+    for site in extra:
+        rank = tracked.get(id(site.layer), len(tracked))
+        before = [k for k, w in enumerate(where) if w < rank]
+        after.setdefault(max(before, key=where.__getitem__, default=-1), []).append(site)
+    merged = after.get(-1, [])
+    for k, site in enumerate(sites):
+        merged += [site, *after.get(k, [])]
+    return merged
 
 
 def diagnose(

@@ -237,3 +237,25 @@ def test_fresh_keras_applications_get_no_batchnorm_finding_but_one_note(build):
     count = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
     assert len(report.notes) == 1 and report.notes[0].startswith(f"{count} batch-norm layer(s)")
     assert f"Note: {count} batch-norm" in str(report)
+
+
+@pytest.mark.backend_agnostic
+def test_the_table_lists_layers_in_forward_order():
+    """A nested model's layers came out reversed (Keras' recursive `_flatten_layers`
+    lists a Sequential's `a, b, c` as `c, b, a`), and layers measured for their gradient
+    only (a LayerNormalization) after the head."""
+    keras.utils.set_random_seed(0)
+    block = keras.Sequential(
+        [keras.layers.Dense(16, activation="relu", name=n) for n in "abc"], name="block"
+    )
+    inputs = keras.Input((12,))
+    h = keras.layers.LayerNormalization(name="norm")(block(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    for report in (diagnose(model, X), diagnose(model, X, Y)):
+        names = [n.split("/")[-1] for n in report.metrics]
+        assert [n for n in names if n != "norm"] == ["a", "b", "c", "head"]
+        rows = [line.split()[0] for line in str(report).splitlines()[3:] if line.strip()]
+        assert rows == list(report.metrics)
+    assert names == ["a", "b", "c", "norm", "head"]
+    assert report.gradient_ratio == report.metrics["a"]["gradient_ratio"]  # the first

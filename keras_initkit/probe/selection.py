@@ -110,8 +110,22 @@ def _leaf_activation(layer):
 
 
 def all_layers(model):
-    """Every layer inside `model`, nested models and custom blocks included."""
-    return [layer for layer in sublayers(model) if not isinstance(layer, keras.layers.InputLayer)]
+    """Every layer inside `model`, nested models and custom blocks included, depth
+    first in tracking order: a nested `Sequential([a, b, c])` lists `a, b, c`, where
+    Keras' recursive `_flatten_layers` lists `c, b, a`."""
+    found, seen = [], set()
+
+    def visit(parent):
+        for layer in sublayers(parent, recursive=False):
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if not isinstance(layer, keras.layers.InputLayer):
+                found.append(layer)
+            visit(layer)
+
+    visit(model)
+    return found
 
 
 def _leaf(layer):
