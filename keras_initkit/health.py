@@ -29,6 +29,7 @@ from keras_initkit.checks import (
     reducers,
     symmetric_units,
 )
+from keras_initkit.checks.gradients import branch_scale
 from keras_initkit.checks.summary import blocks
 from keras_initkit.probe import Probe, all_layers, as_batches, cached, check_inputs
 from keras_initkit.probe.gradients import GradientProbe
@@ -349,13 +350,41 @@ def diagnose(
         key=lambda f: rank.get(f.layer, len(rank)),
     )
     # The first kernel layer the vanishing rule judges (not a query or key projection,
-    # whose gradients are expected to be tiny while attention is near uniform).
+    # whose gradients are expected to be tiny while attention is near uniform, nor a
+    # layer behind a zero residual-branch scale), its ratio as measured.
     by_name = {site.name: site for site in sites}
-    ratios = (RULES["vanishing"].measure(by_name.get(name), v) for name, v in metrics.items())
-    gradient_ratio = next((r for r in ratios if r is not None), None)
+    gradient_ratio = next(
+        (
+            v["gradient_ratio"]
+            for name, v in metrics.items()
+            if RULES["vanishing"].measure(by_name.get(name), v) is not None
+        ),
+        None,
+    )
     loss_value = None if gradients is None else gradients.loss
-    notes = _notes(metrics)
+    notes = _notes(metrics) + _branch_notes(sites, metrics)
     return HealthReport(metrics, findings, gradient_ratio, loss_value, source, t, notes)
+
+
+def _branch_notes(sites, metrics):
+    """Which gradient ratios the vanishing rule judged divided by a residual branch's
+    scale (`keras_initkit.checks.gradients.branch_scale`), or not at all."""
+    scales = {
+        site.name: branch_scale(site)
+        for site in sites
+        if "gradient_ratio" in metrics.get(site.name, {}) and site.gate is not None
+    }
+    scaled = {name: scale for name, scale in scales.items() if scale < 1.0}
+    if not scaled:
+        return ()
+    low, high = min(scaled.values()), max(scaled.values())
+    span = f"{low:.1e}" if low == high else f"{low:.1e} to {high:.1e}"
+    return (
+        f"{len(scaled)} layer(s) run in residual branches closed by a scale of {span} "
+        "(a LayerScale, a batch-norm γ or a last layer near zero): their gradients are that "
+        "much smaller by design, and the vanishing rule judges their gradient ratio divided "
+        "by the scale (not at all where it is 0).",
+    )
 
 
 def _notes(metrics):

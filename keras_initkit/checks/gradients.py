@@ -3,9 +3,13 @@ exploding gradients."""
 
 import math
 
+import keras
+import numpy as np
+
 from keras_initkit import validation
 from keras_initkit.checks.base import Check
 from keras_initkit.checks.rules import Rule
+from keras_initkit.probe.selection import scale_of
 
 GRADIENT_METRICS = ("gradient_norm", "update_ratio", "weight_norm", "gradient_ratio")
 
@@ -14,6 +18,8 @@ def _exploding_value(site, scalars):
     g = scalars.get("gradient_norm")
     if g is not None and not math.isfinite(g):
         return g
+    if getattr(site, "closes_branch", False) and _gain(site.layer) < GATE:
+        return None  # a scale started near zero on purpose: any step is larger than it
     return scalars.get("update_ratio")
 
 
@@ -26,8 +32,52 @@ def shapes_attention_scores(site):
     return getattr(site, "role", None) == "attention_scores"
 
 
+GATE = 0.1  # a residual branch closed by a smaller scale is small by design
+
+
+def branch_scale(site):
+    """The scale that closes `site`'s residual branch (`Site.gate`) where it is below
+    `GATE`, else 1.0: max |γ| of a normalization or LayerScale; a kernel layer's gain,
+    rms(kernel) × √fan-in, 0 for a zero kernel.
+
+    ConvNeXt's blocks end in a LayerScale of γ = 1e-6, Fixup and zero-γ ResNets in a
+    zero last layer or batch-norm γ: every gradient inside the branch is that much
+    smaller, by design, and grows with the scale, while the residual stream carries the
+    gradient past the branch. `site` None (a bare value): 1.0."""
+    gate = getattr(site, "gate", None)
+    if gate is None:
+        return 1.0
+    gain = _gain(gate)
+    return gain if gain < GATE else 1.0
+
+
+def _gain(layer):
+    values = np.abs(keras.ops.convert_to_numpy(scale_of(layer))).astype(np.float64)
+    if getattr(layer, "kernel", None) is None:
+        return float(values.max(initial=0.0))
+    fan_in = values.size / max(values.shape[-1], 1) if values.ndim else 1
+    return float(np.sqrt(np.mean(values**2) * fan_in)) if values.size else 0.0
+
+
 def _vanishing_value(site, scalars):
-    return None if shapes_attention_scores(site) else scalars.get("gradient_ratio")
+    if shapes_attention_scores(site):
+        return None
+    ratio = scalars.get("gradient_ratio")
+    if ratio is None:
+        return None
+    scale = branch_scale(site)
+    return ratio / scale if scale > 0 else None
+
+
+def _vanishing_observation(context):
+    ratio, value, reference = context["gradient_ratio"], context["value"], context["reference"]
+    scale = context.get("branch_scale", 1.0)
+    if scale >= 1.0:
+        return f"gradient norm is {value:.1e} × that of {reference}: vanishing gradients"
+    return (
+        f"gradient norm is {ratio:.1e} × that of {reference}, {value:.1e} × once divided by "
+        f"its residual branch's scale ({scale:.1e}): vanishing gradients"
+    )
 
 
 def _exploding_observation(context):
@@ -49,9 +99,13 @@ VANISHING = Rule(
         "layer (the output layer), ‖g‖ the norm of the gradient of the loss over the layer's own weights, is "
         "below the threshold (1e-3: AutoTrainer's first-to-last rule, applied to every layer "
         "but the query and key projections of attention layers, whose gradients are "
-        "expected to be small while the attention is near uniform)"
+        "expected to be small while the attention is near uniform). In a residual branch "
+        "closed by a scale below 0.1 (a LayerScale, a batch-norm γ or a last layer "
+        "initialized near zero: ConvNeXt, Fixup), the ratio is first divided by that "
+        "scale, which makes the branch's gradients small by design; a zero scale: not "
+        "judged"
     ),
-    observation="gradient norm is {value:.1e} × that of {reference}: vanishing gradients",
+    observation=_vanishing_observation,
     fix=(
         "try He/orthogonal or LSUV initialization (keras_initkit.lsuv_init), batch "
         "normalization, or residual connections."
@@ -71,7 +125,9 @@ EXPLODING = Rule(
         "`update_ratio` = learning rate × ‖g‖ / ‖w‖, the relative size of one SGD step "
         "(measured under SGD only: an adaptive optimizer's step does not scale with ‖g‖), is "
         "above the threshold (a step larger than the weights themselves), or ‖g‖ is not "
-        "finite"
+        "finite. Not the step's size for the scale closing a residual branch while it is "
+        "below 0.1 (a LayerScale's γ = 1e-6, as `vanishing`): started near zero on "
+        "purpose, any step is larger than it"
     ),
     observation=_exploding_observation,
     fix="lower the learning rate, clip gradients, or use a scaled initialization.",
@@ -145,4 +201,4 @@ class GradientCheck(Check):
                 scalars[site.name]["gradient_ratio"] = g / last
 
     def context(self, site, scalars, step):
-        return {"reference": self.reference}
+        return {"reference": self.reference, "branch_scale": branch_scale(site)}

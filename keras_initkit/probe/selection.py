@@ -52,6 +52,11 @@ class Site:
             attention layer (they only shape the attention scores),
             `"attention_weights"` for its softmax (the attention probabilities: the
             attention layer's site measures their entropy), else `None`.
+        gate: the layer with a learned scale (a normalization's `gamma`, a
+            LayerScale, a kernel layer) that closes the residual branch this layer
+            runs in, in a functional graph (`residual_gates`); `None` outside one.
+            `keras_initkit.checks.gradients.branch_scale` reads its scale.
+        closes_branch: this layer is the gate of some residual branch.
     """
 
     layer: keras.layers.Layer
@@ -60,6 +65,8 @@ class Site:
     kind: str | None
     channel_axis: int
     role: str | None = None
+    gate: keras.layers.Layer | None = None
+    closes_branch: bool = False
 
     @property
     def bounds(self):
@@ -209,6 +216,8 @@ def site_names(model, layers):
 def make_sites(model, layers):
     """Build `Site`s for `layers` (layer objects of `model`), named by `site_names`."""
     parents = _parents(model)
+    gates = residual_gates(model)
+    closing = {id(gate) for gate in gates.values()}
     sites = []
     for layer, name in zip(layers, site_names(model, layers)):
         parent = parents.get(id(layer))
@@ -223,8 +232,74 @@ def make_sites(model, layers):
             kind = RECTIFIERS.get(act)
         channels_first = getattr(layer, "data_format", None) == "channels_first"
         role = _attention_role(layer, parent)
-        sites.append(Site(layer, name, act, kind, 1 if channels_first else -1, role))
+        axis = 1 if channels_first else -1
+        gate, closes = gates.get(id(layer)), id(layer) in closing
+        sites.append(Site(layer, name, act, kind, axis, role, gate, closes))
     return sites
+
+
+def residual_gates(model):
+    """`{id(layer): gate}` for the layers of `model`'s functional graphs (its own and
+    nested functional models') whose output runs, through single-input layers and
+    without branching, into a residual `Add` (`keras.layers.Add` or `x + y`), past a
+    layer with a learned scale (`scale_of`): the gate is the last such layer before
+    the add, the one that closes the branch. ConvNeXt's `pointwise_conv_2` ->
+    `layer_scale` -> `+`; ResNet's `conv2` -> ... -> `bn3` -> `add`. Layers outside
+    such a branch are absent; so is a layer called several times unless every call
+    runs into the same gate."""
+    gates = {}
+    for graph in [model, *all_layers(model)]:
+        by_depth = getattr(graph, "_nodes_by_depth", None)
+        if not isinstance(graph, keras.Model) or not by_depth:
+            continue
+        nodes = [node for level in by_depth.values() for node in level]
+        consumers = {}
+        for node in nodes:
+            for parent in node.parent_nodes:
+                consumers.setdefault(id(parent), []).append(node)
+        found = {}
+        for node in nodes:
+            found.setdefault(id(node.operation), []).append(_gate(node, consumers))
+        for key, gate in found.items():
+            if gate[0] is not None and all(g is gate[0] for g in gate):
+                gates[key] = gate[0]
+    return gates
+
+
+def _gate(node, consumers):
+    """The gate of `node`'s operation (`residual_gates`), or None."""
+    gate = None
+    while True:
+        after = consumers.get(id(node), [])
+        if len(after) != 1:
+            return None
+        node = after[0]
+        if len(node.parent_nodes) > 1 or len(node.arguments.keras_tensors) > 1:
+            return gate if _is_add(node.operation) else None
+        if scale_of(node.operation) is not None:
+            gate = node.operation
+
+
+def _is_add(operation):
+    return isinstance(operation, keras.layers.Add) or type(operation).__name__ == "Add"
+
+
+def scale_of(layer):
+    """The variables of `layer` that scale its output, or None: a kernel layer's
+    kernel, a normalization's `gamma`, a LayerScale's only weight (a layer named
+    `*Scale` holding one trainable variable)."""
+    if not isinstance(layer, keras.layers.Layer):
+        return None
+    kernel = getattr(layer, "kernel", None)
+    if kernel is not None:
+        return kernel
+    gamma = getattr(layer, "gamma", None)
+    if isinstance(gamma, keras.Variable):
+        return gamma
+    weights = layer.trainable_weights
+    if type(layer).__name__.endswith("Scale") and len(weights) == 1:
+        return weights[0]
+    return None
 
 
 def _attention_role(layer, parent):
