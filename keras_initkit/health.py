@@ -171,7 +171,7 @@ class HealthReport:
             layers = len({f.layer for f in self.findings})
             lines = [f"HealthReport on {self.source}: {len(self.findings)} finding(s) in "]
             lines[0] += f"{layers} layer(s):"
-            lines.extend(f"- {block.text(order)}" for block in self.blocks())
+            lines.extend(f"- {block.text(order, scalars=self.metrics)}" for block in self.blocks())
         lines.extend(f"Note: {note}" for note in self.notes)
         lines.append(self._summary())
         lines.append(self._table(False, None))

@@ -259,3 +259,30 @@ def test_the_table_lists_layers_in_forward_order():
         assert rows == list(report.metrics)
     assert names == ["a", "b", "c", "norm", "head"]
     assert report.gradient_ratio == report.metrics["a"]["gradient_ratio"]  # the first
+
+
+@pytest.mark.backend_agnostic
+def test_a_run_of_findings_is_not_broken_by_layers_the_rule_does_not_measure():
+    """Vanishing gradients in Dense layers with separate Activation layers between them
+    read as one run, "dense_0 … dense_5", not six single layers (ConvNeXt's GELU layers
+    split its 54 findings so); a layer the rule measured and passed still breaks it."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    h = inputs
+    for i in range(8):
+        init = keras.initializers.RandomNormal(stddev=0.05)
+        h = keras.layers.Dense(16, kernel_initializer=init, name=f"dense_{i}")(h)
+        h = keras.layers.Activation("sigmoid", name=f"act_{i}")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    report = diagnose(model, X, Y)
+    (block,) = [b for b in report.blocks() if b.rule == "vanishing"]
+    assert len(block.layers) >= 3 and block.layers[0] == "dense_0"
+    last = block.layers[-1]
+    assert f"- vanishing: dense_0 … {last} ({len(block.layers)} layers)" in str(report)
+    # Without the layers' metrics every Activation layer between splits the run.
+    assert block.text(list(report.metrics)).startswith("vanishing: dense_0, dense_1, dense_2")
+    # The warning a monitor prints reads the same.
+    monitor = keras_initkit.callbacks.GradientMonitor((X, Y), verbose=1)
+    with pytest.warns(UserWarning, match=f"dense_0 … {last}"):
+        model.fit(X, Y, epochs=1, batch_size=128, callbacks=[monitor], verbose=0)

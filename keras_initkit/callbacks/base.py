@@ -258,7 +258,7 @@ class Monitor(keras.callbacks.Callback):
         if validation.resolve_verbose(self.verbose, auto=True):
             order = self._measurement.layer_names
             for text in self._warnings.texts(
-                current, self._step, self._epochs, order, fixes, below
+                current, self._step, self._epochs, order, fixes, below, self.latest
             ):
                 warn(text)
 

@@ -73,10 +73,14 @@ class RuleWarnings:
         worse = value < worst / self.WORSEN if below else value > worst * self.WORSEN
         return spread or worse
 
-    def texts(self, current, step, epoch, order, fixes, below=()):
-        """The warnings for one update, from every finding `current`ly firing."""
+    def texts(self, current, step, epoch, order, fixes, below=(), scalars=None):
+        """The warnings for one update, from every finding `current`ly firing; `scalars`
+        (the layers' latest values) keep runs whole across layers a rule does not
+        measure (`Block.text`)."""
         for block in blocks(current, fixes, below):
             if not self._news(block, epoch, block.rule in below):
                 continue
             self._state[block.rule] = (len(block.layers), block.worst.value, epoch)
-            yield block.worst.message if len(block.layers) == 1 else block.text(order, step)
+            yield (
+                block.worst.message if len(block.layers) == 1 else block.text(order, step, scalars)
+            )

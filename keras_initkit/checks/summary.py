@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from keras_initkit.checks.book import RULES
 from keras_initkit.checks.rules import Finding
 from keras_initkit.table import MAX_RUNS, capped_runs
 
@@ -34,8 +35,14 @@ class Block:
     worst: Finding
     fix: str
 
-    def text(self, order, step=None):
-        """`"<rule>: <ranges> (<n> layers); worst <layer>: <observation> — <fix>"`."""
+    def text(self, order, step=None, scalars=None):
+        """`"<rule>: <ranges> (<n> layers); worst <layer>: <observation> — <fix>"`.
+
+        With the layers' `scalars`, a run is broken only by a layer the rule measured
+        (one holding its metric) and did not fire on: ConvNeXt's GELU layers between
+        its convolutions do not split a run of vanishing-gradient findings."""
+        if scalars is not None:
+            order = judged(self.rule, order, scalars, self.layers)
         where = layer_ranges(self.layers, order)
         count = f" ({len(self.layers)} layers)" if len(self.layers) > 1 else ""
         at = "" if step is None else f" at step {step}"
@@ -46,6 +53,17 @@ class Block:
         else:
             head += f": {observation}"
         return head + (f" — {self.fix}" if self.fix else "")
+
+
+def judged(rule, order, scalars, layers=()):
+    """The layers of `order` that `rule` (a name of `RULES`) measures, a metric it reads
+    in their `scalars`, and `layers`."""
+    spec = RULES.get(rule)
+    if spec is None:
+        return list(order)
+    metrics = spec.reads or (spec.metric,)
+    layers = set(layers)
+    return [n for n in order if n in layers or any(m in scalars.get(n, ()) for m in metrics)]
 
 
 def blocks(findings, fixes, below=()):
