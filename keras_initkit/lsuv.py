@@ -680,6 +680,8 @@ def _prepare(model, batch, layers):
             "kernel (Dense, EinsumDense, Conv*, SeparableConv*, DepthwiseConv*). "
             f"Received: a model with layers {[layer.name for layer in model.layers]}"
         )
+    if layers is not None:  # the layers named, and no others
+        return make_sites(model, targets)
     recurrent = resolve_layers(model, where=lambda layer: isinstance(layer, keras.layers.RNN))
     chosen = {id(layer) for layer in targets}
     return make_sites(model, targets + [r for r in recurrent if id(r) not in chosen])

@@ -149,6 +149,10 @@ def test_text_model_through_every_feature_changes_nothing_and_reports_recurrent_
     targets = len(report.layers) - 3
     assert text.startswith(f"LSUV: {targets} layer(s) (and 3 recurrent, listed), "), text
     assert max(len(line) for line in text.splitlines()[1:]) <= 90, text  # below the title
+    # Layers named: those, and no recurrent layer listed besides.
+    named = ik.lsuv_init(model, x, layers=["head"], verbose=0)
+    assert [r.name for r in named.layers] == ["head"]
+    assert str(named).startswith("LSUV: 1 layer(s), ")
 
 
 def test_layers_naming_a_wrapper_select_the_layers_it_runs():
