@@ -8,6 +8,7 @@ import pytest
 
 import keras_initkit
 from keras_initkit import HealthReport, diagnose
+from keras_initkit.checks import RULES
 from keras_initkit.health import DEFAULT_THRESHOLDS, flagged, symmetric_units
 
 RNG = np.random.default_rng(0)
@@ -132,6 +133,11 @@ def test_vanishing_gradients_in_a_deep_sigmoid_net():
     assert norms == sorted(norms)  # shrinking towards the input
 
 
+def finding_fix(finding):
+    rule = RULES[finding.rule]
+    return rule.fix_at_init or rule.fix
+
+
 def test_vanishing_activations_through_depth():
     model = _mlp("tanh", keras.initializers.RandomNormal(stddev=0.05), depth=6)
     report = diagnose(model, X)
@@ -140,6 +146,7 @@ def test_vanishing_activations_through_depth():
     stds = [report.metrics[f"dense_{i}"]["activation_std"] for i in range(6)]
     assert finding.layer == "dense_5"  # the most extreme hidden layer: the deepest
     np.testing.assert_allclose(finding.value, stds[5] / stds[0], rtol=1e-6)
+    assert finding.message.endswith("activations vanish through depth — " + finding_fix(finding))
 
 
 def test_thresholds_override():
@@ -286,3 +293,31 @@ def test_a_run_of_findings_is_not_broken_by_layers_the_rule_does_not_measure():
     monitor = keras_initkit.callbacks.GradientMonitor((X, Y), verbose=1)
     with pytest.warns(UserWarning, match=f"dense_0 … {last}"):
         model.fit(X, Y, epochs=1, batch_size=128, callbacks=[monitor], verbose=0)
+
+
+@pytest.mark.backend_agnostic
+def test_unnormalized_inputs_are_told_apart_from_activations_vanishing_through_depth():
+    """Pixels in 0–255 into a conv–batch-norm net: the first conv's output std is ~70,
+    every later one ~0.6. It read 'activations vanish through depth'; the layers after
+    the first agree, so the finding says the first layer alone is out of scale."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = inputs
+    for k in range(4):
+        h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name=f"conv_{k}")(h)
+        h = keras.layers.BatchNormalization(name=f"bn_{k}")(h)
+        h = keras.layers.ReLU(name=f"relu_{k}")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(h))
+    pixels = np.random.default_rng(0).uniform(0, 255, (64, 8, 8, 3)).astype("float32")
+    report = diagnose(model, pixels)
+    (finding,) = [f for f in report.findings if f.rule == "vanishing_activations"]
+    stds = [report.metrics[f"conv_{k}"]["activation_std"] for k in range(4)]
+    assert stds[0] > 20 and max(stds[1:]) / min(stds[1:]) < 2
+    assert (
+        "conv_0 (" in finding.message and "the first layer, alone out of scale" in finding.message
+    )
+    assert "normalize the inputs" in finding.message and "through depth" not in finding.message
+    # The same net on normalized inputs: no scale finding.
+    scaled = diagnose(model, pixels / 255.0 - 0.5)
+    assert not [f for f in scaled.findings if f.rule.endswith("_activations")]

@@ -18,6 +18,26 @@ def _above_one(value, name):
     return validation.positive(value, name, above=1.0)
 
 
+def _depth_observation(verb):
+    def observe(context):
+        text = (
+            f"output std {context['activation_std']:.3g} is {context['value']:.1e} × that "
+            f"of {context['reference']}"
+        )
+        spread = context.get("spread")
+        if spread is None:
+            return f"{text}: activations {verb} through depth"
+        pixels = " (pixels in 0–255?)" if context["value"] < 1 else ""
+        return (
+            f"{text} ({context['reference_std']:.3g}), the first layer, alone out of scale "
+            f"(the layers after it agree within {spread:.2g}×): the inputs' scale{pixels} or "
+            "its initialization's; normalize the inputs (a keras.layers.Rescaling or "
+            "Normalization layer first)"
+        )
+
+    return observe
+
+
 def _depth_rule(name, verb, below):
     return Rule(
         name=name,
@@ -27,12 +47,11 @@ def _depth_rule(name, verb, below):
             "among the hidden kernel layers (every kernel layer but the last, in forward "
             "order), the one whose output std is farthest, on a log scale, from the first "
             f"one's has a ratio {'below 1/' if below else 'above '}`activation_std_ratio` "
-            "to it (one finding, at that layer)"
+            "to it (one finding, at that layer; where the layers after the first agree within "
+            "√`activation_std_ratio`, the finding says the first layer alone is out of scale, "
+            "as unnormalized inputs make it)"
         ),
-        observation=(
-            "output std {activation_std:.3g} is {value:.1e} × that of {reference}: "
-            f"activations {verb} through depth"
-        ),
+        observation=_depth_observation(verb),
         fix=_SCALE_FIX,
         threshold="activation_std_ratio",
         default=100.0,
@@ -146,6 +165,11 @@ class ActivationCheck(Check):
         site, ratio = hidden[extreme[0]], extreme[1]
         rule = VANISHING_ACTIVATIONS if ratio < 1 else EXPLODING_ACTIVATIONS
         context = {**scalars[site.name], "value": ratio, "reference": hidden[0].name}
+        stds = [scalars[s.name]["activation_std"] for s in hidden]
+        rest = depth_ratio(stds[1:]) if len(stds) >= 3 else None
+        spread = max(stds[1:]) / min(stds[1:]) if rest is not None and min(stds[1:]) > 0 else None
+        if spread is not None and spread <= math.sqrt(limit):  # only the first is out
+            context.update(spread=spread, reference_std=stds[0])
         yield site, rule, ratio, rule.observe(context)
 
 
