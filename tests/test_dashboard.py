@@ -392,3 +392,28 @@ def test_html_report_is_self_contained(logs, tmp_path):
     assert np.asarray(heat["values"]).shape == (LAYERS, STEPS)
     assert data["findings"]["keras-default/initkit"][0]["rule"] == "saturated_fraction"
     assert "t &lt;/script&gt;" in text and "export function mount" in text
+
+
+def test_a_range_is_broken_only_by_a_layer_measured_for_the_rule():
+    """With the rule's metric logged, a run of findings spans the layers between that
+    the metric does not describe: ResNet-like conv/bn/relu triples read "bn0 – bn52
+    (53)". A layer measured for it and not found still breaks the run."""
+    layers = [f"{kind}{i}" for i in range(53) for kind in ("conv", "bn", "relu")]
+    names = [f"bn{i}" for i in range(53) if i != 30]
+    series = {"bn_init_weight": {f"bn{i}": ([0], [0.9]) for i in range(53)}}
+    record = {"rule": "bn_init_weight", "step": 2, "value": 0.98, "metric": "bn_init_weight"}
+    run = events.Run(
+        label="r",
+        path="r",
+        layers=layers,
+        series=series,
+        findings=[{**record, "layer": n} for n in names],
+        thresholds={},
+    )
+    (group,) = model.group_findings(run)
+    assert group["layers"] == "bn0 – bn29 (30), bn31 – bn52 (22)"
+    assert group["names"] == names and group["count"] == 52
+    # Without the metric's series (older logs), every other layer breaks it, as before.
+    run.series = {}
+    (group,) = model.group_findings(run)
+    assert group["layers"] == "bn0, bn1, bn2, bn3, and 48 more"

@@ -193,12 +193,13 @@ def group_findings(run):
             worst = str(worst)  # "nan", "inf": JSON has no number for them
         steps = [int(f["step"]) for f in found if f.get("step") is not None]
         layer_names = [str(f.get("layer")) for f in found]
+        order = _measured(run, found, layer_names)
         out.append(
             {
                 "rule": rule,
-                "layers": ranges(layer_names, run.layers),
+                "layers": ranges(layer_names, order),
                 # Every layer, in forward order (the table's tooltip), where `layers` is cut.
-                "names": [n for part in consecutive_runs(layer_names, run.layers) for n in part],
+                "names": [n for part in consecutive_runs(layer_names, order) for n in part],
                 "count": len(set(layer_names)),
                 "first_step": min(steps) if steps else None,
                 "worst": worst,
@@ -209,6 +210,20 @@ def group_findings(run):
         )
     out.sort(key=lambda g: (g["first_step"] is None, g["first_step"] or 0, g["rule"]))
     return out
+
+
+def _measured(run, found, layer_names):
+    """The run's layers in forward order that a range of `found` (one rule's findings)
+    may span: those with a logged series of the rule's metric (the records' `metric`),
+    and the findings' own; all of them when the metric is not logged. ResNet50's 53
+    batch-norm layers read "bn … bn (53)", not "bn, bn, bn, bn, and 49 more", and
+    ConvNeXt's GELU layers do not split a run of its convolutions, as in `diagnose`."""
+    metric = next((str(f["metric"]) for f in found if f.get("metric")), None)
+    logged = run.series.get(metric)
+    if not logged:
+        return run.layers
+    keep = set(logged) | set(layer_names)
+    return [name for name in run.layers if name in keep]
 
 
 def flagger(thresholds, lower=None, exempt=None):
