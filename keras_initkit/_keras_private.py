@@ -20,6 +20,13 @@ def sublayers(layer, *, recursive=True):
     return list(layer._flatten_layers(include_self=False, recursive=recursive))
 
 
+def optimizer_steps(model):
+    """How many steps the model's optimizer has taken (`optimizer.iterations`, public
+    API); 0 without an optimizer."""
+    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+    return 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
+
+
 def compiled_loss(model):
     """The model's `CompileLoss` (what `compile(loss=...)` set up), or None.
 

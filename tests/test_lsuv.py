@@ -581,11 +581,50 @@ def test_callback_runs_once_unless_refit():
     assert first is not None and first.converged
     model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
     assert callback.report is first
+    # A new callback on the same model: its trained weights are kept too (a training
+    # script that builds its callbacks anew for every fit).
+    fresh = LSUVCallback(x, verbose=0)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[fresh])
+    assert fresh.report is None
     again = LSUVCallback(x, refit=True, verbose=0)
     model.fit(x, y, epochs=1, verbose=0, callbacks=[again])
     first_refit = again.report
     model.fit(x, y, epochs=1, verbose=0, callbacks=[again])
     assert again.report is not first_refit
+
+
+@pytest.mark.backend_agnostic
+def test_callback_keeps_the_weights_of_a_model_that_has_trained(capsys):
+    """A model trained without the callback (or loaded from a checkpoint with its
+    optimizer), then fit with it: calibrating would undo the training."""
+    model, x = nested()
+    model.compile("sgd", "mse")
+    y = np.zeros((64, 2), "float32")
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    trained = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+    callback = LSUVCallback(x, verbose=1)
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[callback], shuffle=False)
+    assert callback.report is None
+    out = capsys.readouterr().out
+    assert "has trained already (2 optimizer steps): its weights are kept" in out
+    assert "refit=True" in out
+    # What the fit itself changed, and nothing more: the same fit without the callback.
+    twin, _ = nested()
+    twin.compile("sgd", "mse")
+    twin.set_weights(trained)
+    twin.optimizer.build(twin.trainable_variables)
+    twin.optimizer.iterations.assign(2)
+    twin.fit(x, y, epochs=1, batch_size=64, verbose=0, shuffle=False)
+    for ours, theirs in zip(model.weights, twin.weights):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs), rtol=1e-6
+        )
+    silent = LSUVCallback(x, verbose=0)
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[silent])
+    assert silent.report is None and capsys.readouterr().out == ""
+    forced = LSUVCallback(x, refit=True, verbose=0)
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[forced])
+    assert forced.report is not None
 
 
 def test_callback_prints_report(capsys):

@@ -296,8 +296,7 @@ class Monitor(keras.callbacks.Callback):
         self.findings = []
         self._sink.open()
         if self._step is None:
-            iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
-            self._step = 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
+            self._step = _keras_private.optimizer_steps(self.model)
         self._setup()
         self._measurement.plan(self._planned_updates() * len(self._tensors))
         # Measured at every train begin, also when no step was taken since the last

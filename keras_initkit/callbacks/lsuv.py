@@ -5,6 +5,7 @@ import weakref
 
 import keras
 
+from keras_initkit._keras_private import optimizer_steps
 from keras_initkit.lsuv import check_arguments, lsuv_init
 
 _OPTIONS = tuple(
@@ -19,9 +20,12 @@ class LSUVCallback(keras.callbacks.Callback):
 
     At `on_train_begin` this runs `keras_initkit.lsuv_init(model, x, ...)` once
     per model: a later `fit` of the same model (resuming, fine-tuning) keeps the
-    trained weights, unless `refit=True`. The report is stored as
-    `callback.report` and printed unless `verbose=0`. Arguments are validated
-    here, so a bad value fails before training starts.
+    trained weights, unless `refit=True`, whichever `LSUVCallback` instance it
+    gets; so does the first `fit` of a model that has trained already (its
+    optimizer has taken steps: a model loaded from a checkpoint), with a note
+    unless `verbose=0`. The report is stored as `callback.report` and printed
+    unless `verbose=0`. Arguments are validated here, so a bad value fails
+    before training starts.
 
     Args:
         x: The calibration batch: a NumPy array or tensor, a list or dict of
@@ -55,13 +59,26 @@ class LSUVCallback(keras.callbacks.Callback):
         self.refit = bool(refit)
         self.lsuv_kwargs = lsuv_kwargs
         self.report = None
-        self._calibrated = None  # weak reference to the model last calibrated
 
     def on_train_begin(self, logs=None):
-        done = self._calibrated is not None and self._calibrated() is self.model
-        if done and not self.refit:
-            return
+        verbose = self.lsuv_kwargs.get("verbose", "auto") != 0
+        if not self.refit:
+            if _CALIBRATED.get(id(self.model)) is self.model:
+                return  # calibrated at an earlier fit: its weights have trained since
+            steps = optimizer_steps(self.model)
+            if steps:
+                if verbose:
+                    print(
+                        f"LSUVCallback: model '{self.model.name}' has trained already "
+                        f"({steps} optimizer steps): its weights are kept. Pass refit=True "
+                        "to calibrate them again."
+                    )
+                return
         self.report = lsuv_init(self.model, self.x, **self.lsuv_kwargs)
-        self._calibrated = weakref.ref(self.model)
-        if self.lsuv_kwargs.get("verbose", "auto") != 0:
+        _CALIBRATED[id(self.model)] = self.model
+        if verbose:
             print(self.report)
+
+
+# The models an LSUVCallback calibrated, by id (weakly: a model may be freed).
+_CALIBRATED = weakref.WeakValueDictionary()
