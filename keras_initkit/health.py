@@ -95,6 +95,8 @@ class HealthReport:
         thresholds: the thresholds that were applied.
         notes: information that is not a finding (e.g. batch-norm layers whose moving
             statistics are still at their initial values).
+        optimizer_steps: how many steps the model's optimizer had taken (0: at
+            initialization, or without an optimizer).
     """
 
     metrics: dict
@@ -104,6 +106,7 @@ class HealthReport:
     source: str
     thresholds: dict
     notes: tuple = ()
+    optimizer_steps: int = 0
 
     @property
     def ok(self):
@@ -121,6 +124,7 @@ class HealthReport:
             "source": self.source,
             "loss": self.loss,
             "gradient_ratio": self.gradient_ratio,
+            "optimizer_steps": self.optimizer_steps,
             "thresholds": dict(self.thresholds),
             "layers": {
                 name: {k: plain(v) for k, v in values.items()}
@@ -163,9 +167,13 @@ class HealthReport:
     def __str__(self):
         order = list(self.metrics)
         if self.ok:
+            when = (
+                "at initialization"
+                if not self.optimizer_steps
+                else f"after {self.optimizer_steps} training steps"
+            )
             lines = [
-                f"HealthReport on {self.source}. No findings: the network looks healthy "
-                "at initialization."
+                f"HealthReport on {self.source}. No findings: the network looks healthy {when}."
             ]
         else:
             layers = len({f.layer for f in self.findings})
@@ -363,7 +371,8 @@ def diagnose(
     )
     loss_value = None if gradients is None else gradients.loss
     notes = _notes(metrics) + _branch_notes(sites, metrics)
-    return HealthReport(metrics, findings, gradient_ratio, loss_value, source, t, notes)
+    steps = _keras_private.optimizer_steps(model)
+    return HealthReport(metrics, findings, gradient_ratio, loss_value, source, t, notes, steps)
 
 
 def _branch_notes(sites, metrics):

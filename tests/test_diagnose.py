@@ -52,7 +52,14 @@ def test_healthy_model_has_no_findings():
     assert 1e-3 < report.gradient_ratio < 1e3
     assert report.metrics["dense_1"]["dead_fraction"] == 0.0
     assert report.metrics["dense_1"]["symmetric_fraction"] == 0.0
-    assert "No findings" in str(report)
+    assert "No findings: the network looks healthy at initialization." in str(report)
+    assert report.optimizer_steps == 0 and report.to_dict()["optimizer_steps"] == 0
+    # After training it says so, not "at initialization".
+    model = _mlp()
+    model.fit(X, Y, epochs=1, batch_size=64, verbose=0)
+    trained = diagnose(model, X, Y)
+    assert trained.ok and trained.optimizer_steps == 2
+    assert "No findings: the network looks healthy after 2 training steps." in str(trained)
 
 
 def test_saturated_tanh_with_huge_weights_then_lsuv_fixes_it():
