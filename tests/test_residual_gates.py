@@ -187,3 +187,21 @@ def test_the_monitor_applies_the_same_rule():
     strict = [f for f in monitors[1].findings if f.rule == "vanishing"]
     assert any("its residual branch's scale" in f.message for f in strict)
     assert all(("residual branch" in f.message) == (f.layer[0] == "b") for f in strict)
+
+
+def test_the_dashboard_does_not_flag_what_the_rule_judges_divided():
+    """The monitor's meta record exempts the branch layers from the dashboard's and
+    `keras-initkit report`'s per-value flags of `gradient_ratio` (which would paint
+    ConvNeXt's branches as vanishing), and the small scale from `update_ratio`'s."""
+    from keras_initkit.checks import GradientCheck, assign
+    from keras_initkit.checks.book import exempt_layers
+
+    model = _residual("scale")
+    sites = make_sites(model, resolve_layers(model))
+    exempt = exempt_layers(assign([GradientCheck()], [], sites))
+    assert set(exempt["below"]["gradient_ratio"]) == {"b0_in", "b0_out", "b1_in", "b1_out"}
+    assert set(exempt["above"]["update_ratio"]) == {"b0_scale", "b1_scale"}
+    plain = _residual(None)
+    assert (
+        exempt_layers(assign([GradientCheck()], [], make_sites(plain, resolve_layers(plain)))) == {}
+    )

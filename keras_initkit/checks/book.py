@@ -90,8 +90,9 @@ def metric_limits(checks):
 
 def exempt_layers(assignment):
     """`{"above": {metric: [layer]}, "below": {...}}`, sides without any left out: the
-    layers that a rule behind `metric_limits` does not judge although it reads their
-    `metric` (the vanishing rule leaves out attention's query and key projections).
+    layers whose logged `metric` a rule behind `metric_limits` does not judge as it is
+    (the vanishing rule leaves out attention's query and key projections, and divides
+    the ratio of a layer in a residual branch closed by a small scale by that scale).
     `assignment`: `[(check, sites)]`, as `assign` gives."""
     out = {"above": {}, "below": {}}
     for check, sites in assignment:
@@ -99,7 +100,7 @@ def exempt_layers(assignment):
             limit = check.limit(rule)
             if limit is None or rule.reads == ():
                 continue
-            names = [s.name for s in sites if rule.measure(s, {rule.metric: limit}) is None]
+            names = [s.name for s in sites if rule.measure(s, {rule.metric: limit}) != limit]
             if names:
                 layers = out["below" if rule.below else "above"].setdefault(rule.metric, [])
                 layers.extend(n for n in names if n not in layers)
