@@ -285,9 +285,9 @@ def _is_add(operation):
 
 
 def scale_of(layer):
-    """The variables of `layer` that scale its output, or None: a kernel layer's
-    kernel, a normalization's `gamma`, a LayerScale's only weight (a layer named
-    `*Scale` holding one trainable variable)."""
+    """The variable of `layer` that scales its output, or None: a kernel layer's
+    kernel, a normalization's `gamma` (None with `scale=False`), a LayerScale's only
+    weight (a layer whose class name ends in `Scale`, holding one trainable variable)."""
     if not isinstance(layer, keras.layers.Layer):
         return None
     kernel = getattr(layer, "kernel", None)
