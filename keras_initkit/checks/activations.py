@@ -166,10 +166,10 @@ class ActivationCheck(Check):
         rule = VANISHING_ACTIVATIONS if ratio < 1 else EXPLODING_ACTIVATIONS
         context = {**scalars[site.name], "value": ratio, "reference": hidden[0].name}
         stds = [scalars[s.name]["activation_std"] for s in hidden]
-        rest = depth_ratio(stds[1:]) if len(stds) >= 3 else None
-        spread = max(stds[1:]) / min(stds[1:]) if rest is not None and min(stds[1:]) > 0 else None
-        if spread is not None and spread <= math.sqrt(limit):  # only the first is out
-            context.update(spread=spread, reference_std=stds[0])
+        if len(stds) >= 3 and min(stds[1:]) > 0:
+            spread = max(stds[1:]) / min(stds[1:])
+            if spread <= math.sqrt(limit):  # only the first is out of scale
+                context.update(spread=spread, reference_std=stds[0])
         yield site, rule, ratio, rule.observe(context)
 
 
