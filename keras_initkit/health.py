@@ -31,8 +31,9 @@ from keras_initkit.checks import (
 )
 from keras_initkit.checks.gradients import branch_scale
 from keras_initkit.checks.summary import blocks
-from keras_initkit.probe import Probe, all_layers, as_batches, cached, check_inputs
+from keras_initkit.probe import Probe, as_batches, cached, check_inputs
 from keras_initkit.probe.gradients import GradientProbe
+from keras_initkit.probe.selection import interleave
 from keras_initkit.table import render
 
 __all__ = [
@@ -247,23 +248,7 @@ def _run(model, checks, batches, source, layers, targets, loss):
     scalars = measure(assignment, result, gradients)
     named = {s.name for s in sites}
     extra = [s for s in gradient_sites if s.name not in named and s.name in scalars]
-    return assignment, _interleave(model, sites, extra), scalars, gradients
-
-
-def _interleave(model, sites, extra):
-    """`sites` (in the order the forward pass ran them) with each of `extra` placed
-    after the site that precedes it in the model's layer order (`all_layers`)."""
-    tracked = {id(layer): i for i, layer in enumerate(all_layers(model))}
-    where = [tracked.get(id(s.layer), -1) for s in sites]
-    after = {}
-    for site in extra:
-        rank = tracked.get(id(site.layer), len(tracked))
-        before = [k for k, w in enumerate(where) if w < rank]
-        after.setdefault(max(before, key=where.__getitem__, default=-1), []).append(site)
-    merged = after.get(-1, [])
-    for k, site in enumerate(sites):
-        merged += [site, *after.get(k, [])]
-    return merged
+    return assignment, interleave(model, sites, extra), scalars, gradients
 
 
 def diagnose(

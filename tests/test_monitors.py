@@ -742,3 +742,23 @@ def test_a_run_without_findings_records_that_it_has_none(tmp_path):
     assert monitor.findings == [] and monitor.latest  # measured, and nothing found
     run = events.read_run(str(tmp_path / "initkit"))
     assert run.has_findings and run.findings == []  # recorded, not derived by the dashboard
+
+
+def test_the_layer_record_lists_gradient_only_layers_in_forward_order(tmp_path):
+    """Layers measured for their gradient only (a LayerNormalization) were recorded
+    after the head, so the dashboard drew them there and aligned depths wrongly."""
+    from keras_initkit.dashboard import events
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="relu", name="a")(inputs)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    h = keras.layers.Dense(16, activation="relu", name="b")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _normal(16, 8), _normal(16, 1)
+    monitor = TrainingMonitor((x, y), gradients=True, log_dir=tmp_path, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert "norm" in monitor.latest and "gradient_norm" in monitor.latest["norm"]
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert [n.split("/")[-1] for n in run.layers] == ["a", "norm", "b", "head"]

@@ -5,6 +5,7 @@ import keras
 from keras_initkit.checks import Check, Rule, assign, measure, reducers
 from keras_initkit.probe import ActivationSample, Probe, make_sites, resolve_layers
 from keras_initkit.probe.gradients import GradientProbe
+from keras_initkit.probe.selection import interleave
 
 HISTOGRAM_SAMPLES = 1024
 
@@ -71,6 +72,7 @@ class Measurement:
     def __init__(self, model, checks, layers=None, histograms=False):
         self.model = model
         self.validated = False  # the first run is where probe data and model meet
+        self._layer_names = None
         candidates = make_sites(model, resolve_layers(model, layers))
         forward = [c for c in checks if not c.gradients]
         kept = [s for s in candidates if any(c.applies(s) for c in forward)]
@@ -93,10 +95,18 @@ class Measurement:
 
     @property
     def layer_names(self):
-        """The watched layers' names, forward order first (once the probe has run)."""
-        names = [s.name for s in self.probe.sites]
+        """The watched layers' names in forward order (once the probe has run): the
+        layers measured for their gradient only among their neighbours."""
+        if self._layer_names is not None:
+            return self._layer_names
+        sites = self.probe.sites
+        named = {s.name for s in sites}
         gradient_sites = self.gradient_probe.sites if self.gradient_probe is not None else []
-        return names + [s.name for s in gradient_sites if s.name not in names]
+        extra = [s for s in gradient_sites if s.name not in named]
+        names = [s.name for s in interleave(self.model, sites, extra)]
+        if self.validated:
+            self._layer_names = names
+        return names
 
     def plan(self, calls):
         """Announce about `calls` probe calls in all (see `backend.Lazy`)."""

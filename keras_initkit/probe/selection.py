@@ -135,6 +135,24 @@ def all_layers(model):
     return found
 
 
+def interleave(model, sites, extra):
+    """`sites` (in the order the forward pass ran them) with each of `extra` (layers
+    measured for their gradient only: a LayerNorm, a LayerScale, an embedding) placed
+    after the site that precedes it in the model's layer order (`all_layers`), not
+    after the head."""
+    tracked = {id(layer): i for i, layer in enumerate(all_layers(model))}
+    where = [tracked.get(id(s.layer), -1) for s in sites]
+    after = {}
+    for site in extra:
+        rank = tracked.get(id(site.layer), len(tracked))
+        before = [k for k, w in enumerate(where) if w < rank]
+        after.setdefault(max(before, key=where.__getitem__, default=-1), []).append(site)
+    merged = after.get(-1, [])
+    for k, site in enumerate(sites):
+        merged += [site, *after.get(k, [])]
+    return merged
+
+
 def _leaf(layer):
     return not isinstance(layer, keras.Model)
 
