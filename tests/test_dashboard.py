@@ -417,3 +417,21 @@ def test_a_range_is_broken_only_by_a_layer_measured_for_the_rule():
     run.series = {}
     (group,) = model.group_findings(run)
     assert group["layers"] == "bn0, bn1, bn2, bn3, and 48 more"
+
+
+def test_the_plugin_gives_the_same_ranges_as_the_files(tmp_path):
+    """The plugin's findings route read a run without its series, so its ranges broke at
+    every layer ("bn0, bn1, bn2, bn3, and 48 more") where `keras-initkit report` and the
+    HTML file, reading the files, print "bn0 – bn29 (30), bn31 – bn52 (22)"."""
+    layers = [f"{kind}{i}" for i in range(53) for kind in ("conv", "bn", "relu")]
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    writer.write_meta(0, layers=layers, thresholds={"dead_fraction": 0.5})
+    writer.write(2, scalars={f"bn_init_weight/bn{i}": 0.9 for i in range(53)})
+    writer.write(2, scalars={f"dead_fraction/relu{i}": 0.1 for i in range(53)})
+    record = {"rule": "bn_init_weight", "step": 2, "value": 0.9, "metric": "bn_init_weight"}
+    writer.write_findings(2, [{**record, "layer": f"bn{i}"} for i in range(53) if i != 30])
+    writer.close()
+    expected = model.findings(events.read_run(str(tmp_path / "initkit")))[0]
+    assert expected[0]["layers"] == "bn0 – bn29 (30), bn31 – bn52 (22)"
+    served = _get(Client(fixtures.tensorboard_app(tmp_path)[0]), "findings?run=initkit").json
+    assert served == {"findings": json.loads(model.dumps(expected)), "source": "recorded"}

@@ -131,8 +131,9 @@ class InitkitPlugin(base_plugin.TBPlugin):
                 findings = (findings or []) + payload.get("findings", [])
         return meta, findings
 
-    def read_run(self, ctx, eid, run, metric=None):
-        """The `events.Run` of `run` from TensorBoard's loaded data (only `metric` when given)."""
+    def read_run(self, ctx, eid, run, metrics=None):
+        """The `events.Run` of `run` from TensorBoard's loaded data: the series of
+        `metrics` (a collection of metric names; all when None)."""
         tags = self._scalar_tags(ctx, eid, run)
         order, series = [], {}
         seen = set()
@@ -145,7 +146,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
                 seen.add(layer)
                 order.append(layer)
             series.setdefault(name, {})
-            if metric is None or name == metric:
+            if metrics is None or name in metrics:
                 wanted.append(tag)
         for tag, (steps, values) in self._scalar_series(ctx, eid, run, wanted).items():
             name, _, layer = tag.partition("/")
@@ -254,7 +255,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
             return _json_response(request, '{"error": "run and metric are required"}', 400)
         ctx = plugin_util.context(request.environ)
         eid = plugin_util.experiment_id(request.environ)
-        data = self.read_run(ctx, eid, run, metric)
+        data = self.read_run(ctx, eid, run, {metric})
         return _json_response(request, model.dumps(model.heatmap(data, metric)))
 
     @wrappers.Request.application
@@ -264,8 +265,12 @@ class InitkitPlugin(base_plugin.TBPlugin):
             return _json_response(request, '{"error": "run is required"}', 400)
         ctx = plugin_util.context(request.environ)
         eid = plugin_util.experiment_id(request.environ)
-        data = self.read_run(ctx, eid, run, metric="")  # order and records, no scalars
+        data = self.read_run(ctx, eid, run, metrics=())  # order and records, no scalars
         if not data.has_findings and data.has_thresholds:  # logs from before the record
             data = self.read_run(ctx, eid, run)
+        elif measured := {str(f["metric"]) for f in data.findings if f.get("metric")}:
+            # The layers logging a rule's metric: a range spans those alone (see
+            # `model.group_findings`), as in `keras-initkit report` and the HTML file.
+            data = self.read_run(ctx, eid, run, measured)
         groups, source = model.findings(data)
         return _json_response(request, model.dumps({"findings": groups, "source": source}))
