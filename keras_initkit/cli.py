@@ -75,9 +75,9 @@ def with_thresholds(run):
 
 
 def flagger(run):
-    """`flagged(metric, value, layer=None)` for `run`: above or below one of its
+    """`flagged(metric, value, layer=None, step=None)` for `run`: above or below one of its
     thresholds (where the rule judges the layer), or not finite (any metric)."""
-    return model.flagger(run.thresholds, run.lower_thresholds, run.exempt)
+    return model.flagger(run.thresholds, run.lower_thresholds, run.exempt, run.judged_from)
 
 
 def find_runs(log_dir):
@@ -135,8 +135,8 @@ def summarize(run, everything=False):
                 "updates": int(len(steps)),
                 "change": change,
                 "trend": trend,
-                "first_flagged": bool(flagged(metric, first, layer)),
-                "flagged": bool(flagged(metric, last, layer)),
+                "first_flagged": bool(flagged(metric, first, layer, first_step)),
+                "flagged": bool(flagged(metric, last, layer, last_step)),
             }
     return out
 
@@ -157,13 +157,14 @@ def worst_layers(run):
     for metric in model.metric_order(run.metrics):
         if metric not in METRICS:
             continue
-        latest = [(layer, float(v[-1])) for layer, (_, v) in run.series[metric].items()]
+        latest = [(layer, float(v[-1]), int(s[-1])) for layer, (s, v) in run.series[metric].items()]
         if flagged(metric, 1e300):  # a metric with a threshold: its largest values
-            top = sorted(latest, key=lambda lv: (math.isfinite(lv[1]), -lv[1]))[:WORST]
+            top = sorted(latest, key=lambda lvs: (math.isfinite(lvs[1]), -lvs[1]))[:WORST]
         else:
-            ranked = sorted(latest, key=lambda lv: lv[1])
+            ranked = sorted(latest, key=lambda lvs: lvs[1])
             top = ranked[:1] + ranked[-1:] if len(ranked) > 1 else ranked
-        out.append((metric, [(layer, v, bool(flagged(metric, v, layer))) for layer, v in top]))
+        marked = [(layer, v, bool(flagged(metric, v, layer, step))) for layer, v, step in top]
+        out.append((metric, marked))
     return out
 
 

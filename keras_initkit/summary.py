@@ -184,7 +184,7 @@ def _finite(value):
     return value
 
 
-def meta_summary(layers, thresholds=None, lower_thresholds=None, exempt=None):
+def meta_summary(layers, thresholds=None, lower_thresholds=None, exempt=None, judged_from=None):
     """The `initkit/layers` record: layer names in forward order and metric thresholds."""
     if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
         raise ValueError(
@@ -197,6 +197,8 @@ def meta_summary(layers, thresholds=None, lower_thresholds=None, exempt=None):
             payload[key] = value
     if exempt := validation.exempt_layers(exempt, "exempt"):
         payload["exempt"] = exempt
+    if judged_from := validation.judged_from(judged_from, "judged_from"):
+        payload["judged_from"] = judged_from
     return json_summary(LAYERS_TAG, payload)
 
 
@@ -257,7 +259,9 @@ class SummaryWriter:
                 summary.MergeFrom(part)
         self._write(step, summary)
 
-    def write_meta(self, step, layers, thresholds=None, lower_thresholds=None, exempt=None):
+    def write_meta(
+        self, step, layers, thresholds=None, lower_thresholds=None, exempt=None, judged_from=None
+    ):
         """Record the layers' forward order (and thresholds) for the `initkit` dashboard.
 
         The dashboard and `keras-initkit report` draw one row per layer in this order
@@ -278,8 +282,13 @@ class SummaryWriter:
                 whose values of `metric` the rule behind that threshold does not judge
                 (`gradient_ratio` below 1e-3 in attention's query and key projections,
                 expected while the attention is near uniform).
+            judged_from: optional `{metric: {layer name: step}}`: values of `metric`
+                logged before `step` in that layer are not judged (a batch-norm
+                layer's `bn_mean_shift` while its initial moving statistics still
+                weigh more than `bn_init_weight`'s threshold).
         """
-        self._write(step, meta_summary(layers, thresholds, lower_thresholds, exempt))
+        meta = meta_summary(layers, thresholds, lower_thresholds, exempt, judged_from)
+        self._write(step, meta)
 
     def write_findings(self, step, findings, source=None):
         """Record the run's findings for the `initkit` dashboard and `keras-initkit report`.

@@ -17,6 +17,10 @@ def _is_number(value):
     return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.number))
 
 
+def _is_integer(value):
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
 def _fail(name, expected, value):
     raise ValueError(f"Argument `{name}` must be {expected}. Received: {name}={value!r}")
 
@@ -66,6 +70,25 @@ def exempt_layers(value, name):
     ):
         _fail(name, '`{"above" or "below": {metric name: [layer names]}}` or None', value)
     return {side: {m: list(n) for m, n in metrics.items()} for side, metrics in value.items()}
+
+
+def judged_from(value, name):
+    """`{metric: {layer name: step}}` (steps: integers >= 0) from such a dict; `{}` for None."""
+    if value is None:
+        return {}
+
+    def steps(layers):
+        return isinstance(layers, dict) and all(
+            isinstance(n, str) and _is_integer(step) and step >= 0 for n, step in layers.items()
+        )
+
+    if not isinstance(value, dict) or not all(
+        isinstance(metric, str) and steps(layers) for metric, layers in value.items()
+    ):
+        _fail(name, "a dict `{metric name: {layer name: step (int >= 0)}}` or None", value)
+    return {
+        m: {n: int(step) for n, step in layers.items()} for m, layers in value.items() if layers
+    }
 
 
 def fraction(value, name):

@@ -60,7 +60,9 @@ def test_flagged_is_the_per_value_rules():
     assert flagged("gradient_ratio", 1e-4) and not flagged("gradient_ratio", 1.0)
     assert flagged("gradient_ratio", 1.5e3)  # exploding_ratio: the vanishing rule mirrored
     assert not flagged("gradient_ratio", 1.5e3, rules={"vanishing"})
-    assert not flagged("bn_init_weight", 1.0)  # information until an epoch has passed
+    # Beyond its threshold: the initial moving statistics weigh more than 5% (judged at
+    # the end of an epoch, as the mismatch rules it supersedes).
+    assert flagged("bn_init_weight", 0.06) and not flagged("bn_init_weight", 0.05)
     assert not flagged("activation_std", 1e6)  # judged between layers, not alone
     assert flagged("bn_std_ratio", 2.5, {**DEFAULT_THRESHOLDS, "bn_std_ratio": 2.0})
     assert not flagged("bn_std_ratio", 2.5, {**DEFAULT_THRESHOLDS, "bn_std_ratio": 3.0})
@@ -298,3 +300,54 @@ def test_console_and_dashboard_group_layers_into_the_same_runs():
     assert consecutive_runs([], order) == []
     assert layer_ranges(names, order) == "l1 … l3, l5 … l7, aa, zz"
     assert model.ranges(names, order) == "l1 – l3 (3), l5 – l7 (3), aa, zz"
+
+
+def test_the_first_step_a_batchnorm_mismatch_rule_judges():
+    from keras_initkit.checks.batchnorm import first_step_at_or_below
+
+    assert first_step_at_or_below(0.99, 0.05) == 299  # 0.99^298 = 0.0500 > 0.05 ≥ 0.99^299
+    assert 0.99**299 <= 0.05 < 0.99**298
+    for momentum, limit in ((0.9, 0.05), (0.5, 0.25), (0.999, 0.01), (0.3, 1e-9)):
+        n = first_step_at_or_below(momentum, limit)
+        assert momentum**n <= limit < momentum ** (n - 1), (momentum, limit, n)
+    assert first_step_at_or_below(0.5, 0.5) == 1  # at the threshold: not above it
+    assert first_step_at_or_below(0.0, 0.05) == 1  # step 0 holds the initial statistics
+    assert first_step_at_or_below(0.9, 1.0) == 0  # the rule never waits
+    assert first_step_at_or_below(1.0, 0.05) is None  # the statistics never move
+    assert first_step_at_or_below(0.9, 0.0) is None  # never at or below 0
+
+
+def test_the_layers_record_says_from_which_step_the_mismatch_rules_judge(tmp_path):
+    """The dashboard painted ResNet50's `bn_mean_shift` cells warm, and `keras-initkit
+    report` marked them `!`, while the monitor's only finding was `bn_init_weight`, which
+    supersedes the mismatch rules until the initial statistics weigh ≤ 5%."""
+    from keras_initkit import cli
+    from keras_initkit.dashboard import events
+    from keras_initkit.dashboard import model as dashboard
+
+    keras.utils.set_random_seed(1)
+    net = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.BatchNormalization(momentum=0.9, name="bn"),
+            keras.layers.BatchNormalization(momentum=0.9, name="frozen"),
+            keras.layers.Dense(1),
+        ]
+    )
+    net.get_layer("frozen").trainable = False
+    net.compile(optimizer="sgd", loss="mse")
+    x, y = _normal(40, 8), _normal(40, 1)
+    monitor = BatchNormMonitor(x, log_dir=tmp_path, init_weight_threshold=0.2, verbose=0)
+    net.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert {(f.layer, f.rule) for f in monitor.findings} >= {("bn", "bn_init_weight")}
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert run.thresholds["bn_init_weight"] == 0.2  # its own threshold, drawn too
+    # 0.9^16 = 0.185 ≤ 0.2 < 0.9^15; the frozen layer is judged at once (no statistics move).
+    assert run.judged_from == {"bn_mean_shift": {"bn": 16}, "bn_std_ratio": {"bn": 16}}
+    flagged = cli.flagger(run)
+    assert not flagged("bn_mean_shift", 3.0, "bn", 15) and flagged("bn_mean_shift", 3.0, "bn", 16)
+    assert flagged("bn_mean_shift", 3.0, "frozen", 0) and flagged("bn_mean_shift", 3.0, "bn")
+    assert flagged("bn_init_weight", 0.5, "bn", 5)
+    heatmap = dashboard.heatmap(run, "bn_mean_shift")
+    assert heatmap["judged_from"] == [16 if n == "bn" else 0 for n in heatmap["layers"]]

@@ -374,6 +374,50 @@ def test_write_meta_rejects_bad_exemptions(tmp_path, bad):
     assert events.read_run(str(tmp_path)) is None
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"bn_mean_shift": {"a": -1}},
+        {"bn_mean_shift": {"a": 2.5}},
+        {"bn_mean_shift": {"a": True}},
+        {"bn_mean_shift": ["a"]},
+        {"bn_mean_shift": {1: 3}},
+        ["bn_mean_shift"],
+    ],
+)
+def test_write_meta_rejects_bad_judged_from(tmp_path, bad):
+    writer = summary.EventFileSummaryWriter(tmp_path)
+    with pytest.raises(ValueError, match="Argument `judged_from` must be"):
+        writer.write_meta(0, layers=["a"], judged_from=bad)
+    writer.close()
+    assert events.read_run(str(tmp_path)) is None
+
+
+def test_values_before_the_step_a_rule_judges_from_are_not_findings(tmp_path):
+    """Derived findings, `!` marks and the heatmap leave out values logged before the
+    step the rule judges a layer from (batch norm's mismatch, while the initial moving
+    statistics still weigh); later values are judged."""
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    writer.write_meta(
+        0,
+        layers=["bn", "other"],
+        thresholds={"bn_mean_shift": 0.5},
+        judged_from={"bn_mean_shift": {"bn": 10}},
+    )
+    for step, value in ((0, 2.0), (5, 3.0), (10, 1.5), (15, 0.1)):
+        writer.write(step, scalars={"bn_mean_shift/bn": value, "bn_mean_shift/other": value})
+    writer.close()
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert run.judged_from == {"bn_mean_shift": {"bn": 10}}
+    flagged = model.flagger(run.thresholds, judged_from=run.judged_from)
+    found = {(f["layer"], f["step"], f["value"]) for f in model.derived_findings(run, flagged)}
+    assert found == {("bn", 10, 1.5), ("other", 0, 3.0)}
+    assert model.findings(run)[1] == "derived"
+    assert _get(
+        Client(fixtures.tensorboard_app(tmp_path)[0]), "heatmap?run=initkit&metric=bn_mean_shift"
+    ).json["judged_from"] == [10, 0]
+
+
 # -- HTML report ----------------------------------------------------------------------
 
 

@@ -234,6 +234,60 @@ def test_html_report_draws_offline(driver, logs, tmp_path):
     assert not driver.find_elements(By.CSS_SELECTOR, ".ik-reload")  # nothing to reload
 
 
+UNJUDGED = [206, 190, 232]  # app.js: a value beyond a threshold its rule does not judge
+
+
+def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, tmp_path):
+    """Batch norm's mismatch rules wait while the initial moving statistics still weigh
+    (the monitor finds `bn_init_weight` instead): the heatmap painted those cells warm."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from keras_initkit import summary
+    from keras_initkit.dashboard import events, html
+
+    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
+    writer.write_meta(
+        0,
+        layers=["bn"],
+        thresholds={"bn_mean_shift": 0.5},
+        judged_from={"bn_mean_shift": {"bn": 20}},
+    )
+    for step in range(0, 40, 10):
+        writer.write(step, scalars={"bn_mean_shift/bn": 2.0, "dead_fraction/bn": 0.0})
+    writer.close()
+    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"), "the heatmap")
+    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+        "bn_mean_shift"
+    )
+    _wait(
+        lambda: "violet" in driver.find_element(By.CSS_SELECTOR, ".ik-legend").text,
+        "the bn_mean_shift legend",
+    )
+    rgb = driver.execute_script(
+        """const c = document.querySelector('canvas.ik-heatmap');
+        const cols = +c.dataset.cols, w = c.width / cols;
+        return [...Array(cols).keys()].map((k) => Array.from(
+          c.getContext('2d').getImageData(Math.floor((k + 0.5) * w), 0, 1, 1).data.slice(0, 3)));"""
+    )
+    assert rgb[:2] == [UNJUDGED, UNJUDGED], rgb  # steps 0 and 10: not judged yet
+    assert all(r > b and [r, g, b] != UNJUDGED for r, g, b in rgb[2:]), rgb  # 20, 30: warm
+    canvas = driver.find_element(By.CSS_SELECTOR, "canvas.ik-heatmap")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).move_to_element_with_offset(
+        canvas, -canvas.size["width"] // 2 + 2, 0
+    ).perform()
+    tip = _wait(
+        lambda: (t := driver.find_element(By.CSS_SELECTOR, ".ik-tip").text) and t, "the tooltip"
+    )
+    assert "step 0" in tip and "the rule judges this layer from step 20 on" in tip, tip
+    driver.save_screenshot(str(tmp_path / "judged_from.png"))
+
+
 def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path):
     """Vanishing gradients (below the lower threshold) are as warm as exploding ones
     (above the upper threshold); a healthy layer in between stays cool, and so does a
@@ -291,7 +345,9 @@ def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path
     )
     (er, eg, eb), (kr, kg, kb), (mr, mg, mb), (lr, lg, lb) = rgb
     assert er > eb and lr > lb, rgb  # warm: both findings
-    assert mb > mr and kb > kr, rgb  # cool: healthy, and not judged
+    assert mb > mr and (mr, mg, mb) != (kr, kg, kb), rgb  # cool: healthy
+    assert [kr, kg, kb] == UNJUDGED, rgb  # beyond, but not judged: its own colour
+    assert "violet: beyond a threshold where its rule does not judge" in legend
     driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")[2].click()
     curve = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve svg"), "curve")
     assert len(curve.find_elements(By.CSS_SELECTOR, "line.ik-limit")) == 2

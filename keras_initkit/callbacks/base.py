@@ -14,7 +14,7 @@ from keras_initkit.callbacks.measurement import HookCheck, Measurement, on_devic
 from keras_initkit.callbacks.sink import Sink
 from keras_initkit.callbacks.warning import RuleWarnings, warn
 from keras_initkit.checks import Finding, judge, message
-from keras_initkit.checks.book import exempt_layers, metric_limits
+from keras_initkit.checks.book import exempt_layers, judged_from, metric_limits
 from keras_initkit.probe import as_batches
 
 # Custom Scalars categories, in display order.
@@ -265,8 +265,15 @@ class Monitor(keras.callbacks.Callback):
     def _write_meta(self):
         """The layers in forward order and the per-value thresholds, for the dashboard."""
         upper, lower = metric_limits(self._parts)
-        exempt = exempt_layers(self._measurement.assignment)
-        self._sink.write_meta(self._step, self._measurement.layer_names, upper, lower, exempt)
+        assignment = self._measurement.assignment
+        self._sink.write_meta(
+            self._step,
+            self._measurement.layer_names,
+            upper,
+            lower,
+            exempt=exempt_layers(assignment),
+            judged_from=judged_from(assignment),
+        )
 
     def _write_records(self):
         """The findings record for the dashboard, when new findings arrived, and once at

@@ -42,10 +42,11 @@ class Sink:
             self._run(lambda w: w.write(step, scalars=scalars, histograms=histograms))
             self.last_step = step
 
-    def write_meta(self, step, layers, thresholds, lower_thresholds=None, exempt=None):
-        """The `initkit/layers` record: layers in forward order, metric thresholds."""
+    def write_meta(self, step, layers, thresholds, lower, exempt=None, judged_from=None):
+        """The `initkit/layers` record: layers in forward order, metric thresholds and
+        where they apply (`exempt`, `judged_from`)."""
         if self.writer is not None:
-            self._run(lambda w: w.write_meta(step, layers, thresholds, lower_thresholds, exempt))
+            self._run(lambda w: w.write_meta(step, layers, thresholds, lower, exempt, judged_from))
 
     def write_findings(self, step, records):
         """The `initkit/findings/<owner>` record: every finding so far."""

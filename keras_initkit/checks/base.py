@@ -73,6 +73,13 @@ class Check:
         """The threshold `rule` compares a layer's value with, or None (not per value)."""
         return self.thresholds.get(rule.threshold) if rule.per_value else None
 
+    def judged_from(self, rule, site):
+        """The first global step at which the monitors judge `rule` on `site` (0: from
+        the start), or None when they never do; a rule may wait for what another
+        rule reports first (the batch-norm mismatch rules, while the initial moving
+        statistics weigh more than `init_weight_threshold`)."""
+        return 0
+
     def context(self, site, scalars, step):
         """Extra names the observation texts use for `site`."""
         return {}

@@ -1,6 +1,7 @@
 """Batch-norm check: do the moving statistics match the data they normalize?"""
 
 import functools
+import math
 
 from keras_initkit import validation
 from keras_initkit.checks.base import Check
@@ -54,7 +55,6 @@ INIT_WEIGHT = Rule(
     threshold="bn_init_weight",
     default=0.05,
     argument="init_weight_threshold",
-    reads=(),  # a logged value is information until an epoch of training has passed
     epoch_end=True,
     supersedes=("bn_mean_shift", "bn_std_ratio"),
 )
@@ -130,3 +130,30 @@ class BatchNormCheck(Check):
 
     def context(self, site, scalars, step):
         return {"momentum": float(site.layer.momentum), "step": step}
+
+    def judged_from(self, rule, site):
+        """The mismatch rules wait while `bn_init_weight` = momentum^step is above its
+        threshold (it supersedes them): from the first step n with momentum^n at or
+        below it (step 0 holds the initial statistics themselves). Never, where the
+        moving statistics never move (momentum 1)."""
+        limit = self.thresholds.get(INIT_WEIGHT.threshold)
+        if rule.name not in INIT_WEIGHT.supersedes or not site.layer.trainable or limit is None:
+            return 0
+        return first_step_at_or_below(float(site.layer.momentum), limit)
+
+
+def first_step_at_or_below(momentum, limit):
+    """The smallest integer n ≥ 0 with momentum^n ≤ `limit` (floats as Python computes
+    them, as the monitors do), or None when there is none."""
+    if limit >= 1:
+        return 0
+    if momentum <= 0:
+        return 1
+    if momentum >= 1 or limit <= 0:
+        return None
+    n = max(0, math.ceil(math.log(limit) / math.log(momentum)))
+    while momentum**n > limit:
+        n += 1
+    while n > 0 and momentum ** (n - 1) <= limit:
+        n -= 1
+    return n

@@ -80,31 +80,52 @@ def metric_limits(checks):
     what the dashboard colours warm and `keras-initkit report` marks `!`. A metric
     judged by several rules on one side keeps the first rule's threshold."""
     upper, lower = {}, {}
-    for check in checks:
+    for _, rule, limit, _ in _logged_rules((check, ()) for check in checks):
+        (lower if rule.below else upper).setdefault(rule.metric, limit)
+    return upper, lower
+
+
+def _logged_rules(assignment):
+    """`(check, rule, limit, sites)` of the rules behind `metric_limits` in `assignment`."""
+    for check, sites in assignment:
         for rule in check.rules:
             limit = check.limit(rule)
             if limit is not None and rule.reads != ():
-                (lower if rule.below else upper).setdefault(rule.metric, limit)
-    return upper, lower
+                yield check, rule, limit, sites
 
 
 def exempt_layers(assignment):
     """`{"above": {metric: [layer]}, "below": {...}}`, sides without any left out: the
     layers whose logged `metric` a rule behind `metric_limits` does not judge as it is
     (the vanishing rule leaves out attention's query and key projections, and divides
-    the ratio of a layer in a residual branch closed by a small scale by that scale).
+    the ratio of a layer in a residual branch closed by a small scale by that scale),
+    or never judges (`Check.judged_from`: batch norm at momentum 1).
     `assignment`: `[(check, sites)]`, as `assign` gives."""
     out = {"above": {}, "below": {}}
-    for check, sites in assignment:
-        for rule in check.rules:
-            limit = check.limit(rule)
-            if limit is None or rule.reads == ():
-                continue
-            names = [s.name for s in sites if rule.measure(s, {rule.metric: limit}) != limit]
-            if names:
-                layers = out["below" if rule.below else "above"].setdefault(rule.metric, [])
-                layers.extend(n for n in names if n not in layers)
+    for check, rule, limit, sites in _logged_rules(assignment):
+        names = [
+            s.name
+            for s in sites
+            if rule.measure(s, {rule.metric: limit}) != limit or check.judged_from(rule, s) is None
+        ]
+        if names:
+            layers = out["below" if rule.below else "above"].setdefault(rule.metric, [])
+            layers.extend(n for n in names if n not in layers)
     return {side: metrics for side, metrics in out.items() if metrics}
+
+
+def judged_from(assignment):
+    """`{metric: {layer: step}}`: the layers whose logged `metric` the rules behind
+    `metric_limits` judge only from a later global `step` on (`Check.judged_from`; the
+    batch-norm mismatch rules wait while the initial moving statistics weigh more than
+    `init_weight_threshold`). Values logged before it are not findings."""
+    out = {}
+    for check, rule, _, sites in _logged_rules(assignment):
+        for site in sites:
+            if step := check.judged_from(rule, site):
+                per_layer = out.setdefault(rule.metric, {})
+                per_layer[site.name] = max(step, per_layer.get(site.name, 0))
+    return out
 
 
 def reducers(checks):

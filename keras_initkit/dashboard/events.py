@@ -61,6 +61,9 @@ class Run:
         lower_thresholds: the same for lower-is-worse rules: values below it.
         exempt: `{"above"|"below": {metric: [layer]}}`: layers whose values of `metric`
             the rule behind that threshold does not judge.
+        judged_from: `{metric: {layer: step}}`: values of `metric` logged in `layer`
+            before `step` are not judged (the batch-norm mismatch rules wait while the
+            initial moving statistics weigh more than `bn_init_weight`'s threshold).
         has_meta: whether the run holds an `initkit/layers` record.
         has_findings: whether the run holds an `initkit/findings` record (an empty list
             included).
@@ -76,6 +79,7 @@ class Run:
     has_findings: bool = False
     lower_thresholds: dict = dataclasses.field(default_factory=dict)
     exempt: dict = dataclasses.field(default_factory=dict)
+    judged_from: dict = dataclasses.field(default_factory=dict)
 
     @property
     def has_thresholds(self):
@@ -245,7 +249,7 @@ def _series(points, layers):
 
 
 def meta_thresholds(payload):
-    """`{"thresholds": {...}, "lower_thresholds": {...}, "exempt": {...}}` of an
+    """`{"thresholds", "lower_thresholds", "exempt", "judged_from"}` of an
     `initkit/layers` record's JSON `payload` (None: no record), for `Run(**...)`."""
     payload = payload or {}
     out = {
@@ -257,6 +261,10 @@ def meta_thresholds(payload):
         side: {m: [str(n) for n in names] for m, names in (exempt.get(side) or {}).items()}
         for side in ("above", "below")
         if exempt.get(side)
+    }
+    out["judged_from"] = {
+        str(m): {str(n): parse_number(step) for n, step in layers.items()}
+        for m, layers in (payload.get("judged_from") or {}).items()
     }
     return out
 

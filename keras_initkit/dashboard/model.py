@@ -120,6 +120,9 @@ def heatmap(run, metric):
         "exempt": {
             side: _rows(layers, by_metric.get(metric, ())) for side, by_metric in run.exempt.items()
         },
+        # Per row, the first step the rule judges (0: every step): earlier cells are
+        # coloured as within the threshold.
+        "judged_from": [run.judged_from.get(metric, {}).get(name, 0) for name in layers],
         "scale": scale(metric, values),
     }
 
@@ -226,16 +229,20 @@ def _measured(run, found, layer_names):
     return [name for name in run.layers if name in keep]
 
 
-def flagger(thresholds, lower=None, exempt=None):
-    """`flagged(metric, value, layer=None)`: above the metric's threshold (`thresholds`),
-    below its lower threshold (`lower`), or not finite. A threshold does not apply to the
-    layers `exempt` lists for it (`{"above"|"below": {metric: [layer]}}`)."""
-    lower, exempt = lower or {}, exempt or {}
+def flagger(thresholds, lower=None, exempt=None, judged_from=None):
+    """`flagged(metric, value, layer=None, step=None)`: above the metric's threshold
+    (`thresholds`), below its lower threshold (`lower`), or not finite. A threshold does
+    not apply to the layers `exempt` lists for it (`{"above"|"below": {metric:
+    [layer]}}`), nor to a layer's values logged before the step `judged_from` gives
+    (`{metric: {layer: step}}`)."""
+    lower, exempt, judged_from = lower or {}, exempt or {}, judged_from or {}
     above, below = exempt.get("above", {}), exempt.get("below", {})
 
-    def flagged(metric, value, layer=None):
+    def flagged(metric, value, layer=None, step=None):
         if not math.isfinite(value):
             return True
+        if step is not None and step < judged_from.get(metric, {}).get(layer, 0):
+            return False
         high, low = thresholds.get(metric), lower.get(metric)
         if high is not None and value > high:
             return layer not in above.get(metric, ())
@@ -256,7 +263,11 @@ def derived_findings(run, flagged):
     for metric, per_layer in run.series.items():
         low = run.lower_thresholds.get(metric)
         for layer, (steps, values) in per_layer.items():
-            hits = [i for i, v in enumerate(values.tolist()) if flagged(metric, v, layer)]
+            hits = [
+                i
+                for i, (s, v) in enumerate(zip(steps.tolist(), values.tolist(), strict=True))
+                if flagged(metric, v, layer, s)
+            ]
             if not hits:
                 continue
             flagged_values = values[hits].tolist()
@@ -280,7 +291,7 @@ def findings(run, flagged=None):
     if run.findings or run.has_findings:
         return group_findings(run), "recorded"
     if flagged is None and run.has_thresholds:
-        flagged = flagger(run.thresholds, run.lower_thresholds, run.exempt)
+        flagged = flagger(run.thresholds, run.lower_thresholds, run.exempt, run.judged_from)
     if flagged is None:
         return [], "none"
     derived = dataclasses.replace(run, findings=derived_findings(run, flagged))

@@ -54,6 +54,8 @@ const HOT = [[254, 224, 139], [253, 174, 97], [244, 109, 67], [215, 48, 39], [16
 const DIVERGING = [[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130],
   [178, 24, 43]];
 const MISSING = [236, 239, 241];
+// A value beyond a threshold that the rule behind it does not judge there.
+const UNJUDGED = [206, 190, 232];
 
 /** A run's display name: its directory without the monitors' `/initkit`. */
 export function short(run) {
@@ -164,7 +166,7 @@ export function thresholdText(threshold, lower) {
   return '';
 }
 
-function legend(data) {
+function legend(data, withUnjudged) {
   const width = 220;
   const canvas = el('canvas', {width, height: 12, class: 'ik-legend-bar'});
   const ctx = canvas.getContext('2d');
@@ -187,7 +189,8 @@ function legend(data) {
   const words = thresholdText(data.threshold, data.lower);
   if (words) parts.push(el('span', {class: 'ik-threshold', text: words}));
   parts.push(el('span', {class: 'ik-note',
-    text: `${data.scale.kind === 'log' ? 'log scale' : 'linear scale'}; grey: not logged`}));
+    text: `${data.scale.kind === 'log' ? 'log scale' : 'linear scale'}; grey: not logged` +
+      (withUnjudged ? '; violet: beyond a threshold where its rule does not judge (hover)' : '')}));
   return el('div', {class: 'ik-legend'}, el('b', {text: data.metric}), ...parts);
 }
 
@@ -197,9 +200,31 @@ function exemptRows(data) {
   return {above: new Set(exempt.above || []), below: new Set(exempt.below || [])};
 }
 
-/** `[upper, lower]` thresholds that apply to row `r` (null where the rule exempts it). */
-export function limitsOf(data, exempt, r) {
-  return [exempt.above.has(r) ? null : data.threshold, exempt.below.has(r) ? null : data.lower];
+/** Whether the heatmap `data` has rows or steps a threshold's rule does not judge. */
+function hasUnjudged(data) {
+  const exempt = data.exempt || {};
+  return Boolean((exempt.above || []).length || (exempt.below || []).length ||
+    (data.judged_from || []).some((step) => step > 0));
+}
+
+/**
+ * Why the value in row `r`, column `c` is beyond a threshold and yet no finding, or ''
+ * (within the thresholds, or a finding): the rule judges the layer from a later step
+ * (batch norm's mismatch waits while the initial statistics weigh), or not as logged.
+ */
+export function unjudged(data, exempt, r, c) {
+  const value = data.values[r][c];
+  const above = given(data.threshold) && value > data.threshold;
+  const below = given(data.lower) && value < data.lower;
+  if (!above && !below) return '';
+  const from = (data.judged_from || [])[r] || 0;
+  if (data.steps[c] < from) return `the rule judges this layer from step ${from} on`;
+  if ((above && exempt.above.has(r)) || (below && exempt.below.has(r))) {
+    return 'the rule does not judge this layer\'s logged value as it is (it exempts ' +
+      'attention\'s query and key projections, and divides the ratio of a residual branch ' +
+      'closed by a small scale by that scale)';
+  }
+  return '';
 }
 
 // The width of one character of the 11px axis labels, a little generous.
@@ -218,9 +243,9 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   const exempt = exemptRows(data);
   for (let r = 0; r < rows; r++) {
     const values = data.values[r];
-    const [upper, lower] = limitsOf(data, exempt, r);
     for (let c = 0; c < cols; c++) {
-      const [red, green, blue] = colour(data.scale, upper, values[c], lower);
+      const [red, green, blue] = unjudged(data, exempt, r, c) ? UNJUDGED
+        : colour(data.scale, data.threshold, values[c], data.lower);
       for (let y = r * cell.h; y < (r + 1) * cell.h; y++) {
         let offset = (y * canvas.width + c * cell.w) * 4;
         for (let x = 0; x < cell.w; x++, offset += 4) {
@@ -244,12 +269,9 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
     if (!at) { tip.style.display = 'none'; return; }
     const [r, c] = at;
     const value = data.values[r][c];
-    const [upper, lower] = limitsOf(data, exempt, r);
-    const unjudged = (given(data.threshold) && !given(upper) && value > data.threshold) ||
-      (given(data.lower) && !given(lower) && value < data.lower);
+    const why = unjudged(data, exempt, r, c);
     tip.textContent = `${short(data.run)} · ${data.layers[r]} (depth ${r}) · step ${data.steps[c]}` +
-      ` · ${data.metric} = ${fmt(value)}` +
-      (unjudged ? ' (beyond the threshold, but the rule does not judge this layer)' : '');
+      ` · ${data.metric} = ${fmt(value)}` + (why ? ` (beyond the threshold, but ${why})` : '');
     tip.style.display = 'block';
     tip.style.left = `${event.clientX + 12}px`;
     tip.style.top = `${event.clientY + 12}px`;
@@ -466,7 +488,7 @@ export function mount(root, source) {
       })));
     grid.replaceChildren(labels, ...maps.map((m) =>
       heatmapPanel(m, cell, tip, select, state.runs.findIndex((r) => r.run === m.run))));
-    legendBox.replaceChildren(maps.length ? legend(maps[0]) : '');
+    legendBox.replaceChildren(maps.length ? legend(maps[0], maps.some(hasUnjudged)) : '');
     const missing = others.filter((r) => !runs.includes(r)).map((r) => r.run);
     note.textContent = (differ ? 'Rows are aligned by depth (forward order): layer names ' +
       'differ between runs; hover a cell for its own name. ' : 'Rows: layers in forward ' +
