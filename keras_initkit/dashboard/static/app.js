@@ -22,6 +22,8 @@ const CSS = `
 .ik-rowlabel { white-space: nowrap; overflow: hidden; padding-right: 4px;
   box-sizing: border-box; cursor: pointer; }
 .ik-rowlabel.ik-sel { font-weight: 700; color: #1a73e8; }
+.ik-labeltext { display: inline-block; max-width: 100%; overflow: hidden;
+  text-overflow: ellipsis; vertical-align: top; }
 .ik-panel { flex: 1 1 0; min-width: 80px; }
 .ik-panel-title { font-weight: 500; height: 22px; overflow: hidden; white-space: nowrap;
   text-overflow: ellipsis; }
@@ -445,7 +447,10 @@ export function mount(root, source) {
       grid.replaceChildren(el('div', {class: 'ik-note',
         text: state.runs.length ? 'Select a run.' : 'No keras_initkit runs in this log ' +
           'directory yet (the monitors write <log_dir>/initkit).'}));
-      findingsBox.replaceChildren();
+      // Nothing of the last drawing stays: its legend, note, curve and status.
+      state.maps = [];
+      for (const box of [findingsBox, legendBox, curveBox]) box.replaceChildren();
+      note.textContent = status.textContent = '';
       return;
     }
     status.textContent = 'loading…';
@@ -459,33 +464,39 @@ export function mount(root, source) {
     const maps = own.map((m) => ({...m, scale: shared}));
     state.maps = maps;
     const depth = Math.max(0, ...maps.map((m) => m.layers.length));
-    const labelWidth = 150;
+    // Per depth, the selected runs' own layer names there (one where the runs agree).
+    const labelNames = [];
+    for (let r = 0; r < depth; r++) {
+      labelNames.push([...new Set(maps.map((m) => m.layers[r]).filter((n) => n !== undefined))]);
+    }
+    const differ = labelNames.some((names) => names.length > 1);
+    const labelTexts = labelNames.map((names, r) => (differ ? `${r}: ` : '') + names.join(' / '));
+    // As wide as the longest label (within limits: a longer one ends in "…", its title
+    // holds it whole).
+    const measure = document.createElement('canvas').getContext('2d');
+    measure.font = `11px ${getComputedStyle(root).fontFamily}`;
+    const longest = Math.max(0, ...labelTexts.map((t) => measure.measureText(t).width));
+    const labelWidth = Math.min(320, Math.max(60, Math.ceil(longest) + 12));
     const available = Math.max(200, (root.clientWidth || 1200) - labelWidth - 40 -
       12 * maps.length);
     const maxCols = Math.max(1, ...maps.map((m) => m.steps.length));
     const cell = {
-      w: Math.max(1, Math.min(24, Math.floor(available / maps.length / maxCols))),
+      w: Math.max(1, Math.min(maxCols <= 4 ? 48 : 24,
+        Math.floor(available / maps.length / maxCols))),
       h: Math.max(2, Math.min(16, Math.floor(Math.max(360, window.innerHeight * 0.6) /
         Math.max(1, depth)))),
     };
     const every = Math.max(1, Math.ceil(11 / cell.h));
-    const labelNames = [];
-    for (let r = 0; r < depth; r++) {
-      const names = maps.map((m) => m.layers[r]).filter((n) => n !== undefined);
-      labelNames.push(names[0]);
-    }
-    const differ = maps.some((m) => m.layers.some((n, r) => n !== labelNames[r]));
     const labels = el('div', {class: 'ik-labels', style: `width:${labelWidth}px`},
-      ...labelNames.map((name, r) => el('div', {
+      ...labelTexts.map((text, r) => el('div', {
         class: 'ik-rowlabel' + (r === state.row ? ' ik-sel' : ''),
-        'data-row': r, title: name,
-        // Rows lower than the text: every `every`-th label, overflowing into its
-        // unlabelled neighbours.
-        style: `height:${cell.h}px;line-height:${cell.h}px;font-size:${Math.min(11,
-          Math.max(9, cell.h))}px;overflow:${cell.h < 9 ? 'visible' : 'hidden'}`,
-        text: r % every === 0 ? (differ ? `${r}: ${name}` : name) : '',
+        'data-row': r, title: text,
+        // Rows lower than the text: every `every`-th label, running down into its
+        // unlabelled neighbours (never sideways past the column: "…").
+        style: `height:${cell.h}px;line-height:${Math.max(cell.h, 11)}px;font-size:${
+          Math.min(11, Math.max(9, cell.h))}px;overflow:visible`,
         onclick: () => select(r),
-      })));
+      }, el('span', {class: 'ik-labeltext', text: r % every === 0 ? text : ''}))));
     grid.replaceChildren(labels, ...maps.map((m) =>
       heatmapPanel(m, cell, tip, select, state.runs.findIndex((r) => r.run === m.run))));
     legendBox.replaceChildren(maps.length ? legend(maps[0], maps.some(hasUnjudged)) : '');
