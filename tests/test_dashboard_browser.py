@@ -443,3 +443,51 @@ def test_runs_side_by_side_share_one_colour_scale(driver, tmp_path):
     # not drawn as the large run's largest (100), as it was on its own scale.
     assert len({tuple(c) for c in (small_low, small_high, large_low, large_high)}) == 4, rgb
     driver.save_screenshot(str(tmp_path / "shared_scale.png"))
+
+
+def test_labels_fit_their_column_and_an_empty_selection_clears_the_page(driver, tmp_path):
+    """Labels were cut at 150 px (and ran past the column on short rows); where runs
+    named a depth differently the column showed the first run's name; deselecting every
+    run left the last legend, curve and status on the page."""
+    from selenium.webdriver.common.by import By
+
+    from keras_initkit import summary
+    from keras_initkit.dashboard import events, html
+
+    long_name = "encoder_layer_11/self_attention/attention_output"
+    too_long = f"{long_name}/{long_name}"  # beyond the column's 320 px: "…"
+    for run, first in (("a", "embed"), ("b", "tokens")):
+        layers = [first, long_name, too_long]
+        writer = summary.EventFileSummaryWriter(tmp_path / "logs" / run / "initkit")
+        writer.write_meta(0, layers=layers)
+        for step in (0, 10):
+            writer.write(step, scalars={f"activation_std/{n}": 1.0 for n in layers})
+        writer.close()
+    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == 2,
+        "the report's heatmaps",
+    )
+    labels = driver.find_elements(By.CSS_SELECTOR, ".ik-rowlabel")
+    assert [e.get_attribute("title") for e in labels] == [
+        "0: embed / tokens",
+        f"1: {long_name}",
+        f"2: {too_long}",
+    ]
+    clipped, overflow = driver.execute_script(
+        """const column = document.querySelector('.ik-labels').getBoundingClientRect();
+        const spans = [...document.querySelectorAll('.ik-labeltext')];
+        return [spans.map((s) => s.scrollWidth > s.clientWidth),
+                spans.some((s) => s.getBoundingClientRect().right > column.right + 0.5)];"""
+    )
+    assert clipped == [False, False, True] and not overflow  # "…", never past the column
+    driver.find_elements(By.CSS_SELECTOR, ".ik-rowlabel")[1].click()
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, ".ik-curve svg"), "the curve")
+    for box in driver.find_elements(By.CSS_SELECTOR, ".ik-runs input"):
+        box.click()
+    _wait(lambda: "Select a run." in driver.find_element(By.CSS_SELECTOR, ".ik-grid").text, "")
+    assert not driver.find_elements(By.CSS_SELECTOR, ".ik-legend, .ik-curve svg")
+    assert driver.find_element(By.CSS_SELECTOR, ".ik-status").text == ""
+    driver.save_screenshot(str(tmp_path / "empty.png"))
