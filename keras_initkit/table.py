@@ -27,6 +27,15 @@ def consecutive_runs(names, order):
     return runs + [[n] for n in sorted({n for n in names if n not in rank})]
 
 
+def spanned(order, measured, names):
+    """The layers of forward `order` a run of one rule's findings (on `names`) may span:
+    a run breaks only at a layer the rule `measured` (a collection of names) and did
+    not fire on. ConvNeXt's GELU layers do not split a run of its convolutions, nor
+    ResNet50's convolutions one of its 53 batch-norm layers."""
+    keep = set(measured) | set(names)
+    return [name for name in order if name in keep]
+
+
 # A list of layer names shows at most this many separate runs before counting the rest.
 MAX_RUNS = 4
 

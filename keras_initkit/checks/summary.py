@@ -4,7 +4,7 @@ import dataclasses
 
 from keras_initkit.checks.book import RULES
 from keras_initkit.checks.rules import Finding
-from keras_initkit.table import MAX_RUNS, capped_runs
+from keras_initkit.table import MAX_RUNS, capped_runs, spanned
 
 
 def layer_ranges(names, order):
@@ -62,8 +62,8 @@ def judged(rule, order, scalars, layers=()):
     if spec is None:
         return list(order)
     metrics = spec.reads or (spec.metric,)
-    layers = set(layers)
-    return [n for n in order if n in layers or any(m in scalars.get(n, ()) for m in metrics)]
+    measured = [n for n in order if any(m in scalars.get(n, ()) for m in metrics)]
+    return spanned(order, measured, layers)
 
 
 def blocks(findings, fixes, below=()):

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from keras_initkit.dashboard.events import parse_number
-from keras_initkit.table import MAX_RUNS, capped_runs, consecutive_runs
+from keras_initkit.table import MAX_RUNS, capped_runs, consecutive_runs, spanned
 
 # How each metric is coloured: "fraction" on [0, 1]; "log" on log10 of positive values;
 # "signed" around 0; "linear" from 0 (or the smallest value) to the largest.
@@ -223,10 +223,7 @@ def _measured(run, found, layer_names):
     ConvNeXt's GELU layers do not split a run of its convolutions, as in `diagnose`."""
     metric = next((str(f["metric"]) for f in found if f.get("metric")), None)
     logged = run.series.get(metric)
-    if not logged:
-        return run.layers
-    keep = set(logged) | set(layer_names)
-    return [name for name in run.layers if name in keep]
+    return spanned(run.layers, logged, layer_names) if logged else run.layers
 
 
 def flagger(thresholds, lower=None, exempt=None, judged_from=None):
