@@ -205,3 +205,28 @@ def test_the_dashboard_does_not_flag_what_the_rule_judges_divided():
     assert (
         exempt_layers(assign([GradientCheck()], [], make_sites(plain, resolve_layers(plain)))) == {}
     )
+
+
+@pytest.mark.backend_agnostic
+def test_a_branch_whose_scale_grew_is_judged_on_the_dashboard_from_then_on(tmp_path):
+    """The layers record was written once per fit, at its start: a branch whose scale
+    grew past 0.1 stayed exempt on the dashboard while the monitor judged it. Now the
+    record is written again when the exemptions change, and the layers that left are
+    judged from that step on (their earlier values, logged while exempt, are not)."""
+    from keras_initkit.dashboard import events
+
+    model = _residual("scale")
+    monitor = TrainingMonitor((X[:32], Y[:32]), gradients=True, log_dir=tmp_path, verbose=0)
+    model.fit(X, Y, batch_size=16, epochs=1, callbacks=[monitor], verbose=0)
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert set(run.exempt["below"]["gradient_ratio"]) == {"b0_in", "b0_out", "b1_in", "b1_out"}
+    assert run.judged_from == {}
+    model.get_layer("b0_scale").gamma.assign(np.ones(16, "float32"))  # the branch opened
+    model.fit(X, Y, batch_size=16, epochs=1, callbacks=[monitor], verbose=0)
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert set(run.exempt["below"]["gradient_ratio"]) == {"b1_in", "b1_out"}
+    assert run.exempt["above"]["update_ratio"] == ["b1_scale"]
+    assert run.judged_from == {
+        "gradient_ratio": {"b0_in": 4, "b0_out": 4},  # 4 steps in the first fit
+        "update_ratio": {"b0_scale": 4},
+    }

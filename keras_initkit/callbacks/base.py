@@ -178,6 +178,9 @@ class Monitor(keras.callbacks.Callback):
         self._epochs = 0  # epochs begun in this fit
         self._records = []  # the findings as dashboard records, across fits
         self._records_written = None  # none yet: the first update records even no findings
+        self._meta_written = None  # what the last layers record said, per fit
+        self._exempt = {}  # what the rules exempted at the last update, across fits
+        self._left = {}  # {metric: {layer: step}}: left an exemption at that step
         self.latest = {}
         self.findings = []
 
@@ -222,6 +225,7 @@ class Monitor(keras.callbacks.Callback):
         if measurement.empty:
             warn(f"{name} found no layer it can judge in model '{self.model.name}'.")
         self._measurement = measurement
+        self._exempt, self._left = {}, {}
         if self._tensors is None:
             self._tensors = on_device(self._batches)
 
@@ -236,6 +240,7 @@ class Monitor(keras.callbacks.Callback):
         self.latest, self._last_update = scalars, self._step
         tags = {f"{m}/{site}": v for site, metrics in scalars.items() for m, v in metrics.items()}
         self._sink.write(self._step, tags, histograms or None)
+        self._write_meta()
         self._judge(epoch_end)
 
     def _judge(self, epoch_end):
@@ -263,17 +268,30 @@ class Monitor(keras.callbacks.Callback):
                 warn(text)
 
     def _write_meta(self):
-        """The layers in forward order and the per-value thresholds, for the dashboard."""
-        upper, lower = metric_limits(self._parts)
+        """The layers in forward order, the per-value thresholds and where they apply,
+        for the dashboard: at the first update of a fit, and again when what the rules
+        exempt changed. A layer that left an exemption (a residual branch whose
+        LayerScale grew past 0.1) is judged from the step it left on, so the values
+        logged while it was exempt stay unjudged."""
         assignment = self._measurement.assignment
-        self._sink.write_meta(
-            self._step,
-            self._measurement.layer_names,
-            upper,
-            lower,
-            exempt=exempt_layers(assignment),
-            judged_from=judged_from(assignment),
-        )
+        exempt, since = exempt_layers(assignment), judged_from(assignment)
+        for side, by_metric in self._exempt.items():
+            for metric, names in by_metric.items():
+                now = exempt.get(side, {}).get(metric, ())
+                for name in names:
+                    if name not in now:
+                        self._left.setdefault(metric, {}).setdefault(name, self._step)
+        self._exempt = exempt
+        for metric, left in self._left.items():
+            for name, step in left.items():
+                per_layer = since.setdefault(metric, {})
+                per_layer[name] = max(step, per_layer.get(name, 0))
+        if (exempt, since) == self._meta_written:
+            return
+        self._meta_written = (exempt, since)
+        upper, lower = metric_limits(self._parts)
+        names = self._measurement.layer_names
+        self._sink.write_meta(self._step, names, upper, lower, exempt, judged_from=since)
 
     def _write_records(self):
         """The findings record for the dashboard, when new findings arrived, and once at
@@ -308,8 +326,8 @@ class Monitor(keras.callbacks.Callback):
         self._measurement.plan(self._planned_updates() * len(self._tensors))
         # Measured at every train begin, also when no step was taken since the last
         # update: the weights may have changed in between (load_weights, lsuv_init).
+        self._meta_written = None  # each fit's event file gets the layers record
         self._update(epoch_end=False)  # the first one validates the data against the model
-        self._write_meta()
 
     def _planned_updates(self):
         """How many updates this fit will make (unknown length: very many); a monitor
