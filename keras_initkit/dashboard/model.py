@@ -26,6 +26,7 @@ SCALES = {
     "saturated_low": "fraction",
     "saturated_high": "fraction",
     "firing_rate": "fraction",
+    "bn_init_weight": "fraction",  # momentum^step, in [0, 1]
     "activation_mean": "signed",
     "activation_std": "log",
     "gradient_norm": "log",
@@ -48,6 +49,7 @@ PREFERRED = (
     "update_ratio",
     "bn_mean_shift",
     "bn_std_ratio",
+    "bn_init_weight",
     "gate_saturated_fraction",
     "recurrent_spectral_radius",
     "attention_entropy",
