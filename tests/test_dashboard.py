@@ -479,3 +479,20 @@ def test_the_plugin_gives_the_same_ranges_as_the_files(tmp_path):
     assert expected[0]["layers"] == "bn0 – bn29 (30), bn31 – bn52 (22)"
     served = _get(Client(fixtures.tensorboard_app(tmp_path)[0]), "findings?run=initkit").json
     assert served == {"findings": json.loads(model.dumps(expected)), "source": "recorded"}
+
+
+def test_a_diverged_layer_is_sent_as_nan_or_inf_not_as_absent(tmp_path):
+    """The heatmap route sent NaN and inf as null, the mark of a value not logged: a
+    diverged layer looked grey ("not logged") in the dashboard."""
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    writer.write_meta(0, layers=["a", "b"], thresholds={"gradient_norm": 1e3})
+    writer.write(0, scalars={"gradient_norm/a": 1.0, "gradient_norm/b": 2.0})
+    writer.write(5, scalars={"gradient_norm/a": float("nan"), "gradient_norm/b": float("inf")})
+    writer.write(7, scalars={"gradient_norm/a": float("-inf")})  # b not logged at step 7
+    writer.close()
+    data = _get(
+        Client(fixtures.tensorboard_app(tmp_path)[0]), "heatmap?run=initkit&metric=gradient_norm"
+    ).json
+    assert data["values"] == [[1.0, "nan", "-inf"], [2.0, "inf", None]]
+    assert data["scale"]["domain"] == [1.0, 2.0]  # finite values only
+    assert json.loads(model.dumps({"x": float("nan"), "y": 0.5})) == {"x": "nan", "y": 0.5}

@@ -491,3 +491,45 @@ def test_labels_fit_their_column_and_an_empty_selection_clears_the_page(driver, 
     assert not driver.find_elements(By.CSS_SELECTOR, ".ik-legend, .ik-curve svg")
     assert driver.find_element(By.CSS_SELECTOR, ".ik-status").text == ""
     driver.save_screenshot(str(tmp_path / "empty.png"))
+
+
+def test_a_diverged_layer_is_black_not_grey(driver, tmp_path):
+    """NaN and inf were drawn grey, as a value not logged; they are a diverged layer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from keras_initkit import summary
+    from keras_initkit.dashboard import events, html
+
+    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
+    writer.write_meta(0, layers=["a", "b"])
+    writer.write(0, scalars={"gradient_norm/a": 1.0, "gradient_norm/b": 2.0})
+    writer.write(5, scalars={"gradient_norm/a": float("nan"), "gradient_norm/b": float("inf")})
+    writer.write(7, scalars={"gradient_norm/a": 3.0})  # b not logged at step 7
+    writer.close()
+    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"), "the heatmap")
+    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+        "gradient_norm"
+    )
+    legend = _wait(
+        lambda: (
+            (t := driver.find_element(By.CSS_SELECTOR, ".ik-legend").text) and "black" in t and t
+        ),
+        "the legend",
+    )
+    assert "black: NaN or inf (diverged)" in legend
+    rgb = driver.execute_script(
+        """const c = document.querySelector('canvas.ik-heatmap');
+        const rows = +c.dataset.rows, cols = +c.dataset.cols;
+        const w = c.width / cols, h = c.height / rows, ctx = c.getContext('2d');
+        return [...Array(rows).keys()].map((r) => [...Array(cols).keys()].map((k) => Array.from(
+          ctx.getImageData(Math.floor((k + 0.5) * w), Math.floor((r + 0.5) * h), 1, 1)
+            .data.slice(0, 3))));"""
+    )
+    black, grey = [20, 20, 20], [236, 239, 241]
+    assert rgb[0][1] == black and rgb[1][1] == black, rgb  # NaN, inf
+    assert rgb[1][2] == grey, rgb  # not logged
+    assert black not in (rgb[0][0], rgb[0][2], rgb[1][0]) and grey not in rgb[0], rgb

@@ -87,19 +87,27 @@ def scale(metric, values):
 
 def matrix(run, metric):
     """`(layers, steps, values)`: the layers logging `metric` in forward order, the
-    union of their steps, and a `(layers, steps)` float64 array (NaN where absent)."""
+    union of their steps, and a `(layers, steps)` float64 masked array (masked where
+    absent; a logged NaN or inf is a value)."""
     per_layer = run.series.get(metric, {})
     layers = [name for name in run.layers if name in per_layer]
     steps = run.steps(metric)
     values = np.full((len(layers), len(steps)), np.nan)
+    logged = np.zeros(values.shape, bool)
     for row, name in enumerate(layers):
         layer_steps, layer_values = per_layer[name]
-        values[row, np.searchsorted(steps, layer_steps)] = layer_values
-    return layers, steps, values
+        columns = np.searchsorted(steps, layer_steps)
+        values[row, columns] = layer_values
+        logged[row, columns] = True
+    return layers, steps, np.ma.masked_array(values, mask=~logged)
 
 
 def _json_number(x):
-    return "null" if not math.isfinite(x) else f"{x:.5g}"
+    """`x` as JSON: a 5-digit number, or the strings "nan", "inf" and "-inf" (JSON has
+    no number for them: a diverged layer's values are findings, not absent ones)."""
+    if math.isfinite(x):
+        return f"{x:.5g}"
+    return '"nan"' if x != x else ('"inf"' if x > 0 else '"-inf"')
 
 
 def _rows(layers, names):
@@ -115,7 +123,7 @@ def heatmap(run, metric):
         "metric": metric,
         "layers": layers,
         "steps": steps.tolist(),
-        "values": values,  # encoded by `dumps`
+        "values": values,  # encoded by `dumps`: null where absent
         "threshold": run.thresholds.get(metric),
         "lower": run.lower_thresholds.get(metric),
         # Rows the rule behind a threshold does not judge: coloured as within it.
@@ -125,14 +133,20 @@ def heatmap(run, metric):
         # Per row, the first step the rule judges (0: every step): earlier cells are
         # coloured as within the threshold.
         "judged_from": [run.judged_from.get(metric, {}).get(name, 0) for name in layers],
-        "scale": scale(metric, values),
+        "scale": scale(metric, values.filled(np.nan)),
     }
 
 
 def dumps(data):
-    """JSON text of a payload whose arrays (float64 numpy) become compact numbers."""
+    """JSON text of a payload whose arrays (float64 numpy, masked where absent) become
+    compact numbers (see `_json_number`)."""
 
     def encode(value):
+        if isinstance(value, np.ma.MaskedArray):  # masked: null
+            if value.ndim == 2:
+                return "[" + ",".join(encode(row) for row in value) + "]"
+            cells = zip(value.data.tolist(), np.ma.getmaskarray(value).tolist(), strict=True)
+            return "[" + ",".join("null" if m else _json_number(v) for v, m in cells) + "]"
         if isinstance(value, np.ndarray):
             if value.ndim == 2:
                 return "[" + ",".join(encode(row) for row in value) + "]"

@@ -58,6 +58,17 @@ const DIVERGING = [[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 
 const MISSING = [236, 239, 241];
 // A value beyond a threshold that the rule behind it does not judge there.
 const UNJUDGED = [206, 190, 232];
+// A logged NaN or ±inf (a diverged layer): always a finding.
+const NONFINITE = [20, 20, 20];
+// The routes send a non-finite value as a string (JSON has no number for it).
+const NONFINITE_TEXT = {nan: NaN, inf: Infinity, '-inf': -Infinity};
+
+/** A heatmap's values as numbers: null where not logged, NaN and ±Infinity as logged. */
+function numeric(values) {
+  return values.map((row) => row.map((v) => (typeof v === 'string' ? NONFINITE_TEXT[v] : v)));
+}
+
+const nonFinite = (v) => typeof v === 'number' && !Number.isFinite(v);
 
 /** A run's display name: its directory without the monitors' `/initkit`. */
 export function short(run) {
@@ -142,7 +153,8 @@ export function sharedScale(maps) {
  * below `lower`) yellow to red, redder the further out.
  */
 export function colour(scale, threshold, value, lower) {
-  if (value === null || value === undefined || Number.isNaN(value)) return MISSING;
+  if (value === null || value === undefined) return MISSING;
+  if (!Number.isFinite(value)) return NONFINITE;
   const t = position(scale, value);
   if (scale.kind === 'signed') return ramp(DIVERGING, t);
   if (!given(threshold) && !given(lower)) return ramp(VIRIDIS, t);
@@ -168,7 +180,7 @@ export function thresholdText(threshold, lower) {
   return '';
 }
 
-function legend(data, withUnjudged) {
+function legend(data, withUnjudged, withNonFinite) {
   const width = 220;
   const canvas = el('canvas', {width, height: 12, class: 'ik-legend-bar'});
   const ctx = canvas.getContext('2d');
@@ -192,7 +204,8 @@ function legend(data, withUnjudged) {
   if (words) parts.push(el('span', {class: 'ik-threshold', text: words}));
   parts.push(el('span', {class: 'ik-note',
     text: `${data.scale.kind === 'log' ? 'log scale' : 'linear scale'}; grey: not logged` +
-      (withUnjudged ? '; violet: beyond a threshold where its rule does not judge (hover)' : '')}));
+      (withUnjudged ? '; violet: beyond a threshold where its rule does not judge (hover)' : '') +
+      (withNonFinite ? '; black: NaN or inf (diverged)' : '')}));
   return el('div', {class: 'ik-legend'}, el('b', {text: data.metric}), ...parts);
 }
 
@@ -216,6 +229,7 @@ function hasUnjudged(data) {
  */
 export function unjudged(data, exempt, r, c) {
   const value = data.values[r][c];
+  if (nonFinite(value)) return '';  // a finding under every rule
   const above = given(data.threshold) && value > data.threshold;
   const below = given(data.lower) && value < data.lower;
   if (!above && !below) return '';
@@ -273,7 +287,9 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
     const value = data.values[r][c];
     const why = unjudged(data, exempt, r, c);
     tip.textContent = `${short(data.run)} · ${data.layers[r]} (depth ${r}) · step ${data.steps[c]}` +
-      ` · ${data.metric} = ${fmt(value)}` + (why ? ` (beyond the threshold, but ${why})` : '');
+      ` · ${data.metric} = ${fmt(value)}` + (why ? ` (beyond the threshold, but ${why})` : '') +
+      (nonFinite(value) ? ' (not finite: the layer diverged)' : '') +
+      (value === null ? ' (not logged)' : '');
     tip.style.display = 'block';
     tip.style.left = `${event.clientX + 12}px`;
     tip.style.top = `${event.clientY + 12}px`;
@@ -305,7 +321,7 @@ function curve(maps, row, metric) {
   const series = maps.map((data, i) => ({
     data, i, name: data.layers[row],
     points: (data.values[row] || []).map((v, c) => [data.steps[c], v])
-      .filter(([, v]) => v !== null && !Number.isNaN(v)),
+      .filter(([, v]) => v !== null && Number.isFinite(v)),
   })).filter((s) => s.name !== undefined);
   const all = series.flatMap((s) => s.points);
   const box = svg('svg', {width: width + pad.l + pad.r, height: height + pad.t + pad.b,
@@ -460,8 +476,9 @@ export function mount(root, source) {
       Promise.all(others.map((r) => source.findings(r.run))),
     ]);
     // Runs side by side share one colour scale, the legend's: a colour means one value.
-    const shared = sharedScale(own);
-    const maps = own.map((m) => ({...m, scale: shared}));
+    const parsed = own.map((m) => ({...m, values: numeric(m.values)}));
+    const shared = sharedScale(parsed);
+    const maps = parsed.map((m) => ({...m, scale: shared}));
     state.maps = maps;
     const depth = Math.max(0, ...maps.map((m) => m.layers.length));
     // Per depth, the selected runs' own layer names there (one where the runs agree).
@@ -499,7 +516,8 @@ export function mount(root, source) {
       }, el('span', {class: 'ik-labeltext', text: r % every === 0 ? text : ''}))));
     grid.replaceChildren(labels, ...maps.map((m) =>
       heatmapPanel(m, cell, tip, select, state.runs.findIndex((r) => r.run === m.run))));
-    legendBox.replaceChildren(maps.length ? legend(maps[0], maps.some(hasUnjudged)) : '');
+    const diverged = maps.some((m) => m.values.some((row) => row.some(nonFinite)));
+    legendBox.replaceChildren(maps.length ? legend(maps[0], maps.some(hasUnjudged), diverged) : '');
     const missing = others.filter((r) => !runs.includes(r)).map((r) => r.run);
     note.textContent = (differ ? 'Rows are aligned by depth (forward order): layer names ' +
       'differ between runs; hover a cell for its own name. ' : 'Rows: layers in forward ' +
