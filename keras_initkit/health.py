@@ -9,6 +9,7 @@ are re-exported from there for `keras-initkit report` and older imports.
 """
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -67,6 +68,8 @@ def _cell(metric, value, thresholds, found):
     if isinstance(value, str):
         return value
     text = f"{value:.0%}" if metric.endswith("_fraction") else f"{value:.3g}"
+    if not math.isfinite(value):  # NaN or inf: the layer diverged
+        return text.replace("nan%", "nan") + "!"
     return text + ("!" if flagged(metric, value, thresholds, rules=found) else "")
 
 
@@ -153,7 +156,13 @@ class HealthReport:
         if self.loss is None:
             return "Gradients not measured (pass `y` and compile the model or pass `loss=`)."
         if self.gradient_ratio is None:
-            return f"Loss {self.loss:.4g}; gradient ratio undefined (fewer than two kernel layers)."
+            why = (
+                "fewer than two kernel layers measured, or the last one's gradient norm is 0 "
+                "or not finite"
+                if math.isfinite(self.loss)
+                else "the loss is not finite: the network diverged, or the data or targets hold NaN"
+            )
+            return f"Loss {self.loss:.4g}; gradient ratio undefined ({why})."
         return (
             f"Gradient norm ratio first/last layer: {self.gradient_ratio:.3g}; "
             f"loss {self.loss:.4g}."

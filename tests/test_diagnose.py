@@ -328,3 +328,48 @@ def test_unnormalized_inputs_are_told_apart_from_activations_vanishing_through_d
     # The same net on normalized inputs: no scale finding.
     scaled = diagnose(model, pixels / 255.0 - 0.5)
     assert not [f for f in scaled.findings if f.rule.endswith("_activations")]
+
+
+@pytest.mark.backend_agnostic
+def test_a_diverged_network_is_named_as_such_not_as_dead_units():
+    """A NaN output is never positive, so a diverged ReLU layer read "100% of units dead"
+    with the fix "use He initialization"; the summary blamed "fewer than two kernel
+    layers". Now `non_finite` names it and replaces the layer's other forward findings."""
+    model = _mlp(activation="relu", depth=3)
+    kernel = model.get_layer("dense_1").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))  # as a blown-up SGD step leaves it
+    report = diagnose(model, X, Y)
+    by_rule = {}
+    for f in report.findings:
+        by_rule.setdefault(f.rule, []).append(f.layer)
+    assert by_rule["non_finite"] == ["dense_1", "dense_2", "out"]
+    assert "dead_fraction" not in by_rule and "saturated_fraction" not in by_rule
+    assert len(report.findings) == len({(f.layer, f.rule) for f in report.findings})
+    assert report.metrics["dense_0"]["activation_std"] > 0  # before the NaN: measured as ever
+    assert np.isnan(report.metrics["dense_1"]["dead_fraction"])  # not "100% dead"
+    text = str(report)
+    assert "the network diverged" in text and "the loss is not finite" in text
+    assert "fewer than two kernel layers" not in text
+    row = next(line for line in text.splitlines() if line.startswith("dense_1 "))
+    assert "nan!" in row and "%" not in row.split("relu", 1)[1].split()[2]
+
+
+@pytest.mark.backend_agnostic
+def test_a_dead_unit_monitor_alone_names_a_diverged_layer():
+    from keras_initkit.callbacks import DeadUnitMonitor
+
+    model = _mlp(activation="relu", depth=3)
+    kernel = model.get_layer("dense_1").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    monitor = DeadUnitMonitor(X, verbose=0)
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    monitor.on_epoch_begin(0)
+    monitor.on_epoch_end(0, {})
+    monitor.on_train_end()
+    assert {(f.layer, f.rule) for f in monitor.findings} == {
+        ("dense_1", "non_finite"),
+        ("dense_2", "non_finite"),
+    }
+    assert np.isnan(monitor.latest["dense_1"]["dead_fraction"])
+    assert monitor.latest["dense_0"]["dead_fraction"] < 0.5

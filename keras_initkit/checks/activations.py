@@ -14,6 +14,58 @@ DEAD_METRICS = ("dead_fraction", "inactive_fraction", "firing_rate")
 _SCALE_FIX = "use He (ReLU) or Glorot (tanh, sigmoid) initialization, or keras_initkit.lsuv_init."
 
 
+# The forward rules whose statistics describe NaN, not units, in a layer whose output is
+# not finite: `NON_FINITE` supersedes them.
+_FORWARD_RULES = (
+    "saturated_fraction",
+    "dead_fraction",
+    "inactive_fraction",
+    "symmetric_fraction",
+    "frozen",
+    "bn_mean_shift",
+    "bn_std_ratio",
+    "gate_saturated_fraction",
+    "recurrent_spectral_radius",
+    "short_memory",
+    "attention_entropy",
+)
+
+
+def _not_finite(value):
+    return value if value is not None and not math.isfinite(value) else None
+
+
+NON_FINITE = Rule(
+    name="non_finite",
+    kind="diverged",
+    metric="activation_mean",
+    definition=(
+        "the layer's output holds NaN or inf (`activation_mean`, the mean of every output "
+        "value, is not finite); its other forward rules (dead units, saturation, batch "
+        "norm, recurrent gates, attention) are then not judged: their statistics describe "
+        "NaN, not units, and their fixes would mislead"
+    ),
+    observation="output holds NaN or inf (mean {value}): the network diverged",
+    fix=(
+        "lower the learning rate or clip gradients (e.g. `clipnorm=1.0`), check the data and "
+        "the loss for NaN, and restart from a checkpoint or a fresh initialization "
+        "(keras.callbacks.TerminateOnNaN stops such a fit)."
+    ),
+    value=lambda site, scalars: _not_finite(scalars.get("activation_mean")),
+    supersedes=_FORWARD_RULES,
+)
+
+
+def undefined_if_diverged(reported, values, metrics):
+    """`reported` with `metrics` set to NaN where the layer's probe `values` say its
+    output holds NaN or inf: a NaN output counts as "never positive" (dead) and "not
+    near an asymptote", so the fractions would read 100% dead or 0% saturated. NaN,
+    drawn black on the dashboard, says what happened."""
+    if _not_finite(values.get("activation_mean")) is None:
+        return reported
+    return {k: math.nan if k in metrics else v for k, v in reported.items()}
+
+
 def _above_one(value, name):
     return validation.positive(value, name, above=1.0)
 
@@ -144,7 +196,7 @@ class ActivationCheck(Check):
     """Output mean and std of every layer with a kernel or an activation, and their scale
     through depth (`vanishing_activations`, `exploding_activations`)."""
 
-    rules = (VANISHING_ACTIVATIONS, EXPLODING_ACTIVATIONS)
+    rules = (NON_FINITE, VANISHING_ACTIVATIONS, EXPLODING_ACTIVATIONS)
     metrics = MOMENTS
     samples = True
     layout = {"Activations": MOMENTS}
@@ -156,8 +208,13 @@ class ActivationCheck(Check):
         return site.activation is not None or site.has_kernel
 
     def findings(self, sites, scalars, step, epoch_end=True):
+        yield from super().findings(sites, scalars, step, epoch_end)  # non_finite
         kernels = [s for s in sites if s.has_kernel]
-        hidden = [s for s in kernels[:-1] if "activation_std" in scalars.get(s.name, {})]
+        hidden = [
+            s
+            for s in kernels[:-1]
+            if math.isfinite(scalars.get(s.name, {}).get("activation_std", math.nan))
+        ]
         extreme = depth_ratio([scalars[s.name]["activation_std"] for s in hidden])
         limit = self.thresholds["activation_std_ratio"]
         if extreme is None or 1 / limit <= extreme[1] <= limit:
@@ -182,7 +239,7 @@ class SaturationCheck(Check):
         saturation_threshold: see the `saturated_fraction` rule. Defaults to `0.2`.
     """
 
-    rules = (SATURATED,)
+    rules = (NON_FINITE, SATURATED)
     metrics = SATURATION_METRICS + MOMENTS
     samples = True
     log_metrics = ("saturated_fraction",)
@@ -197,6 +254,10 @@ class SaturationCheck(Check):
     def reducers(self):
         return [ActivationMoments(), Saturation(self.delta)]
 
+    def report(self, site, values, step):
+        reported = super().report(site, values, step)
+        return undefined_if_diverged(reported, values, SATURATION_METRICS)
+
     def applies(self, site):
         return site.kind == "bounded"
 
@@ -208,7 +269,7 @@ class SaturationCheck(Check):
 class DeadUnitCheck(Check):
     """Dead (ReLU, ReLU6) and inactive (leaky variants) units of rectifier layers."""
 
-    rules = (DEAD, INACTIVE)
+    rules = (NON_FINITE, DEAD, INACTIVE)
     metrics = DEAD_METRICS + MOMENTS
     samples = True
     log_metrics = ("dead_fraction", "inactive_fraction")
@@ -227,10 +288,10 @@ class DeadUnitCheck(Check):
     def report(self, site, values, step):
         if "unit_firing_rate" in values:
             self._units[site.name] = len(values["unit_firing_rate"])
-        return super().report(site, values, step)
+        return undefined_if_diverged(super().report(site, values, step), values, DEAD_METRICS)
 
     def context(self, site, scalars, step):
         units, fraction = self._units.get(site.name), scalars.get(f"{site.kind}_fraction")
-        if not units or fraction is None:
+        if not units or fraction is None or not math.isfinite(fraction):
             return {"count": ""}
         return {"count": f" ({round(fraction * units)} of {units})"}

@@ -161,7 +161,19 @@ def measure(assignment, result, gradients=None, step=None):
 
 
 def judge(assignment, scalars, step=None, epoch_end=True):
-    """Every check's findings on `scalars`: `(check, site, rule, value, observation)`."""
-    for check, sites in assignment:
-        for found in check.findings(sites, scalars, step, epoch_end):
-            yield check, *found
+    """Every check's findings on `scalars`: `(check, site, rule, value, observation)`,
+    less those a finding of another check on the same layer supersedes (`non_finite`:
+    a layer whose output holds NaN is not also "100% dead"), once per layer and rule
+    (several checks judge `non_finite`)."""
+    found = [
+        (check, *finding)
+        for check, sites in assignment
+        for finding in check.findings(sites, scalars, step, epoch_end)
+    ]
+    superseded = {(site.name, name) for _, site, rule, *_ in found for name in rule.supersedes}
+    seen = set()
+    for item in found:
+        key = (item[1].name, item[2].name)
+        if key not in superseded and key not in seen:
+            seen.add(key)
+            yield item
