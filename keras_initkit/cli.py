@@ -235,7 +235,10 @@ def _rows(summary):
 
 
 def _flag_count(summary):
-    return sum(s["flagged"] for metrics in summary.values() for s in metrics.values())
+    """The values the table marks `!` (first or last)."""
+    return sum(
+        s["first_flagged"] + s["flagged"] for metrics in summary.values() for s in metrics.values()
+    )
 
 
 def render_text(summaries):
@@ -243,7 +246,8 @@ def render_text(summaries):
     for label, summary in summaries.items():
         header, rows = _rows(summary)
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines.append(f"Run {label}: {len(summary)} layer(s), {_flag_count(summary)} flagged")
+        flagged = _flag_count(summary)
+        lines.append(f"Run {label}: {len(summary)} layer(s), {flagged} value(s) below marked !")
         for row in [header, *rows]:
             cells = [
                 c.ljust(w) if i in (0, 1, 4, 5) else c.rjust(w)
@@ -251,7 +255,11 @@ def render_text(summaries):
             ]
             lines.append("  ".join(cells).rstrip())
         lines.append("")
-    lines.append("! = flagged (the run's thresholds, else keras_initkit.health.DEFAULT_THRESHOLDS)")
+    lines.append(
+        "! = beyond a threshold where its rule judges the layer (the run's thresholds, else "
+        "keras_initkit.health.DEFAULT_THRESHOLDS); the headline metrics only, --all for every "
+        "one; the findings: the report without --layers"
+    )
     return "\n".join(lines)
 
 
@@ -259,14 +267,16 @@ def render_markdown(summaries):
     lines = []
     for label, summary in summaries.items():
         header, rows = _rows(summary)
-        lines.append(f"### Run `{label}` ({_flag_count(summary)} flagged)")
+        lines.append(f"### Run `{label}` ({_flag_count(summary)} value(s) below marked `!`)")
         lines.append("")
         lines.append("| " + " | ".join(header) + " |")
         lines.append("| --- | --- | ---: | ---: | --- | --- |")
         lines.extend("| " + " | ".join(row) + " |" for row in rows)
         lines.append("")
     lines.append(
-        "`!` = flagged (the run's thresholds, else `keras_initkit.health.DEFAULT_THRESHOLDS`)"
+        "`!` = beyond a threshold where its rule judges the layer (the run's thresholds, else "
+        "`keras_initkit.health.DEFAULT_THRESHOLDS`); the headline metrics only, `--all` for "
+        "every one; the findings: the report without `--layers`"
     )
     return "\n".join(lines)
 

@@ -533,3 +533,30 @@ def test_a_diverged_layer_is_black_not_grey(driver, tmp_path):
     assert rgb[0][1] == black and rgb[1][1] == black, rgb  # NaN, inf
     assert rgb[1][2] == grey, rgb  # not logged
     assert black not in (rgb[0][0], rgb[0][2], rgb[1][0]) and grey not in rgb[0], rgb
+
+
+def test_a_click_on_a_short_row_label_selects_that_row(driver, tmp_path):
+    """With rows lower than the text, a label's text runs down over its unlabelled
+    neighbours, and a click there opened the curve of the labelled row above."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from keras_initkit import summary
+    from keras_initkit.dashboard import events, html
+
+    layers = [f"layer_{i}" for i in range(120)]
+    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
+    writer.write_meta(0, layers=layers)
+    for step in (0, 10):
+        writer.write(step, scalars={f"activation_std/{n}": 1.0 + i for i, n in enumerate(layers)})
+    writer.close()
+    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"), "the heatmap")
+    labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
+    assert labels[0].size["height"] < 9 and labels[1].text == ""  # short rows, every k-th label
+    for row in (1, 2):
+        ActionChains(driver).move_to_element(labels[row]).click().perform()
+        title = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve h2").text, "curve")
+        assert title.endswith(f"of layer_{row} (depth {row})"), title

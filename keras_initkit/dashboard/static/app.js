@@ -23,7 +23,7 @@ const CSS = `
   box-sizing: border-box; cursor: pointer; }
 .ik-rowlabel.ik-sel { font-weight: 700; color: #1a73e8; }
 .ik-labeltext { display: inline-block; max-width: 100%; overflow: hidden;
-  text-overflow: ellipsis; vertical-align: top; }
+  text-overflow: ellipsis; vertical-align: top; pointer-events: none; }
 .ik-panel { flex: 1 1 0; min-width: 80px; }
 .ik-panel-title { font-weight: 500; height: 22px; overflow: hidden; white-space: nowrap;
   text-overflow: ellipsis; }
@@ -33,7 +33,7 @@ const CSS = `
   white-space: nowrap; }
 .ik-tip { position: fixed; pointer-events: none; background: rgba(32,33,36,.92);
   color: #fff; padding: 4px 8px; border-radius: 3px; font-size: 12px; z-index: 10;
-  white-space: nowrap; display: none; }
+  max-width: 600px; display: none; }
 .ik-legend { display: flex; align-items: center; gap: 8px; margin-top: 8px; font-size: 12px; }
 .ik-curve { margin-top: 6px; }
 .ik-curve svg { overflow: visible; }
@@ -194,7 +194,8 @@ function legend(data, withUnjudged, withNonFinite) {
     ctx.fillStyle = `rgb(${r},${g},${b})`;
     ctx.fillRect(x, 0, 1, 12);
   }
-  const parts = [el('span', {text: fmt(lo)}), canvas, el('span', {text: fmt(hi)})];
+  const parts = [el('span', {text: fmt(lo), style: 'white-space:nowrap'}), canvas,
+    el('span', {text: fmt(hi), style: 'white-space:nowrap'})];
   ctx.fillStyle = '#000';
   for (const limit of [data.lower, data.threshold].filter(given)) {
     const x = Math.round(position(data.scale, limit) * (width - 1));
@@ -241,6 +242,15 @@ export function unjudged(data, exempt, r, c) {
       'closed by a small scale by that scale)';
   }
   return '';
+}
+
+/** Put the tooltip beside the pointer, on the side where it fits inside the window. */
+function placeTip(tip, event) {
+  const {offsetWidth: w, offsetHeight: h} = tip;
+  const right = event.clientX + 12 + w <= window.innerWidth - 4;
+  const below = event.clientY + 12 + h <= window.innerHeight - 4;
+  tip.style.left = `${Math.max(4, right ? event.clientX + 12 : event.clientX - 12 - w)}px`;
+  tip.style.top = `${Math.max(4, below ? event.clientY + 12 : event.clientY - 12 - h)}px`;
 }
 
 // The width of one character of the 11px axis labels, a little generous.
@@ -291,8 +301,7 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
       (nonFinite(value) ? ' (not finite: the layer diverged)' : '') +
       (value === null ? ' (not logged)' : '');
     tip.style.display = 'block';
-    tip.style.left = `${event.clientX + 12}px`;
-    tip.style.top = `${event.clientY + 12}px`;
+    placeTip(tip, event);
   });
   canvas.addEventListener('mouseleave', () => { tip.style.display = 'none'; });
   canvas.addEventListener('click', (event) => {
@@ -509,7 +518,9 @@ export function mount(root, source) {
         class: 'ik-rowlabel' + (r === state.row ? ' ik-sel' : ''),
         'data-row': r, title: text,
         // Rows lower than the text: every `every`-th label, running down into its
-        // unlabelled neighbours (never sideways past the column: "…").
+        // unlabelled neighbours (never sideways past the column: "…"). The text takes
+        // no clicks: a click or hover belongs to the row under the pointer, as on the
+        // heatmap, not to the label whose text runs over it.
         style: `height:${cell.h}px;line-height:${Math.max(cell.h, 11)}px;font-size:${
           Math.min(11, Math.max(9, cell.h))}px;overflow:visible`,
         onclick: () => select(r),
