@@ -77,7 +77,9 @@ def with_thresholds(run):
 def flagger(run):
     """`flagged(metric, value, layer=None, step=None)` for `run`: above or below one of its
     thresholds (where the rule judges the layer), or not finite (any metric)."""
-    return model.flagger(run.thresholds, run.lower_thresholds, run.exempt, run.judged_from)
+    return model.flagger(
+        run.thresholds, run.lower_thresholds, run.exempt, run.judged_from, run.epoch_ends
+    )
 
 
 def find_runs(log_dir):

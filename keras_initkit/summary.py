@@ -184,7 +184,9 @@ def _finite(value):
     return value
 
 
-def meta_summary(layers, thresholds=None, lower_thresholds=None, exempt=None, judged_from=None):
+def meta_summary(
+    layers, thresholds=None, lower_thresholds=None, exempt=None, judged_from=None, epoch_ends=None
+):
     """The `initkit/layers` record: layer names in forward order and metric thresholds."""
     if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
         raise ValueError(
@@ -199,6 +201,8 @@ def meta_summary(layers, thresholds=None, lower_thresholds=None, exempt=None, ju
         payload["exempt"] = exempt
     if judged_from := validation.judged_from(judged_from, "judged_from"):
         payload["judged_from"] = judged_from
+    if epoch_ends := validation.epoch_ends(epoch_ends, "epoch_ends"):
+        payload["epoch_ends"] = epoch_ends
     return json_summary(LAYERS_TAG, payload)
 
 
@@ -260,7 +264,14 @@ class SummaryWriter:
         self._write(step, summary)
 
     def write_meta(
-        self, step, layers, thresholds=None, lower_thresholds=None, exempt=None, judged_from=None
+        self,
+        step,
+        layers,
+        thresholds=None,
+        lower_thresholds=None,
+        exempt=None,
+        judged_from=None,
+        epoch_ends=None,
     ):
         """Record the layers' forward order (and thresholds) for the `initkit` dashboard.
 
@@ -286,8 +297,11 @@ class SummaryWriter:
                 logged before `step` in that layer are not judged (a batch-norm
                 layer's `bn_mean_shift` while its initial moving statistics still
                 weigh more than `bn_init_weight`'s threshold).
+            epoch_ends: optional `{"metrics": [metric], "steps": [step]}`: the values
+                of these metrics are judged only at these steps, the ends of epochs
+                (the batch-norm rules); other values of theirs are not findings.
         """
-        meta = meta_summary(layers, thresholds, lower_thresholds, exempt, judged_from)
+        meta = meta_summary(layers, thresholds, lower_thresholds, exempt, judged_from, epoch_ends)
         self._write(step, meta)
 
     def write_findings(self, step, findings, source=None):

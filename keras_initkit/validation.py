@@ -91,6 +91,24 @@ def judged_from(value, name):
     }
 
 
+def epoch_ends(value, name):
+    """`{"metrics": [str], "steps": [int >= 0]}` from such a dict; `{}` for None."""
+    if value is None:
+        return {}
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"metrics", "steps"}
+        or not isinstance(value["metrics"], (list, tuple))
+        or not all(isinstance(m, str) for m in value["metrics"])
+        or not isinstance(value["steps"], (list, tuple))
+        or not all(_is_integer(s) and s >= 0 for s in value["steps"])
+    ):
+        _fail(name, '`{"metrics": [metric names], "steps": [steps (int >= 0)]}` or None', value)
+    if not value["metrics"]:
+        return {}
+    return {"metrics": list(value["metrics"]), "steps": [int(s) for s in value["steps"]]}
+
+
 def fraction(value, name):
     """`value` as a float if it is a number in [0, 1]."""
     if not _is_number(value) or not 0 <= value <= 1:

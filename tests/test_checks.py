@@ -345,9 +345,15 @@ def test_the_layers_record_says_from_which_step_the_mismatch_rules_judge(tmp_pat
     assert run.thresholds["bn_init_weight"] == 0.2  # its own threshold, drawn too
     # 0.9^16 = 0.185 ≤ 0.2 < 0.9^15; the frozen layer is judged at once (no statistics move).
     assert run.judged_from == {"bn_mean_shift": {"bn": 16}, "bn_std_ratio": {"bn": 16}}
+    # The batch-norm rules judge at the end of an epoch only: here step 5.
+    metrics = ["bn_init_weight", "bn_mean_shift", "bn_std_ratio"]
+    assert run.epoch_ends == {"metrics": metrics, "steps": [5]}
     flagged = cli.flagger(run)
+    assert flagged("bn_init_weight", 0.5, "bn", 5) and not flagged("bn_init_weight", 0.5, "bn", 4)
+    assert flagged("bn_mean_shift", 3.0, "frozen", 5) and not flagged("bn_mean_shift", 3.0, "bn", 5)
+    assert flagged("bn_mean_shift", 3.0, "bn")  # at no known step: judged
+    flagged = dashboard.flagger(run.thresholds, judged_from=run.judged_from)  # epochs aside
     assert not flagged("bn_mean_shift", 3.0, "bn", 15) and flagged("bn_mean_shift", 3.0, "bn", 16)
-    assert flagged("bn_mean_shift", 3.0, "frozen", 0) and flagged("bn_mean_shift", 3.0, "bn")
-    assert flagged("bn_init_weight", 0.5, "bn", 5)
+    assert flagged("gradient_norm", math.nan, "bn", 4)  # not finite: at any step
     heatmap = dashboard.heatmap(run, "bn_mean_shift")
     assert heatmap["judged_from"] == [16 if n == "bn" else 0 for n in heatmap["layers"]]

@@ -393,6 +393,50 @@ def test_write_meta_rejects_bad_judged_from(tmp_path, bad):
     assert events.read_run(str(tmp_path)) is None
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"metrics": ["bn_mean_shift"]},
+        {"metrics": "bn_mean_shift", "steps": [1]},
+        {"metrics": ["bn_mean_shift"], "steps": [-1]},
+        {"metrics": ["bn_mean_shift"], "steps": [1.5]},
+        {"metrics": [1], "steps": [1]},
+        {"metrics": ["a"], "steps": [1], "more": 1},
+        ["bn_mean_shift"],
+    ],
+)
+def test_write_meta_rejects_bad_epoch_ends(tmp_path, bad):
+    writer = summary.EventFileSummaryWriter(tmp_path)
+    with pytest.raises(ValueError, match="Argument `epoch_ends` must be"):
+        writer.write_meta(0, layers=["a"], epoch_ends=bad)
+    writer.close()
+    assert events.read_run(str(tmp_path)) is None
+
+
+def test_epoch_end_metrics_are_findings_only_at_the_ends_of_epochs(tmp_path):
+    """The batch-norm rules judge at the end of an epoch only: a value logged inside an
+    epoch above the threshold (bn_init_weight = 1 at step 0) is not a finding."""
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    writer.write_meta(
+        0,
+        layers=["bn"],
+        thresholds={"bn_init_weight": 0.05, "dead_fraction": 0.5},
+        epoch_ends={"metrics": ["bn_init_weight"], "steps": [8, 16]},
+    )
+    for step, value in ((0, 1.0), (4, 0.96), (8, 0.92), (12, 0.89), (16, 0.85)):
+        writer.write(step, scalars={"bn_init_weight/bn": value, "dead_fraction/bn": 0.9})
+    writer.close()
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert run.epoch_ends == {"metrics": ["bn_init_weight"], "steps": [8, 16]}
+    flagged = model.flagger(run.thresholds, epoch_ends=run.epoch_ends)
+    found = {
+        (f["rule"], f["step"], round(f["value"], 4)) for f in model.derived_findings(run, flagged)
+    }
+    assert found == {("bn_init_weight", 8, 0.92), ("dead_fraction", 0, 0.9)}
+    assert model.heatmap(run, "bn_init_weight")["epoch_end_steps"] == [8, 16]
+    assert model.heatmap(run, "dead_fraction")["epoch_end_steps"] is None
+
+
 def test_values_before_the_step_a_rule_judges_from_are_not_findings(tmp_path):
     """Derived findings, `!` marks and the heatmap leave out values logged before the
     step the rule judges a layer from (batch norm's mismatch, while the initial moving

@@ -252,6 +252,7 @@ def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, 
         layers=["bn"],
         thresholds={"bn_mean_shift": 0.5},
         judged_from={"bn_mean_shift": {"bn": 20}},
+        epoch_ends={"metrics": ["bn_mean_shift"], "steps": [20]},
     )
     for step in range(0, 40, 10):
         writer.write(step, scalars={"bn_mean_shift/bn": 2.0, "dead_fraction/bn": 0.0})
@@ -274,7 +275,9 @@ def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, 
           c.getContext('2d').getImageData(Math.floor((k + 0.5) * w), 0, 1, 1).data.slice(0, 3)));"""
     )
     assert rgb[:2] == [UNJUDGED, UNJUDGED], rgb  # steps 0 and 10: not judged yet
-    assert all(r > b and [r, g, b] != UNJUDGED for r, g, b in rgb[2:]), rgb  # 20, 30: warm
+    (r, g, b) = rgb[2]
+    assert r > b and [r, g, b] != UNJUDGED, rgb  # step 20, an epoch's end: warm
+    assert rgb[3] == UNJUDGED, rgb  # step 30, inside the next epoch: not judged (yet)
     canvas = driver.find_element(By.CSS_SELECTOR, "canvas.ik-heatmap")
     from selenium.webdriver.common.action_chains import ActionChains
 

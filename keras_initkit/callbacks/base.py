@@ -14,7 +14,12 @@ from keras_initkit.callbacks.measurement import HookCheck, Measurement, on_devic
 from keras_initkit.callbacks.sink import Sink
 from keras_initkit.callbacks.warning import RuleWarnings, warn
 from keras_initkit.checks import Finding, judge, message
-from keras_initkit.checks.book import exempt_layers, judged_from, metric_limits
+from keras_initkit.checks.book import (
+    epoch_end_metrics,
+    exempt_layers,
+    judged_from,
+    metric_limits,
+)
 from keras_initkit.probe import as_batches
 
 # Custom Scalars categories, in display order.
@@ -181,6 +186,7 @@ class Monitor(keras.callbacks.Callback):
         self._meta_written = None  # what the last layers record said, per fit
         self._exempt = {}  # what the rules exempted at the last update, across fits
         self._left = {}  # {metric: {layer: step}}: left an exemption at that step
+        self._epoch_ends = []  # the global steps the epoch-end rules judged at
         self.latest = {}
         self.findings = []
 
@@ -225,7 +231,7 @@ class Monitor(keras.callbacks.Callback):
         if measurement.empty:
             warn(f"{name} found no layer it can judge in model '{self.model.name}'.")
         self._measurement = measurement
-        self._exempt, self._left = {}, {}
+        self._exempt, self._left, self._epoch_ends = {}, {}, []
         if self._tensors is None:
             self._tensors = on_device(self._batches)
 
@@ -270,9 +276,10 @@ class Monitor(keras.callbacks.Callback):
     def _write_meta(self):
         """The layers in forward order, the per-value thresholds and where they apply,
         for the dashboard: at the first update of a fit, and again when what the rules
-        exempt changed. A layer that left an exemption (a residual branch whose
-        LayerScale grew past 0.1) is judged from the step it left on, so the values
-        logged while it was exempt stay unjudged."""
+        exempt changed, and at each epoch end (the steps the epoch-end rules judge at).
+        A layer that left an exemption (a residual branch whose LayerScale grew past
+        0.1) is judged from the step it left on, so the values logged while it was
+        exempt stay unjudged."""
         assignment = self._measurement.assignment
         exempt, since = exempt_layers(assignment), judged_from(assignment)
         for side, by_metric in self._exempt.items():
@@ -286,12 +293,15 @@ class Monitor(keras.callbacks.Callback):
             for name, step in left.items():
                 per_layer = since.setdefault(metric, {})
                 per_layer[name] = max(step, per_layer.get(name, 0))
-        if (exempt, since) == self._meta_written:
+        ends = {"metrics": epoch_end_metrics(self._parts), "steps": list(self._epoch_ends)}
+        if (exempt, since, ends) == self._meta_written:
             return
-        self._meta_written = (exempt, since)
+        self._meta_written = (exempt, since, ends)
         upper, lower = metric_limits(self._parts)
         names = self._measurement.layer_names
-        self._sink.write_meta(self._step, names, upper, lower, exempt, judged_from=since)
+        self._sink.write_meta(
+            self._step, names, upper, lower, exempt=exempt, judged_from=since, epoch_ends=ends
+        )
 
     def _write_records(self):
         """The findings record for the dashboard, when new findings arrived, and once at
@@ -363,9 +373,12 @@ class Monitor(keras.callbacks.Callback):
             self._update(epoch_end=False)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._step not in self._epoch_ends:
+            self._epoch_ends.append(self._step)
         if self._last_update != self._step:
             self._update(epoch_end=True)
         else:
+            self._write_meta()
             self._judge(epoch_end=True)
         if self.add_to_logs and logs is not None:
             wanted = {m for check in self._parts for m in check.log_metrics}

@@ -42,11 +42,12 @@ class Sink:
             self._run(lambda w: w.write(step, scalars=scalars, histograms=histograms))
             self.last_step = step
 
-    def write_meta(self, step, layers, thresholds, lower, exempt=None, judged_from=None):
+    def write_meta(self, step, layers, thresholds, lower, **where):
         """The `initkit/layers` record: layers in forward order, metric thresholds and
-        where they apply (`exempt`, `judged_from`)."""
+        where they apply (`exempt`, `judged_from`, `epoch_ends`: see
+        `keras_initkit.summary.SummaryWriter.write_meta`)."""
         if self.writer is not None:
-            self._run(lambda w: w.write_meta(step, layers, thresholds, lower, exempt, judged_from))
+            self._run(lambda w: w.write_meta(step, layers, thresholds, lower, **where))
 
     def write_findings(self, step, records):
         """The `initkit/findings/<owner>` record: every finding so far."""

@@ -85,6 +85,16 @@ def metric_limits(checks):
     return upper, lower
 
 
+def epoch_end_metrics(checks):
+    """The metrics of `metric_limits` whose rules all judge only at the end of an epoch
+    (`Rule.epoch_end`: the batch-norm rules): a value logged inside an epoch is not a
+    finding yet."""
+    ends = {}
+    for _, rule, _, _ in _logged_rules((check, ()) for check in checks):
+        ends[rule.metric] = ends.get(rule.metric, True) and rule.epoch_end
+    return sorted(metric for metric, only in ends.items() if only)
+
+
 def _logged_rules(assignment):
     """`(check, rule, limit, sites)` of the rules behind `metric_limits` in `assignment`."""
     for check, sites in assignment:

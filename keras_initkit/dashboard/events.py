@@ -64,6 +64,8 @@ class Run:
         judged_from: `{metric: {layer: step}}`: values of `metric` logged in `layer`
             before `step` are not judged (the batch-norm mismatch rules wait while the
             initial moving statistics weigh more than `bn_init_weight`'s threshold).
+        epoch_ends: `{"metrics": [metric], "steps": [step]}`: those metrics' values
+            are judged only at those steps, the ends of epochs (`{}`: every step).
         has_meta: whether the run holds an `initkit/layers` record.
         has_findings: whether the run holds an `initkit/findings` record (an empty list
             included).
@@ -80,6 +82,7 @@ class Run:
     lower_thresholds: dict = dataclasses.field(default_factory=dict)
     exempt: dict = dataclasses.field(default_factory=dict)
     judged_from: dict = dataclasses.field(default_factory=dict)
+    epoch_ends: dict = dataclasses.field(default_factory=dict)
 
     @property
     def has_thresholds(self):
@@ -249,7 +252,7 @@ def _series(points, layers):
 
 
 def meta_thresholds(payload):
-    """`{"thresholds", "lower_thresholds", "exempt", "judged_from"}` of an
+    """`{"thresholds", "lower_thresholds", "exempt", "judged_from", "epoch_ends"}` of an
     `initkit/layers` record's JSON `payload` (None: no record), for `Run(**...)`."""
     payload = payload or {}
     out = {
@@ -266,6 +269,12 @@ def meta_thresholds(payload):
         str(m): {str(n): parse_number(step) for n, step in layers.items()}
         for m, layers in (payload.get("judged_from") or {}).items()
     }
+    ends = payload.get("epoch_ends") or {}
+    out["epoch_ends"] = (
+        {"metrics": [str(m) for m in ends["metrics"]], "steps": [int(s) for s in ends["steps"]]}
+        if ends.get("metrics")
+        else {}
+    )
     return out
 
 

@@ -133,6 +133,10 @@ def heatmap(run, metric):
         # Per row, the first step the rule judges (0: every step): earlier cells are
         # coloured as within the threshold.
         "judged_from": [run.judged_from.get(metric, {}).get(name, 0) for name in layers],
+        # The steps the rule judges at, where it judges at the ends of epochs only.
+        "epoch_end_steps": (
+            run.epoch_ends["steps"] if metric in run.epoch_ends.get("metrics", ()) else None
+        ),
         "scale": scale(metric, values.filled(np.nan)),
     }
 
@@ -242,19 +246,24 @@ def _measured(run, found, layer_names):
     return spanned(run.layers, logged, layer_names) if logged else run.layers
 
 
-def flagger(thresholds, lower=None, exempt=None, judged_from=None):
+def flagger(thresholds, lower=None, exempt=None, judged_from=None, epoch_ends=None):
     """`flagged(metric, value, layer=None, step=None)`: above the metric's threshold
     (`thresholds`), below its lower threshold (`lower`), or not finite. A threshold does
     not apply to the layers `exempt` lists for it (`{"above"|"below": {metric:
     [layer]}}`), nor to a layer's values logged before the step `judged_from` gives
-    (`{metric: {layer: step}}`)."""
+    (`{metric: {layer: step}}`), nor, for the `epoch_ends` metrics, to values logged at
+    other steps than its ends of epochs (`{"metrics": [...], "steps": [...]}`)."""
     lower, exempt, judged_from = lower or {}, exempt or {}, judged_from or {}
+    at_ends = set((epoch_ends or {}).get("metrics", ()))
+    ends = set((epoch_ends or {}).get("steps", ()))
     above, below = exempt.get("above", {}), exempt.get("below", {})
 
     def flagged(metric, value, layer=None, step=None):
         if not math.isfinite(value):
             return True
         if step is not None and step < judged_from.get(metric, {}).get(layer, 0):
+            return False
+        if step is not None and metric in at_ends and step not in ends:
             return False
         high, low = thresholds.get(metric), lower.get(metric)
         if high is not None and value > high:
@@ -304,7 +313,9 @@ def findings(run, flagged=None):
     if run.findings or run.has_findings:
         return group_findings(run), "recorded"
     if flagged is None and run.has_thresholds:
-        flagged = flagger(run.thresholds, run.lower_thresholds, run.exempt, run.judged_from)
+        flagged = flagger(
+            run.thresholds, run.lower_thresholds, run.exempt, run.judged_from, run.epoch_ends
+        )
     if flagged is None:
         return [], "none"
     derived = dataclasses.replace(run, findings=derived_findings(run, flagged))

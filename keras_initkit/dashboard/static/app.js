@@ -220,7 +220,8 @@ function exemptRows(data) {
 function hasUnjudged(data) {
   const exempt = data.exempt || {};
   return Boolean((exempt.above || []).length || (exempt.below || []).length ||
-    (data.judged_from || []).some((step) => step > 0));
+    (data.judged_from || []).some((step) => step > 0) ||
+    (data.epoch_end_steps && data.steps.some((s) => !data.epoch_end_steps.includes(s))));
 }
 
 /**
@@ -236,6 +237,9 @@ export function unjudged(data, exempt, r, c) {
   if (!above && !below) return '';
   const from = (data.judged_from || [])[r] || 0;
   if (data.steps[c] < from) return `the rule judges this layer from step ${from} on`;
+  if (data.epoch_end_steps && !data.epoch_end_steps.includes(data.steps[c])) {
+    return 'the rule judges it at the end of an epoch only';
+  }
   if ((above && exempt.above.has(r)) || (below && exempt.below.has(r))) {
     return 'the rule does not judge this layer\'s logged value as it is (it exempts ' +
       'attention\'s query and key projections, and divides the ratio of a residual branch ' +
