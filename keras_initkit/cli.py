@@ -209,10 +209,14 @@ def render_summary(runs):
             width = max(len(metric) for metric, _ in worst)
             for metric, top in worst:
                 cells = ", ".join(f"{layer} {_fmt(v, mark)}" for layer, v, mark in top)
+                if not flagger(run)(metric, 1e300) and len(top) == 2:  # no threshold
+                    (low, lv, lm), (high, hv, hm) = top
+                    cells = f"lowest {low} {_fmt(lv, lm)}, highest {high} {_fmt(hv, hm)}"
                 lines.append(f"    {metric.ljust(width)}  {cells}")
         lines.append("")
     lines.append(
-        "! = beyond a threshold (above it; below it for lower-is-worse metrics). "
+        "! = beyond a threshold where its rule judges the layer (above it; below it for "
+        "lower-is-worse metrics). "
         "Per-layer table: --layers; dashboard: --html OUT.html"
     )
     return "\n".join(lines)

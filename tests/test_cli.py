@@ -204,6 +204,8 @@ def test_report_prints_findings_and_worst_layers_per_run(fixture_logs):
     assert f"fix: {fixtures.FIX_DEAD}" in default
     worst = next(line for line in default.splitlines() if line.strip().startswith("dead_fraction"))
     assert worst.split()[1] == "dense_5" and worst.count("!") >= 1
+    spread = next(line for line in default.splitlines() if "activation_std" in line)
+    assert spread.split()[1] == "lowest" and ", highest " in spread  # no threshold: the range
     assert "no findings" in blocks["Run lsuv/initkit"]
     assert "derived" not in text  # the runs recorded their findings
     assert len(text.splitlines()) < 60  # a summary, not a line per layer and metric
@@ -306,3 +308,10 @@ def test_console_script_launcher_runs_the_report_without_keras(fixture_logs):
     assert proc.returncode == 0, proc.stderr
     assert "Run keras-default/initkit" in proc.stdout
     assert proc.stderr == ""  # no TensorFlow start-up messages
+
+
+def test_a_run_directory_given_itself_is_named_after_its_model_run(fixture_logs):
+    """`keras-initkit report LOGDIR/run/initkit` printed "Run ."."""
+    log_dir, _ = fixture_logs
+    text = cli.report(str(log_dir / "lsuv" / "initkit"))
+    assert text.startswith("Run lsuv/initkit:"), text.splitlines()[0]

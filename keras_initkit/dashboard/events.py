@@ -122,7 +122,19 @@ def find_runs(log_dir):
             runs.append(root)
     if not runs and has_events(log_dir):
         runs = [log_dir]
-    return [(os.path.relpath(path, log_dir).replace(os.sep, "/"), path) for path in runs]
+    return [(_label(path, log_dir), path) for path in runs]
+
+
+def _label(path, log_dir):
+    """A run's name: its path below `log_dir`; the directory's own name (".." and all,
+    as given) when `log_dir` is the run itself, not "."."""
+    label = os.path.relpath(path, log_dir)
+    if label == os.curdir:
+        label = os.path.basename(os.path.abspath(path)) or path
+        parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        if label == RUN_NAME and parent:  # "LOGDIR/initkit" given: "LOGDIR/initkit"
+            label = f"{parent}/{label}"
+    return label.replace(os.sep, "/")
 
 
 def records(path):

@@ -469,6 +469,7 @@ export function mount(root, source) {
   }
 
   async function draw() {
+    tip.style.display = 'none';  // its cell may be gone
     const runs = state.runs.filter((r) => state.selected.has(r.run) &&
       r.metrics.includes(state.metric));
     const others = state.runs.filter((r) => state.selected.has(r.run));
@@ -537,7 +538,7 @@ export function mount(root, source) {
     note.textContent = (differ ? 'Rows are aligned by depth (forward order): layer names ' +
       'differ between runs; hover a cell for its own name. ' : 'Rows: layers in forward ' +
       'order; columns: logged steps. ') + 'Click a row for its curve.' +
-      (missing.length ? ` Not logged in ${missing.join(', ')}.` : '');
+      (missing.length ? ` Not logged in ${missing.map(short).join(', ')}.` : '');
     findingsBox.replaceChildren(...others.map((r, i) => findingsTable(r.run,
       findings[i].findings, findings[i].source || 'recorded')));
     drawCurve();
