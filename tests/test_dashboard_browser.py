@@ -505,8 +505,9 @@ def test_a_diverged_layer_is_black_not_grey(driver, tmp_path):
     from keras_initkit.dashboard import events, html
 
     writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
-    writer.write_meta(0, layers=["a", "b"])
+    writer.write_meta(0, layers=["a", "b", "c"])
     writer.write(0, scalars={"gradient_norm/a": 1.0, "gradient_norm/b": 2.0})
+    writer.write(0, scalars={"gradient_norm/c": 0.0})  # no gradient: off the log scale
     writer.write(5, scalars={"gradient_norm/a": float("nan"), "gradient_norm/b": float("inf")})
     writer.write(7, scalars={"gradient_norm/a": 3.0})  # b not logged at step 7
     writer.close()
@@ -524,6 +525,7 @@ def test_a_diverged_layer_is_black_not_grey(driver, tmp_path):
         "the legend",
     )
     assert "black: NaN or inf (diverged)" in legend
+    assert "0 (off a log scale): as its lowest colour" in legend
     rgb = driver.execute_script(
         """const c = document.querySelector('canvas.ik-heatmap');
         const rows = +c.dataset.rows, cols = +c.dataset.cols;

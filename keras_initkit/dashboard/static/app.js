@@ -180,7 +180,7 @@ export function thresholdText(threshold, lower) {
   return '';
 }
 
-function legend(data, withUnjudged, withNonFinite) {
+function legend(data, withUnjudged, withNonFinite, withZeros) {
   const width = 220;
   const canvas = el('canvas', {width, height: 12, class: 'ik-legend-bar'});
   const ctx = canvas.getContext('2d');
@@ -206,7 +206,8 @@ function legend(data, withUnjudged, withNonFinite) {
   parts.push(el('span', {class: 'ik-note',
     text: `${data.scale.kind === 'log' ? 'log scale' : 'linear scale'}; grey: not logged` +
       (withUnjudged ? '; violet: beyond a threshold where its rule does not judge (hover)' : '') +
-      (withNonFinite ? '; black: NaN or inf (diverged)' : '')}));
+      (withNonFinite ? '; black: NaN or inf (diverged)' : '') +
+      (withZeros ? '; 0 (off a log scale): as its lowest colour' : '')}));
   return el('div', {class: 'ik-legend'}, el('b', {text: data.metric}), ...parts);
 }
 
@@ -303,6 +304,8 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
     tip.textContent = `${short(data.run)} · ${data.layers[r]} (depth ${r}) · step ${data.steps[c]}` +
       ` · ${data.metric} = ${fmt(value)}` + (why ? ` (beyond the threshold, but ${why})` : '') +
       (nonFinite(value) ? ' (not finite: the layer diverged)' : '') +
+      (data.scale.kind === 'log' && value !== null && value <= 0 ?
+        ' (0 or below: drawn as the log scale\'s lowest colour)' : '') +
       (value === null ? ' (not logged)' : '');
     tip.style.display = 'block';
     placeTip(tip, event);
@@ -533,7 +536,10 @@ export function mount(root, source) {
     grid.replaceChildren(labels, ...maps.map((m) =>
       heatmapPanel(m, cell, tip, select, state.runs.findIndex((r) => r.run === m.run))));
     const diverged = maps.some((m) => m.values.some((row) => row.some(nonFinite)));
-    legendBox.replaceChildren(maps.length ? legend(maps[0], maps.some(hasUnjudged), diverged) : '');
+    const zeros = shared && shared.kind === 'log' &&
+      maps.some((m) => m.values.some((row) => row.some((v) => v !== null && v <= 0)));
+    legendBox.replaceChildren(
+      maps.length ? legend(maps[0], maps.some(hasUnjudged), diverged, zeros) : '');
     const missing = others.filter((r) => !runs.includes(r)).map((r) => r.run);
     note.textContent = (differ ? 'Rows are aligned by depth (forward order): layer names ' +
       'differ between runs; hover a cell for its own name. ' : 'Rows: layers in forward ' +
