@@ -338,77 +338,44 @@ def test_a_run_without_lower_thresholds_reads_as_before(logs):
 
 
 @pytest.mark.parametrize(
-    "bad",
+    "argument, bad",
     [
-        {"gradient_ratio": "1e-3"},
-        {"gradient_ratio": float("nan")},
-        {"gradient_ratio": True},
-        {1: 0.5},
-        [("gradient_ratio", 1e-3)],
+        ("thresholds", {"gradient_ratio": "1e-3"}),
+        ("thresholds", {"gradient_ratio": float("nan")}),
+        ("thresholds", {"gradient_ratio": True}),
+        ("thresholds", {1: 0.5}),
+        ("thresholds", [("gradient_ratio", 1e-3)]),
+        ("lower_thresholds", {"gradient_ratio": "1e-3"}),
+        ("lower_thresholds", {"gradient_ratio": float("nan")}),
+        ("lower_thresholds", {"gradient_ratio": True}),
+        ("lower_thresholds", {1: 0.5}),
+        ("lower_thresholds", [("gradient_ratio", 1e-3)]),
+        ("exempt", {"sideways": {"gradient_ratio": ["a"]}}),
+        ("exempt", {"below": {"gradient_ratio": "a"}}),
+        ("exempt", {"below": {"gradient_ratio": [1]}}),
+        ("exempt", {"below": ["gradient_ratio"]}),
+        ("exempt", ["below"]),
+        ("judged_from", {"bn_mean_shift": {"a": -1}}),
+        ("judged_from", {"bn_mean_shift": {"a": 2.5}}),
+        ("judged_from", {"bn_mean_shift": {"a": True}}),
+        ("judged_from", {"bn_mean_shift": ["a"]}),
+        ("judged_from", {"bn_mean_shift": {1: 3}}),
+        ("judged_from", ["bn_mean_shift"]),
+        ("epoch_ends", {"metrics": ["bn_mean_shift"]}),
+        ("epoch_ends", {"metrics": "bn_mean_shift", "steps": [1]}),
+        ("epoch_ends", {"metrics": ["bn_mean_shift"], "steps": [-1]}),
+        ("epoch_ends", {"metrics": ["bn_mean_shift"], "steps": [1.5]}),
+        ("epoch_ends", {"metrics": [1], "steps": [1]}),
+        ("epoch_ends", {"metrics": ["a"], "steps": [1], "more": 1}),
+        ("epoch_ends", ["bn_mean_shift"]),
     ],
 )
-@pytest.mark.parametrize("argument", ["thresholds", "lower_thresholds"])
-def test_write_meta_rejects_bad_thresholds(tmp_path, argument, bad):
+def test_write_meta_rejects_bad_layer_records(tmp_path, argument, bad):
+    """The thresholds and where they apply (`exempt`, `judged_from`, `epoch_ends`):
+    validated, and nothing is written."""
     writer = summary.EventFileSummaryWriter(tmp_path)
-    with pytest.raises(ValueError, match=f"Argument `{argument}` must be a dict"):
+    with pytest.raises(ValueError, match=f"Argument `{argument}` must be"):
         writer.write_meta(0, layers=["a"], **{argument: bad})
-    writer.close()
-    assert events.read_run(str(tmp_path)) is None  # nothing half-written
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"sideways": {"gradient_ratio": ["a"]}},
-        {"below": {"gradient_ratio": "a"}},
-        {"below": {"gradient_ratio": [1]}},
-        {"below": ["gradient_ratio"]},
-        ["below"],
-    ],
-)
-def test_write_meta_rejects_bad_exemptions(tmp_path, bad):
-    writer = summary.EventFileSummaryWriter(tmp_path)
-    with pytest.raises(ValueError, match="Argument `exempt` must be"):
-        writer.write_meta(0, layers=["a"], exempt=bad)
-    writer.close()
-    assert events.read_run(str(tmp_path)) is None
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"bn_mean_shift": {"a": -1}},
-        {"bn_mean_shift": {"a": 2.5}},
-        {"bn_mean_shift": {"a": True}},
-        {"bn_mean_shift": ["a"]},
-        {"bn_mean_shift": {1: 3}},
-        ["bn_mean_shift"],
-    ],
-)
-def test_write_meta_rejects_bad_judged_from(tmp_path, bad):
-    writer = summary.EventFileSummaryWriter(tmp_path)
-    with pytest.raises(ValueError, match="Argument `judged_from` must be"):
-        writer.write_meta(0, layers=["a"], judged_from=bad)
-    writer.close()
-    assert events.read_run(str(tmp_path)) is None
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"metrics": ["bn_mean_shift"]},
-        {"metrics": "bn_mean_shift", "steps": [1]},
-        {"metrics": ["bn_mean_shift"], "steps": [-1]},
-        {"metrics": ["bn_mean_shift"], "steps": [1.5]},
-        {"metrics": [1], "steps": [1]},
-        {"metrics": ["a"], "steps": [1], "more": 1},
-        ["bn_mean_shift"],
-    ],
-)
-def test_write_meta_rejects_bad_epoch_ends(tmp_path, bad):
-    writer = summary.EventFileSummaryWriter(tmp_path)
-    with pytest.raises(ValueError, match="Argument `epoch_ends` must be"):
-        writer.write_meta(0, layers=["a"], epoch_ends=bad)
     writer.close()
     assert events.read_run(str(tmp_path)) is None
 

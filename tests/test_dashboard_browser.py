@@ -135,6 +135,25 @@ def open_dashboard(driver, url, process=None):
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, ".ik-findings-run"), "findings")
 
 
+def open_report(driver, log_dir, metric=None, panels=1):
+    """Write the HTML report of `log_dir`, open it (once it draws `panels` heatmaps)
+    and show `metric`."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from keras_initkit.dashboard import events, html
+
+    path = html.write(events.read_logdir(log_dir), log_dir.parent / "report.html")
+    driver.switch_to.default_content()
+    driver.get(path.as_uri())
+    _wait(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) >= panels,
+        "the report's heatmaps",
+    )
+    if metric is not None:
+        Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(metric)
+
+
 def axis_labels(driver):
     """Each heatmap's step-axis labels: `[(text, left, right), ...]` per panel, after
     checking that two labels of one axis neither overlap nor touch (too narrow an axis
@@ -241,10 +260,8 @@ def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, 
     """Batch norm's mismatch rules wait while the initial moving statistics still weigh
     (the monitor finds `bn_init_weight` instead): the heatmap painted those cells warm."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
 
     from keras_initkit import summary
-    from keras_initkit.dashboard import events, html
 
     writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
     writer.write_meta(
@@ -257,13 +274,7 @@ def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, 
     for step in range(0, 40, 10):
         writer.write(step, scalars={"bn_mean_shift/bn": 2.0, "dead_fraction/bn": 0.0})
     writer.close()
-    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
-    driver.switch_to.default_content()
-    driver.get(path.as_uri())
-    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"), "the heatmap")
-    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
-        "bn_mean_shift"
-    )
+    open_report(driver, tmp_path / "logs", "bn_mean_shift")
     _wait(
         lambda: "violet" in driver.find_element(By.CSS_SELECTOR, ".ik-legend").text,
         "the bn_mean_shift legend",
@@ -297,10 +308,8 @@ def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path
     layer the vanishing rule exempts (`key`); the legend says so and a layer's curve
     shows both limits."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
 
     from keras_initkit import summary
-    from keras_initkit.dashboard import events, html
 
     layers = ["early", "key", "mid", "late"]
     writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
@@ -323,13 +332,7 @@ def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path
             },
         )
     writer.close()
-    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
-    driver.switch_to.default_content()
-    driver.get(path.as_uri())
-    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"), "the heatmap")
-    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
-        "gradient_ratio"
-    )
+    open_report(driver, tmp_path / "logs", "gradient_ratio")
     legend = _wait(
         lambda: (
             "below the first" in (text := driver.find_element(By.CSS_SELECTOR, ".ik-legend").text)
@@ -379,18 +382,10 @@ def test_curve_title_names_the_layer_when_runs_differ_in_depth(driver, tmp_path)
     """A depth only the deeper run reaches: the curve is titled with that run's layer."""
     from selenium.webdriver.common.by import By
 
-    from keras_initkit.dashboard import events, html
-
     # The shallow run first: the title used to read the first run's layer name.
     fixtures.write_logs(tmp_path / "logs", runs=("a-shallow",), layers=3, steps=4, seed=1)
     deep = fixtures.write_logs(tmp_path / "logs", runs=("b-deep",), layers=6, steps=4)
-    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
-    driver.switch_to.default_content()
-    driver.get(path.as_uri())
-    _wait(
-        lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == 2,
-        "the report's heatmaps",
-    )
+    open_report(driver, tmp_path / "logs", panels=2)
     labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
     labels[4].click()  # depth 4: only in the deep run
     title = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve h2"), "curve title")
@@ -455,7 +450,6 @@ def test_labels_fit_their_column_and_an_empty_selection_clears_the_page(driver, 
     from selenium.webdriver.common.by import By
 
     from keras_initkit import summary
-    from keras_initkit.dashboard import events, html
 
     long_name = "encoder_layer_11/self_attention/attention_output"
     too_long = f"{long_name}/{long_name}"  # beyond the column's 320 px: "…"
@@ -466,13 +460,7 @@ def test_labels_fit_their_column_and_an_empty_selection_clears_the_page(driver, 
         for step in (0, 10):
             writer.write(step, scalars={f"activation_std/{n}": 1.0 for n in layers})
         writer.close()
-    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
-    driver.switch_to.default_content()
-    driver.get(path.as_uri())
-    _wait(
-        lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == 2,
-        "the report's heatmaps",
-    )
+    open_report(driver, tmp_path / "logs", panels=2)
     labels = driver.find_elements(By.CSS_SELECTOR, ".ik-rowlabel")
     assert [e.get_attribute("title") for e in labels] == [
         "0: embed / tokens",
@@ -499,10 +487,8 @@ def test_labels_fit_their_column_and_an_empty_selection_clears_the_page(driver, 
 def test_a_diverged_layer_is_black_not_grey(driver, tmp_path):
     """NaN and inf were drawn grey, as a value not logged; they are a diverged layer."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
 
     from keras_initkit import summary
-    from keras_initkit.dashboard import events, html
 
     writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
     writer.write_meta(0, layers=["a", "b", "c"])
@@ -511,13 +497,7 @@ def test_a_diverged_layer_is_black_not_grey(driver, tmp_path):
     writer.write(5, scalars={"gradient_norm/a": float("nan"), "gradient_norm/b": float("inf")})
     writer.write(7, scalars={"gradient_norm/a": 3.0})  # b not logged at step 7
     writer.close()
-    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
-    driver.switch_to.default_content()
-    driver.get(path.as_uri())
-    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"), "the heatmap")
-    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
-        "gradient_norm"
-    )
+    open_report(driver, tmp_path / "logs", "gradient_norm")
     legend = _wait(
         lambda: (
             (t := driver.find_element(By.CSS_SELECTOR, ".ik-legend").text) and "black" in t and t
@@ -547,7 +527,6 @@ def test_a_click_on_a_short_row_label_selects_that_row(driver, tmp_path):
     from selenium.webdriver.common.by import By
 
     from keras_initkit import summary
-    from keras_initkit.dashboard import events, html
 
     layers = [f"layer_{i}" for i in range(120)]
     writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
@@ -555,10 +534,7 @@ def test_a_click_on_a_short_row_label_selects_that_row(driver, tmp_path):
     for step in (0, 10):
         writer.write(step, scalars={f"activation_std/{n}": 1.0 + i for i, n in enumerate(layers)})
     writer.close()
-    path = html.write(events.read_logdir(tmp_path / "logs"), tmp_path / "report.html")
-    driver.switch_to.default_content()
-    driver.get(path.as_uri())
-    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap"), "the heatmap")
+    open_report(driver, tmp_path / "logs")
     labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
     assert labels[0].size["height"] < 9 and labels[1].text == ""  # short rows, every k-th label
     for row in (1, 2):
