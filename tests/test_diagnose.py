@@ -373,3 +373,19 @@ def test_a_dead_unit_monitor_alone_names_a_diverged_layer():
     }
     assert np.isnan(monitor.latest["dense_1"]["dead_fraction"])
     assert monitor.latest["dense_0"]["dead_fraction"] < 0.5
+
+
+@pytest.mark.backend_agnostic
+def test_batch_norm_after_a_diverged_layer_gets_no_mismatch_finding():
+    """Its input holds NaN, so its moving statistics read "off by nan": the finding
+    belongs to the layer that diverged (`non_finite`)."""
+    model = _mlp(activation="relu", depth=3, batchnorm=True)
+    for name in ("bn_0", "bn_1", "bn_2"):  # trained statistics, so the mismatch is judged
+        layer = model.get_layer(name)
+        layer.moving_mean.assign(np.full(layer.moving_mean.shape, 3.0, "float32"))
+    kernel = model.get_layer("dense_1").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    report = diagnose(model, X, Y)
+    mismatch = {f.layer for f in report.findings if f.rule in ("bn_mean_shift", "bn_std_ratio")}
+    assert mismatch == {"bn_0"}  # before the NaN: judged as ever
+    assert {"dense_1", "dense_2"} <= {f.layer for f in report.findings if f.rule == "non_finite"}

@@ -3,6 +3,8 @@
 import functools
 import math
 
+import numpy as np
+
 from keras_initkit import validation
 from keras_initkit.checks.base import Check
 from keras_initkit.checks.rules import Rule
@@ -116,6 +118,10 @@ class BatchNormCheck(Check):
     log_metrics = ("bn_mean_shift", "bn_std_ratio")
     layout = {"Batch norm": BN_METRICS}
 
+    def __init__(self, **thresholds):
+        super().__init__(**thresholds)
+        self._diverged = set()  # layers whose input holds NaN or inf
+
     def reducers(self):
         return [BatchNormStatistics()]
 
@@ -123,6 +129,8 @@ class BatchNormCheck(Check):
         return site.is_batchnorm
 
     def report(self, site, values, step):
+        finite = np.all(np.isfinite(values.get("bn_input_mean", 0.0)))
+        (self._diverged.discard if finite else self._diverged.add)(site.name)
         out = super().report(site, values, step)
         if out and site.layer.trainable and step is not None:
             out["bn_init_weight"] = float(site.layer.momentum) ** step
@@ -130,6 +138,14 @@ class BatchNormCheck(Check):
 
     def context(self, site, scalars, step):
         return {"momentum": float(site.layer.momentum), "step": step}
+
+    def judge(self, site, values, step, epoch_end=True):
+        """As `Check.judge`; a layer whose input holds NaN or inf (the network before it
+        diverged: `non_finite` names the layer that did) gets no mismatch finding, a
+        NaN shift describing no statistics."""
+        for found in super().judge(site, values, step, epoch_end):
+            if site.name not in self._diverged or found[1] not in (MEAN_SHIFT, STD_RATIO):
+                yield found
 
     def judged_from(self, rule, site):
         """The mismatch rules wait while `bn_init_weight` = momentum^step is above its
