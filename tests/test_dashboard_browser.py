@@ -541,3 +541,19 @@ def test_a_click_on_a_short_row_label_selects_that_row(driver, tmp_path):
         ActionChains(driver).move_to_element(labels[row]).click().perform()
         title = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve h2").text, "curve")
         assert title.endswith(f"of layer_{row} (depth {row})"), title
+
+
+def test_runs_left_unticked_at_start_are_announced(driver, tmp_path):
+    """The first 6 runs are shown; a seventh was left out without a word."""
+    from selenium.webdriver.common.by import By
+
+    runs = tuple(f"run{i}" for i in range(7))
+    fixtures.write_logs(tmp_path / "logs", runs=runs, layers=3, steps=3)
+    open_report(driver, tmp_path / "logs", panels=6)
+    boxes = driver.find_elements(By.CSS_SELECTOR, ".ik-runs input")
+    assert [box.is_selected() for box in boxes] == [True] * 6 + [False]
+    note = driver.find_element(By.CSS_SELECTOR, "div.ik-note").text
+    assert "1 more run(s) not shown: tick them above." in note, note
+    boxes[-1].click()
+    _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == 7, "7 runs")
+    assert "not shown" not in driver.find_element(By.CSS_SELECTOR, "div.ik-note").text

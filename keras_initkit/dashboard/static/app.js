@@ -541,10 +541,12 @@ export function mount(root, source) {
     legendBox.replaceChildren(
       maps.length ? legend(maps[0], maps.some(hasUnjudged), diverged, zeros) : '');
     const missing = others.filter((r) => !runs.includes(r)).map((r) => r.run);
+    const hidden = state.runs.length - others.length;
     note.textContent = (differ ? 'Rows are aligned by depth (forward order): layer names ' +
       'differ between runs; hover a cell for its own name. ' : 'Rows: layers in forward ' +
       'order; columns: logged steps. ') + 'Click a row for its curve.' +
-      (missing.length ? ` Not logged in ${missing.map(short).join(', ')}.` : '');
+      (missing.length ? ` Not logged in ${missing.map(short).join(', ')}.` : '') +
+      (hidden ? ` ${hidden} more run(s) not shown: tick them above.` : '');
     findingsBox.replaceChildren(...others.map((r, i) => findingsTable(r.run,
       findings[i].findings, findings[i].source || 'recorded')));
     drawCurve();
