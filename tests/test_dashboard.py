@@ -331,6 +331,13 @@ def test_gradient_ratio_is_on_a_log_scale_even_with_exact_zeros():
     assert model.scale("gradient_ratio", values) == {"kind": "log", "domain": [1e-6, 3.2]}
 
 
+def test_a_worst_factor_is_on_a_linear_scale_from_one():
+    """`bn_std_ratio` is never below 1: a scale from 0 spent half its colours on nothing."""
+    values = np.array([[1.2, 3.0], [1.5, np.nan]])
+    assert model.scale("bn_std_ratio", values) == {"kind": "linear", "domain": [1.0, 3.0]}
+    assert model.scale("bn_mean_shift", values)["domain"] == [0.0, 3.0]
+
+
 def test_a_run_without_lower_thresholds_reads_as_before(logs):
     run = next(r for r in events.read_logdir(logs[0]) if r.label == "lsuv/initkit")
     assert run.lower_thresholds == {}

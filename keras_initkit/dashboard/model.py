@@ -16,7 +16,8 @@ from keras_initkit.dashboard.events import parse_number
 from keras_initkit.table import MAX_RUNS, capped_runs, consecutive_runs, spanned
 
 # How each metric is coloured: "fraction" on [0, 1]; "log" on log10 of positive values;
-# "signed" around 0; "linear" from 0 (or the smallest value) to the largest.
+# "signed" around 0; "linear" from 0 (or the smallest value) to the largest; "ratio" the
+# same from 1 (a worst factor, never below 1).
 SCALES = {
     "saturated_fraction": "fraction",
     "dead_fraction": "fraction",
@@ -35,7 +36,7 @@ SCALES = {
     "gradient_ratio": "log",
     "weight_norm": "log",
     "bn_mean_shift": "linear",
-    "bn_std_ratio": "linear",
+    "bn_std_ratio": "ratio",  # exp(max |log r|) >= 1: linear from 1
     "recurrent_spectral_radius": "linear",
 }
 # The order metrics are offered in (others follow alphabetically).
@@ -81,7 +82,7 @@ def scale(metric, values):
     if kind == "signed":
         bound = max(abs(lo), abs(hi)) or 1.0
         return {"kind": "signed", "domain": [-bound, bound]}
-    lo = min(lo, 0.0)
+    lo = min(lo, 1.0 if kind == "ratio" else 0.0)
     return {"kind": "linear", "domain": [lo, hi if hi > lo else lo + 1.0]}
 
 
