@@ -257,7 +257,8 @@ def _run(model, checks, batches, source, layers, targets, loss):
     scalars = measure(assignment, result, gradients)
     named = {s.name for s in sites}
     extra = [s for s in gradient_sites if s.name not in named and s.name in scalars]
-    return assignment, interleave(model, sites, extra), scalars, gradients
+    called = [s.name for s in gradient_sites]  # in the order of first calls
+    return assignment, interleave(model, sites, extra, called), scalars, gradients
 
 
 def diagnose(

@@ -389,3 +389,36 @@ def test_batch_norm_after_a_diverged_layer_gets_no_mismatch_finding():
     mismatch = {f.layer for f in report.findings if f.rule in ("bn_mean_shift", "bn_std_ratio")}
     assert mismatch == {"bn_0"}  # before the NaN: judged as ever
     assert {"dense_1", "dense_2"} <= {f.layer for f in report.findings if f.rule == "non_finite"}
+
+
+@keras.saving.register_keras_serializable("initkit_tests")
+class _PreNorm(keras.layers.Layer):
+    """keras_hub's pre-norm blocks: the Dense is created before the LayerNorm it follows."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(16, activation="relu", name="inner")
+        self.norm = keras.layers.LayerNormalization(name="norm")
+
+    def call(self, x):
+        return self.inner(self.norm(x))
+
+
+@pytest.mark.backend_agnostic
+def test_a_gradient_only_layer_inside_a_custom_block_is_placed_by_the_call_order(tmp_path):
+    """Placed by the order the block created its sublayers in, GPT2's pre-norm
+    LayerNorm came after the attention it runs before (diagnose, the monitor's record)."""
+    from keras_initkit.callbacks import TrainingMonitor
+    from keras_initkit.dashboard import events
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    h = keras.layers.Dense(16, activation="relu", name="a")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(_PreNorm(name="block")(h)))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    report = diagnose(model, X, Y)
+    assert [n.split("/")[-1] for n in report.metrics] == ["a", "norm", "inner", "head"]
+    monitor = TrainingMonitor((X[:32], Y[:32]), gradients=True, log_dir=tmp_path, verbose=0)
+    model.fit(X, Y, batch_size=32, epochs=1, callbacks=[monitor], verbose=0)
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert [n.split("/")[-1] for n in run.layers] == ["a", "norm", "inner", "head"]

@@ -103,7 +103,8 @@ class Measurement:
         named = {s.name for s in sites}
         gradient_sites = self.gradient_probe.sites if self.gradient_probe is not None else []
         extra = [s for s in gradient_sites if s.name not in named]
-        names = [s.name for s in interleave(self.model, sites, extra)]
+        called = [s.name for s in gradient_sites]  # in the order of first calls
+        names = [s.name for s in interleave(self.model, sites, extra, called)]
         if self.validated:
             self._layer_names = names
         return names

@@ -135,15 +135,26 @@ def all_layers(model):
     return found
 
 
-def interleave(model, sites, extra):
+def interleave(model, sites, extra, called=None):
     """`sites` (in the order the forward pass ran them) with each of `extra` (layers
     measured for their gradient only: a LayerNorm, a LayerScale, an embedding) placed
-    after the site that precedes it in the model's layer order (`all_layers`), not
-    after the head."""
+    among them, not after the head: before the first site called after it, where
+    `called` (layer names in the order of first calls, the gradient probe's) lists
+    it, else after the site that precedes it in the model's layer order
+    (`all_layers`). Inside a custom block the layer order is the order its sublayers
+    were created in: keras_hub's pre-norm GPT2 creates its attention before the
+    LayerNorm it calls first."""
     tracked = {id(layer): i for i, layer in enumerate(all_layers(model))}
     where = [tracked.get(id(s.layer), -1) for s in sites]
+    position = {name: i for i, name in enumerate(called or ())}
+    at = [position.get(s.name) for s in sites]
     after = {}
     for site in extra:
+        if site.name in position:
+            rank = position[site.name]
+            following = [k for k, p in enumerate(at) if p is not None and p > rank]
+            after.setdefault(min(following, default=len(sites)) - 1, []).append(site)
+            continue
         rank = tracked.get(id(site.layer), len(tracked))
         before = [k for k, w in enumerate(where) if w < rank]
         after.setdefault(max(before, key=where.__getitem__, default=-1), []).append(site)
