@@ -74,14 +74,6 @@ def with_thresholds(run):
     return dataclasses.replace(run, thresholds=dict(upper), lower_thresholds=dict(lower))
 
 
-def flagger(run):
-    """`flagged(metric, value, layer=None, step=None)` for `run`: above or below one of its
-    thresholds (where the rule judges the layer), or not finite (any metric)."""
-    return model.flagger(
-        run.thresholds, run.lower_thresholds, run.exempt, run.judged_from, run.epoch_ends
-    )
-
-
 def find_runs(log_dir):
     """Directories under `log_dir` holding our event files, as `(label, path)`."""
     try:
@@ -112,7 +104,7 @@ def summarize(run, everything=False):
 
     Only the headline metrics (`METRICS`) unless `everything`.
     """
-    flagged = flagger(run)
+    flagged = model.run_flagger(run)
     out = {}
     for layer in run.layers:
         for metric in model.metric_order(run.metrics):
@@ -145,28 +137,30 @@ def summarize(run, everything=False):
 
 def findings(run):
     """`(grouped findings, source)`: the run's record, else derived from the values."""
-    return model.findings(run, flagger(run))
+    return model.findings(run, model.run_flagger(run))
 
 
 def worst_layers(run):
-    """Per headline metric at the latest update: `(metric, [(layer, value, flagged)])`.
+    """Per headline metric at the latest update: `(metric, [(layer, value, flagged)],
+    spread)`.
 
     Metrics with a threshold (and fractions) list their largest values; the others
-    their smallest and largest.
+    (`spread`) their smallest and largest.
     """
-    flagged = flagger(run)
+    flagged = model.run_flagger(run)
     out = []
     for metric in model.metric_order(run.metrics):
         if metric not in METRICS:
             continue
         latest = [(layer, float(v[-1]), int(s[-1])) for layer, (s, v) in run.series[metric].items()]
-        if flagged(metric, 1e300):  # a metric with a threshold: its largest values
-            top = sorted(latest, key=lambda lvs: (math.isfinite(lvs[1]), -lvs[1]))[:WORST]
-        else:
+        spread = not flagged(metric, 1e300)  # no threshold: the smallest and the largest
+        if spread:
             ranked = sorted(latest, key=lambda lvs: lvs[1])
             top = ranked[:1] + ranked[-1:] if len(ranked) > 1 else ranked
+        else:
+            top = sorted(latest, key=lambda lvs: (math.isfinite(lvs[1]), -lvs[1]))[:WORST]
         marked = [(layer, v, bool(flagged(metric, v, layer, step))) for layer, v, step in top]
-        out.append((metric, marked))
+        out.append((metric, marked, spread))
     return out
 
 
@@ -206,10 +200,10 @@ def render_summary(runs):
         worst = worst_layers(run)
         if worst:
             lines.append("  worst layers at the latest update:")
-            width = max(len(metric) for metric, _ in worst)
-            for metric, top in worst:
+            width = max(len(metric) for metric, _, _ in worst)
+            for metric, top, spread in worst:
                 cells = ", ".join(f"{layer} {_fmt(v, mark)}" for layer, v, mark in top)
-                if not flagger(run)(metric, 1e300) and len(top) == 2:  # no threshold
+                if spread and len(top) == 2:
                     (low, lv, lm), (high, hv, hm) = top
                     cells = f"lowest {low} {_fmt(lv, lm)}, highest {high} {_fmt(hv, hm)}"
                 lines.append(f"    {metric.ljust(width)}  {cells}")

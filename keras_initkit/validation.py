@@ -29,7 +29,7 @@ def positive_int(value, name, *, allow_none=True):
     """`value` if it is a positive int (or None where allowed)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not _is_integer(value) or value < 1:
         _fail(name, "a positive int" + (" or None" if allow_none else ""), value)
     return int(value)
 

@@ -321,7 +321,6 @@ def test_the_layers_record_says_from_which_step_the_mismatch_rules_judge(tmp_pat
     """The dashboard painted ResNet50's `bn_mean_shift` cells warm, and `keras-initkit
     report` marked them `!`, while the monitor's only finding was `bn_init_weight`, which
     supersedes the mismatch rules until the initial statistics weigh ≤ 5%."""
-    from keras_initkit import cli
     from keras_initkit.dashboard import events
     from keras_initkit.dashboard import model as dashboard
 
@@ -348,7 +347,7 @@ def test_the_layers_record_says_from_which_step_the_mismatch_rules_judge(tmp_pat
     # The batch-norm rules judge at the end of an epoch only: here step 5.
     metrics = ["bn_init_weight", "bn_mean_shift", "bn_std_ratio"]
     assert run.epoch_ends == {"metrics": metrics, "steps": [5]}
-    flagged = cli.flagger(run)
+    flagged = dashboard.run_flagger(run)
     assert flagged("bn_init_weight", 0.5, "bn", 5) and not flagged("bn_init_weight", 0.5, "bn", 4)
     assert flagged("bn_mean_shift", 3.0, "frozen", 5) and not flagged("bn_mean_shift", 3.0, "bn", 5)
     assert flagged("bn_mean_shift", 3.0, "bn")  # at no known step: judged

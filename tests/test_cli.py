@@ -14,6 +14,7 @@ import pytest
 import keras_initkit
 import keras_initkit.callbacks
 from keras_initkit import cli
+from keras_initkit.dashboard import model as dashboard
 
 TF_ONLY = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="writes event files with tf.summary"
@@ -250,7 +251,7 @@ def test_monitor_records_lower_thresholds_and_the_layers_a_rule_exempts(tmp_path
     assert run.thresholds["gradient_ratio"] == 1e3
     # Site names: the inner layers' own, prefixed only where a name repeats.
     assert run.exempt == {"below": {"gradient_ratio": ["query", "key"]}}
-    flagged = cli.flagger(run)
+    flagged = dashboard.run_flagger(run)
     assert not flagged("gradient_ratio", 1e-9, "key")
     assert flagged("gradient_ratio", 1e-9, "value")
 

@@ -276,6 +276,13 @@ def flagger(thresholds, lower=None, exempt=None, judged_from=None, epoch_ends=No
     return flagged
 
 
+def run_flagger(run):
+    """`flagger` with everything `run` recorded of where its thresholds apply."""
+    return flagger(
+        run.thresholds, run.lower_thresholds, run.exempt, run.judged_from, run.epoch_ends
+    )
+
+
 def derived_findings(run, flagged):
     """Findings from the logged values: per flagged metric and layer, the first step
     and the worst value (for runs without a findings record). The rule is the metric's
@@ -314,9 +321,7 @@ def findings(run, flagged=None):
     if run.findings or run.has_findings:
         return group_findings(run), "recorded"
     if flagged is None and run.has_thresholds:
-        flagged = flagger(
-            run.thresholds, run.lower_thresholds, run.exempt, run.judged_from, run.epoch_ends
-        )
+        flagged = run_flagger(run)
     if flagged is None:
         return [], "none"
     derived = dataclasses.replace(run, findings=derived_findings(run, flagged))
