@@ -211,10 +211,15 @@ function legend(data, withUnjudged, withNonFinite, withZeros) {
   return el('div', {class: 'ik-legend'}, el('b', {text: data.metric}), ...parts);
 }
 
-/** `{above: Set, below: Set}` of the rows a threshold's rule does not judge. */
+/**
+ * `{above: Set, below: Set, ends: Set or null}`: the rows a threshold's rule does not
+ * judge, and the steps it judges at where those are the ends of epochs.
+ */
 function exemptRows(data) {
   const exempt = data.exempt || {};
-  return {above: new Set(exempt.above || []), below: new Set(exempt.below || [])};
+  return {above: new Set(exempt.above || []), below: new Set(exempt.below || []),
+    // The steps an epoch-end rule judges at (null: every step), looked up per cell.
+    ends: data.epoch_end_steps ? new Set(data.epoch_end_steps) : null};
 }
 
 /** Whether the heatmap `data` has rows or steps a threshold's rule does not judge. */
@@ -238,7 +243,7 @@ export function unjudged(data, exempt, r, c) {
   if (!above && !below) return '';
   const from = (data.judged_from || [])[r] || 0;
   if (data.steps[c] < from) return `the rule judges this layer from step ${from} on`;
-  if (data.epoch_end_steps && !data.epoch_end_steps.includes(data.steps[c])) {
+  if (exempt.ends && !exempt.ends.has(data.steps[c])) {
     return 'the rule judges it at the end of an epoch only';
   }
   if ((above && exempt.above.has(r)) || (below && exempt.below.has(r))) {
