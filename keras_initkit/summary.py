@@ -185,7 +185,13 @@ def _finite(value):
 
 
 def meta_summary(
-    layers, thresholds=None, lower_thresholds=None, exempt=None, judged_from=None, epoch_ends=None
+    layers,
+    thresholds=None,
+    lower_thresholds=None,
+    exempt=None,
+    judged_from=None,
+    epoch_ends=None,
+    exempt_until=None,
 ):
     """The `initkit/layers` record: layer names in forward order and metric thresholds."""
     if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
@@ -199,6 +205,8 @@ def meta_summary(
             payload[key] = value
     if exempt := validation.exempt_layers(exempt, "exempt"):
         payload["exempt"] = exempt
+    if exempt_until := validation.exempt_until(exempt_until, "exempt_until"):
+        payload["exempt_until"] = exempt_until
     if judged_from := validation.judged_from(judged_from, "judged_from"):
         payload["judged_from"] = judged_from
     if epoch_ends := validation.epoch_ends(epoch_ends, "epoch_ends"):
@@ -272,6 +280,7 @@ class SummaryWriter:
         exempt=None,
         judged_from=None,
         epoch_ends=None,
+        exempt_until=None,
     ):
         """Record the layers' forward order (and thresholds) for the `initkit` dashboard.
 
@@ -293,6 +302,10 @@ class SummaryWriter:
                 whose values of `metric` the rule behind that threshold does not judge
                 (`gradient_ratio` below 1e-3 in attention's query and key projections,
                 expected while the attention is near uniform).
+            exempt_until: optional `{"above" or "below": {metric: {layer name:
+                step}}}`: layers that left such an exemption at `step` (a residual
+                branch whose scale grew past 0.1): their values on that side of the
+                threshold logged before `step` are not judged, later ones are.
             judged_from: optional `{metric: {layer name: step}}`: values of `metric`
                 logged before `step` in that layer are not judged (a batch-norm
                 layer's `bn_mean_shift` while its initial moving statistics still
@@ -301,7 +314,9 @@ class SummaryWriter:
                 of these metrics are judged only at these steps, the ends of epochs
                 (the batch-norm rules); other values of theirs are not findings.
         """
-        meta = meta_summary(layers, thresholds, lower_thresholds, exempt, judged_from, epoch_ends)
+        meta = meta_summary(
+            layers, thresholds, lower_thresholds, exempt, judged_from, epoch_ends, exempt_until
+        )
         self._write(step, meta)
 
     def write_findings(self, step, findings, source=None):

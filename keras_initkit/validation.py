@@ -72,23 +72,48 @@ def exempt_layers(value, name):
     return {side: {m: list(n) for m, n in metrics.items()} for side, metrics in value.items()}
 
 
+def _steps_per_layer(value):
+    """Whether `value` is `{metric: {layer name: step (int >= 0)}}`."""
+    return isinstance(value, dict) and all(
+        isinstance(metric, str)
+        and isinstance(layers, dict)
+        and all(
+            isinstance(n, str) and _is_integer(step) and step >= 0 for n, step in layers.items()
+        )
+        for metric, layers in value.items()
+    )
+
+
+def _int_steps(value):
+    return {
+        m: {n: int(step) for n, step in layers.items()} for m, layers in value.items() if layers
+    }
+
+
 def judged_from(value, name):
     """`{metric: {layer name: step}}` (steps: integers >= 0) from such a dict; `{}` for None."""
     if value is None:
         return {}
-
-    def steps(layers):
-        return isinstance(layers, dict) and all(
-            isinstance(n, str) and _is_integer(step) and step >= 0 for n, step in layers.items()
-        )
-
-    if not isinstance(value, dict) or not all(
-        isinstance(metric, str) and steps(layers) for metric, layers in value.items()
-    ):
+    if not _steps_per_layer(value):
         _fail(name, "a dict `{metric name: {layer name: step (int >= 0)}}` or None", value)
-    return {
-        m: {n: int(step) for n, step in layers.items()} for m, layers in value.items() if layers
-    }
+    return _int_steps(value)
+
+
+def exempt_until(value, name):
+    """`{"above"|"below": {metric: {layer name: step}}}` (steps: integers >= 0) from
+    such a dict; `{}` for None."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        side in ("above", "below") and _steps_per_layer(metrics) for side, metrics in value.items()
+    ):
+        _fail(
+            name,
+            '`{"above" or "below": {metric name: {layer name: step (int >= 0)}}}` or None',
+            value,
+        )
+    sides = {side: _int_steps(metrics) for side, metrics in value.items()}
+    return {side: metrics for side, metrics in sides.items() if metrics}
 
 
 def epoch_ends(value, name):

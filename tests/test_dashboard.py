@@ -368,6 +368,13 @@ def test_a_run_without_lower_thresholds_reads_as_before(logs):
         ("judged_from", {"bn_mean_shift": ["a"]}),
         ("judged_from", {"bn_mean_shift": {1: 3}}),
         ("judged_from", ["bn_mean_shift"]),
+        ("exempt_until", {"sideways": {"gradient_ratio": {"a": 3}}}),
+        ("exempt_until", {"below": {"gradient_ratio": ["a"]}}),
+        ("exempt_until", {"below": {"gradient_ratio": {"a": -1}}}),
+        ("exempt_until", {"below": {"gradient_ratio": {"a": 2.5}}}),
+        ("exempt_until", {"below": {"gradient_ratio": 3}}),
+        ("exempt_until", {"gradient_ratio": {"a": 3}}),
+        ("exempt_until", ["below"]),
         ("epoch_ends", {"metrics": ["bn_mean_shift"]}),
         ("epoch_ends", {"metrics": "bn_mean_shift", "steps": [1]}),
         ("epoch_ends", {"metrics": ["bn_mean_shift"], "steps": [-1]}),
@@ -378,8 +385,8 @@ def test_a_run_without_lower_thresholds_reads_as_before(logs):
     ],
 )
 def test_write_meta_rejects_bad_layer_records(tmp_path, argument, bad):
-    """The thresholds and where they apply (`exempt`, `judged_from`, `epoch_ends`):
-    validated, and nothing is written."""
+    """The thresholds and where they apply (`exempt`, `exempt_until`, `judged_from`,
+    `epoch_ends`): validated, and nothing is written."""
     writer = summary.EventFileSummaryWriter(tmp_path)
     with pytest.raises(ValueError, match=f"Argument `{argument}` must be"):
         writer.write_meta(0, layers=["a"], **{argument: bad})
@@ -434,6 +441,37 @@ def test_values_before_the_step_a_rule_judges_from_are_not_findings(tmp_path):
     assert _get(
         Client(fixtures.tensorboard_app(tmp_path)[0]), "heatmap?run=initkit&metric=bn_mean_shift"
     ).json["judged_from"] == [10, 0]
+
+
+def test_a_layer_that_left_an_exemption_is_judged_on_that_side_from_then_on(tmp_path):
+    """A residual branch left the vanishing rule's exemption at step 10: its small
+    ratios before step 10 are not findings, later ones are; its exploding side was
+    never exempt, so a ratio above the upper threshold at step 5 is one."""
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    writer.write_meta(
+        0,
+        layers=["branch", "other"],
+        thresholds={"gradient_ratio": 1e3},
+        lower_thresholds={"gradient_ratio": 1e-3},
+        exempt_until={"below": {"gradient_ratio": {"branch": 10}}},
+    )
+    for step, value in ((0, 1e-5), (5, 2e3), (10, 1e-4), (15, 0.5)):
+        writer.write(step, scalars={"gradient_ratio/branch": value, "gradient_ratio/other": 0.5})
+    writer.close()
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert run.exempt_until == {"below": {"gradient_ratio": {"branch": 10}}}
+    flagged = model.run_flagger(run)
+    assert not flagged("gradient_ratio", 1e-5, "branch", 0)
+    assert flagged("gradient_ratio", 2e3, "branch", 5)  # the upper side: judged
+    assert flagged("gradient_ratio", 1e-4, "branch", 10)
+    assert flagged("gradient_ratio", 1e-5, "other", 0)
+    found = [(f["layer"], f["step"]) for f in model.derived_findings(run, flagged)]
+    assert found == [("branch", 5)]  # not from step 0
+    data = _get(
+        Client(fixtures.tensorboard_app(tmp_path)[0]), "heatmap?run=initkit&metric=gradient_ratio"
+    ).json
+    assert data["exempt_until"] == {"below": [10, 0]}
+    assert model.heatmap(run, "dead_fraction")["exempt_until"] == {}
 
 
 # -- HTML report ----------------------------------------------------------------------

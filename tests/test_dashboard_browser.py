@@ -256,6 +256,63 @@ def test_html_report_draws_offline(driver, logs, tmp_path):
 UNJUDGED = [206, 190, 232]  # app.js: a value beyond a threshold its rule does not judge
 
 
+def first_row_colours(driver):
+    """The RGB of each cell of the heatmap's first row."""
+    return driver.execute_script(
+        """const c = document.querySelector('canvas.ik-heatmap');
+        const cols = +c.dataset.cols, w = c.width / cols;
+        return [...Array(cols).keys()].map((k) => Array.from(
+          c.getContext('2d').getImageData(Math.floor((k + 0.5) * w), 0, 1, 1).data.slice(0, 3)));"""
+    )
+
+
+def hover_first_cell(driver):
+    """The tooltip's text over the heatmap's first cell."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = driver.find_element(By.CSS_SELECTOR, "canvas.ik-heatmap")
+    ActionChains(driver).move_to_element_with_offset(
+        canvas, -canvas.size["width"] // 2 + 2, -canvas.size["height"] // 2 + 2
+    ).perform()
+    return _wait(
+        lambda: (t := driver.find_element(By.CSS_SELECTOR, ".ik-tip").text) and t, "the tooltip"
+    )
+
+
+def test_a_branch_that_left_an_exemption_is_violet_before_on_that_side_only(driver, tmp_path):
+    """A residual branch left the vanishing rule's exemption at step 20: its vanished
+    ratios before then are violet, the same after are warm, and an exploding ratio
+    before then is warm (that side was never exempt)."""
+    from selenium.webdriver.common.by import By
+
+    from keras_initkit import summary
+
+    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
+    writer.write_meta(
+        0,
+        layers=["branch"],
+        thresholds={"gradient_ratio": 1e3},
+        lower_thresholds={"gradient_ratio": 1e-3},
+        exempt_until={"below": {"gradient_ratio": {"branch": 20}}},
+    )
+    for step, value in ((0, 1e-6), (10, 1e5), (20, 1e-6), (30, 0.5)):
+        writer.write(step, scalars={"gradient_ratio/branch": value})
+    writer.close()
+    open_report(driver, tmp_path / "logs", "gradient_ratio")
+    _wait(
+        lambda: "violet" in driver.find_element(By.CSS_SELECTOR, ".ik-legend").text,
+        "the gradient_ratio legend",
+    )
+    (r0, g0, b0), (r1, g1, b1), (r2, g2, b2), (r3, g3, b3) = first_row_colours(driver)
+    assert [r0, g0, b0] == UNJUDGED  # step 0: exempt then
+    assert r1 > b1 and [r1, g1, b1] != UNJUDGED  # step 10: exploding, judged
+    assert r2 > b2 and [r2, g2, b2] != UNJUDGED  # step 20: vanished, judged
+    assert b3 > r3  # step 30: healthy
+    tip = hover_first_cell(driver)
+    assert "step 0" in tip and "did not judge" in tip and "before step 20" in tip, tip
+
+
 def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, tmp_path):
     """Batch norm's mismatch rules wait while the initial moving statistics still weigh
     (the monitor finds `bn_init_weight` instead): the heatmap painted those cells warm."""
@@ -279,25 +336,12 @@ def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, 
         lambda: "violet" in driver.find_element(By.CSS_SELECTOR, ".ik-legend").text,
         "the bn_mean_shift legend",
     )
-    rgb = driver.execute_script(
-        """const c = document.querySelector('canvas.ik-heatmap');
-        const cols = +c.dataset.cols, w = c.width / cols;
-        return [...Array(cols).keys()].map((k) => Array.from(
-          c.getContext('2d').getImageData(Math.floor((k + 0.5) * w), 0, 1, 1).data.slice(0, 3)));"""
-    )
+    rgb = first_row_colours(driver)
     assert rgb[:2] == [UNJUDGED, UNJUDGED], rgb  # steps 0 and 10: not judged yet
     (r, g, b) = rgb[2]
     assert r > b and [r, g, b] != UNJUDGED, rgb  # step 20, an epoch's end: warm
     assert rgb[3] == UNJUDGED, rgb  # step 30, inside the next epoch: not judged (yet)
-    canvas = driver.find_element(By.CSS_SELECTOR, "canvas.ik-heatmap")
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    ActionChains(driver).move_to_element_with_offset(
-        canvas, -canvas.size["width"] // 2 + 2, 0
-    ).perform()
-    tip = _wait(
-        lambda: (t := driver.find_element(By.CSS_SELECTOR, ".ik-tip").text) and t, "the tooltip"
-    )
+    tip = hover_first_cell(driver)
     assert "step 0" in tip and "the rule judges this layer from step 20 on" in tip, tip
     driver.save_screenshot(str(tmp_path / "judged_from.png"))
 

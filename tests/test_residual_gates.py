@@ -226,7 +226,8 @@ def test_a_branch_whose_scale_grew_is_judged_on_the_dashboard_from_then_on(tmp_p
     run = events.read_run(str(tmp_path / "initkit"))
     assert set(run.exempt["below"]["gradient_ratio"]) == {"b1_in", "b1_out"}
     assert run.exempt["above"]["update_ratio"] == ["b1_scale"]
-    assert run.judged_from == {
-        "gradient_ratio": {"b0_in": 4, "b0_out": 4},  # 4 steps in the first fit
-        "update_ratio": {"b0_scale": 4},
+    assert run.judged_from == {}
+    assert run.exempt_until == {  # 4 steps in the first fit; each on its side only
+        "below": {"gradient_ratio": {"b0_in": 4, "b0_out": 4}},
+        "above": {"update_ratio": {"b0_scale": 4}},
     }

@@ -185,7 +185,7 @@ class Monitor(keras.callbacks.Callback):
         self._records_written = None  # none yet: the first update records even no findings
         self._meta_written = None  # what the last layers record said, per fit
         self._exempt = {}  # what the rules exempted at the last update, across fits
-        self._left = {}  # {metric: {layer: step}}: left an exemption at that step
+        self._left = {}  # {side: {metric: {layer: step}}}: left an exemption at that step
         self._epoch_ends = []  # the global steps the epoch-end rules judged at
         self.latest = {}
         self.findings = []
@@ -278,8 +278,8 @@ class Monitor(keras.callbacks.Callback):
         for the dashboard: at the first update of a fit, and again when what the rules
         exempt changed, and at each epoch end (the steps the epoch-end rules judge at).
         A layer that left an exemption (a residual branch whose LayerScale grew past
-        0.1) is judged from the step it left on, so the values logged while it was
-        exempt stay unjudged."""
+        0.1) is judged from the step it left on, on that side of the threshold only:
+        the values logged while it was exempt stay unjudged (`exempt_until`)."""
         assignment = self._measurement.assignment
         exempt, since = exempt_layers(assignment), judged_from(assignment)
         for side, by_metric in self._exempt.items():
@@ -287,20 +287,28 @@ class Monitor(keras.callbacks.Callback):
                 now = exempt.get(side, {}).get(metric, ())
                 for name in names:
                     if name not in now:
-                        self._left.setdefault(metric, {}).setdefault(name, self._step)
+                        left = self._left.setdefault(side, {}).setdefault(metric, {})
+                        left.setdefault(name, self._step)
         self._exempt = exempt
-        for metric, left in self._left.items():
-            for name, step in left.items():
-                per_layer = since.setdefault(metric, {})
-                per_layer[name] = max(step, per_layer.get(name, 0))
+        until = {  # a copy: compared with the next update's
+            side: {metric: dict(left) for metric, left in by_metric.items()}
+            for side, by_metric in self._left.items()
+        }
         ends = {"metrics": epoch_end_metrics(self._parts), "steps": list(self._epoch_ends)}
-        if (exempt, since, ends) == self._meta_written:
+        if (exempt, until, since, ends) == self._meta_written:
             return
-        self._meta_written = (exempt, since, ends)
+        self._meta_written = (exempt, until, since, ends)
         upper, lower = metric_limits(self._parts)
         names = self._measurement.layer_names
         self._sink.write_meta(
-            self._step, names, upper, lower, exempt=exempt, judged_from=since, epoch_ends=ends
+            self._step,
+            names,
+            upper,
+            lower,
+            exempt=exempt,
+            exempt_until=until,
+            judged_from=since,
+            epoch_ends=ends,
         )
 
     def _write_records(self):

@@ -44,7 +44,7 @@ class Sink:
 
     def write_meta(self, step, layers, thresholds, lower, **where):
         """The `initkit/layers` record: layers in forward order, metric thresholds and
-        where they apply (`exempt`, `judged_from`, `epoch_ends`: see
+        where they apply (`exempt`, `exempt_until`, `judged_from`, `epoch_ends`: see
         `keras_initkit.summary.SummaryWriter.write_meta`)."""
         if self.writer is not None:
             self._run(lambda w: w.write_meta(step, layers, thresholds, lower, **where))

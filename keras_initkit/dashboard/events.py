@@ -61,6 +61,9 @@ class Run:
         lower_thresholds: the same for lower-is-worse rules: values below it.
         exempt: `{"above"|"below": {metric: [layer]}}`: layers whose values of `metric`
             the rule behind that threshold does not judge.
+        exempt_until: `{"above"|"below": {metric: {layer: step}}}`: layers that left
+            such an exemption at `step`: their values of `metric` on that side of the
+            threshold logged before `step` are not judged.
         judged_from: `{metric: {layer: step}}`: values of `metric` logged in `layer`
             before `step` are not judged (the batch-norm mismatch rules wait while the
             initial moving statistics weigh more than `bn_init_weight`'s threshold).
@@ -81,6 +84,7 @@ class Run:
     has_findings: bool = False
     lower_thresholds: dict = dataclasses.field(default_factory=dict)
     exempt: dict = dataclasses.field(default_factory=dict)
+    exempt_until: dict = dataclasses.field(default_factory=dict)
     judged_from: dict = dataclasses.field(default_factory=dict)
     epoch_ends: dict = dataclasses.field(default_factory=dict)
 
@@ -263,9 +267,18 @@ def _series(points, layers):
     return series
 
 
+def _steps(per_metric):
+    """`{metric: {layer: step}}` of a record's JSON."""
+    return {
+        str(m): {str(n): parse_number(step) for n, step in layers.items()}
+        for m, layers in (per_metric or {}).items()
+    }
+
+
 def meta_thresholds(payload):
-    """`{"thresholds", "lower_thresholds", "exempt", "judged_from", "epoch_ends"}` of an
-    `initkit/layers` record's JSON `payload` (None: no record), for `Run(**...)`."""
+    """`{"thresholds", "lower_thresholds", "exempt", "exempt_until", "judged_from",
+    "epoch_ends"}` of an `initkit/layers` record's JSON `payload` (None: no record), for
+    `Run(**...)`."""
     payload = payload or {}
     out = {
         key: {k: parse_number(v) for k, v in (payload.get(key) or {}).items()}
@@ -277,9 +290,10 @@ def meta_thresholds(payload):
         for side in ("above", "below")
         if exempt.get(side)
     }
-    out["judged_from"] = {
-        str(m): {str(n): parse_number(step) for n, step in layers.items()}
-        for m, layers in (payload.get("judged_from") or {}).items()
+    out["judged_from"] = _steps(payload.get("judged_from"))
+    until = payload.get("exempt_until") or {}
+    out["exempt_until"] = {
+        side: _steps(until[side]) for side in ("above", "below") if until.get(side)
     }
     ends = payload.get("epoch_ends") or {}
     out["epoch_ends"] = (

@@ -127,12 +127,19 @@ def heatmap(run, metric):
         "values": values,  # encoded by `dumps`: null where absent
         "threshold": run.thresholds.get(metric),
         "lower": run.lower_thresholds.get(metric),
-        # Rows the rule behind a threshold does not judge: coloured as within it.
+        # Rows the rule behind a threshold does not judge: coloured as unjudged.
         "exempt": {
             side: _rows(layers, by_metric.get(metric, ())) for side, by_metric in run.exempt.items()
         },
+        # Per side and row, the step the row left the rule's exemption at (0: never
+        # exempt): earlier cells on that side are coloured as unjudged.
+        "exempt_until": {
+            side: [by_metric.get(metric, {}).get(name, 0) for name in layers]
+            for side, by_metric in run.exempt_until.items()
+            if metric in by_metric
+        },
         # Per row, the first step the rule judges (0: every step): earlier cells are
-        # coloured as within the threshold.
+        # coloured as unjudged.
         "judged_from": [run.judged_from.get(metric, {}).get(name, 0) for name in layers],
         # The steps the rule judges at, where it judges at the ends of epochs only.
         "epoch_end_steps": (
@@ -247,17 +254,26 @@ def _measured(run, found, layer_names):
     return spanned(run.layers, logged, layer_names) if logged else run.layers
 
 
-def flagger(thresholds, lower=None, exempt=None, judged_from=None, epoch_ends=None):
+def flagger(
+    thresholds, lower=None, exempt=None, judged_from=None, epoch_ends=None, exempt_until=None
+):
     """`flagged(metric, value, layer=None, step=None)`: above the metric's threshold
     (`thresholds`), below its lower threshold (`lower`), or not finite. A threshold does
     not apply to the layers `exempt` lists for it (`{"above"|"below": {metric:
-    [layer]}}`), nor to a layer's values logged before the step `judged_from` gives
-    (`{metric: {layer: step}}`), nor, for the `epoch_ends` metrics, to values logged at
-    other steps than its ends of epochs (`{"metrics": [...], "steps": [...]}`)."""
+    [layer]}}`), nor to a layer's values logged before the step `exempt_until` gives for
+    it (`{"above"|"below": {metric: {layer: step}}}`: it left the exemption then), nor
+    to a layer's values logged before the step `judged_from` gives (`{metric: {layer:
+    step}}`), nor, for the `epoch_ends` metrics, to values logged at other steps than
+    its ends of epochs (`{"metrics": [...], "steps": [...]}`)."""
     lower, exempt, judged_from = lower or {}, exempt or {}, judged_from or {}
     at_ends = set((epoch_ends or {}).get("metrics", ()))
     ends = set((epoch_ends or {}).get("steps", ()))
-    above, below = exempt.get("above", {}), exempt.get("below", {})
+    until = exempt_until or {}
+
+    def judged(side, metric, layer, step):
+        if layer in exempt.get(side, {}).get(metric, ()):
+            return False
+        return step is None or step >= until.get(side, {}).get(metric, {}).get(layer, 0)
 
     def flagged(metric, value, layer=None, step=None):
         if not math.isfinite(value):
@@ -268,9 +284,9 @@ def flagger(thresholds, lower=None, exempt=None, judged_from=None, epoch_ends=No
             return False
         high, low = thresholds.get(metric), lower.get(metric)
         if high is not None and value > high:
-            return layer not in above.get(metric, ())
+            return judged("above", metric, layer, step)
         if low is not None and value < low:
-            return layer not in below.get(metric, ())
+            return judged("below", metric, layer, step)
         return False
 
     return flagged
@@ -279,7 +295,12 @@ def flagger(thresholds, lower=None, exempt=None, judged_from=None, epoch_ends=No
 def run_flagger(run):
     """`flagger` with everything `run` recorded of where its thresholds apply."""
     return flagger(
-        run.thresholds, run.lower_thresholds, run.exempt, run.judged_from, run.epoch_ends
+        run.thresholds,
+        run.lower_thresholds,
+        run.exempt,
+        run.judged_from,
+        run.epoch_ends,
+        run.exempt_until,
     )
 
 

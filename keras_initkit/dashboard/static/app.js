@@ -225,8 +225,10 @@ function exemptRows(data) {
 /** Whether the heatmap `data` has rows or steps a threshold's rule does not judge. */
 function hasUnjudged(data) {
   const exempt = data.exempt || {};
+  const until = data.exempt_until || {};
   return Boolean((exempt.above || []).length || (exempt.below || []).length ||
     (data.judged_from || []).some((step) => step > 0) ||
+    [...(until.above || []), ...(until.below || [])].some((step) => step > 0) ||
     (data.epoch_end_steps && data.steps.some((s) => !data.epoch_end_steps.includes(s))));
 }
 
@@ -246,10 +248,15 @@ export function unjudged(data, exempt, r, c) {
   if (exempt.ends && !exempt.ends.has(data.steps[c])) {
     return 'the rule judges it at the end of an epoch only';
   }
-  if ((above && exempt.above.has(r)) || (below && exempt.below.has(r))) {
-    return 'the rule does not judge this layer\'s logged value as it is (it exempts ' +
-      'attention\'s query and key projections, and divides the ratio of a residual branch ' +
-      'closed by a small scale by that scale)';
+  const side = above ? 'above' : 'below';
+  const why = '(it exempts attention\'s query and key projections, and divides the ratio ' +
+    'of a residual branch closed by a small scale by that scale)';
+  if (exempt[side].has(r)) {
+    return `the rule does not judge this layer's logged value as it is ${why}`;
+  }
+  const until = ((data.exempt_until || {})[side] || [])[r] || 0;
+  if (data.steps[c] < until) {
+    return `the rule did not judge this layer's logged value as it is before step ${until} ${why}`;
   }
   return '';
 }
