@@ -313,6 +313,44 @@ def test_a_branch_that_left_an_exemption_is_violet_before_on_that_side_only(driv
     assert "step 0" in tip and "did not judge" in tip and "before step 20" in tip, tip
 
 
+def test_thresholds_beyond_the_values_are_not_marked_at_the_bar_ends(driver, tmp_path):
+    """Healthy gradient ratios (0.1 to 10) lie between both thresholds (1e-3, 1e3):
+    marks clamped to the colour bar's ends read as thresholds at 0.1 and 10. The
+    legend says where they lie instead, and the bar has no mark."""
+    from selenium.webdriver.common.by import By
+
+    from keras_initkit import summary
+
+    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
+    writer.write_meta(
+        0,
+        layers=["a", "b"],
+        thresholds={"gradient_ratio": 1e3},
+        lower_thresholds={"gradient_ratio": 1e-3},
+    )
+    for step in (0, 10):
+        writer.write(step, scalars={"gradient_ratio/a": 0.1, "gradient_ratio/b": 10.0})
+    writer.close()
+    open_report(driver, tmp_path / "logs", "gradient_ratio")
+    legend = _wait(
+        lambda: (
+            "not on the bar" in (text := driver.find_element(By.CSS_SELECTOR, ".ik-legend").text)
+            and text
+        ),
+        "the gradient_ratio legend",
+    )
+    assert "0.001 lies below every value shown; 1000 lies above every value shown" in legend
+    black = driver.execute_script(
+        """const c = document.querySelector('canvas.ik-legend-bar');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, 1).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (!d[i] && !d[i + 1] && !d[i + 2]) n++;
+        return n;"""
+    )
+    assert black == 0
+    driver.save_screenshot(str(tmp_path / "off_scale.png"))
+
+
 def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, tmp_path):
     """Batch norm's mismatch rules wait while the initial moving statistics still weigh
     (the monitor finds `bn_init_weight` instead): the heatmap painted those cells warm."""

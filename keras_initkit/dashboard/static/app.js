@@ -197,11 +197,17 @@ function legend(data, withUnjudged, withNonFinite, withZeros) {
   const parts = [el('span', {text: fmt(lo), style: 'white-space:nowrap'}), canvas,
     el('span', {text: fmt(hi), style: 'white-space:nowrap'})];
   ctx.fillStyle = '#000';
+  const offScale = [];  // a mark at the bar's end would read as a threshold there
   for (const limit of [data.lower, data.threshold].filter(given)) {
+    if (limit < lo || limit > hi) {
+      offScale.push(`${fmt(limit)} lies ${limit > hi ? 'above' : 'below'} every value shown`);
+      continue;
+    }
     const x = Math.round(position(data.scale, limit) * (width - 1));
     ctx.fillRect(Math.max(0, x - 1), 0, 2, 12);
   }
-  const words = thresholdText(data.threshold, data.lower);
+  const words = thresholdText(data.threshold, data.lower) +
+    (offScale.length ? ` (${offScale.join('; ')}: not on the bar)` : '');
   if (words) parts.push(el('span', {class: 'ik-threshold', text: words}));
   parts.push(el('span', {class: 'ik-note',
     text: `${data.scale.kind === 'log' ? 'log scale' : 'linear scale'}; grey: not logged` +
