@@ -22,6 +22,7 @@ from keras_initkit.callbacks import (
     SaturationMonitor,
     TrainingMonitor,
 )
+from keras_initkit.dashboard import events
 from keras_initkit.health import DEFAULT_THRESHOLDS
 from keras_initkit.probe.gradients import layer_gradients
 
@@ -170,6 +171,51 @@ def test_batchnorm_momentum_flagged_after_5_steps_not_after_many():
     # Steps continue across fits: 5 + 300 updates; 0.99^305 < 0.05.
     assert monitor.latest["bn"]["bn_init_weight"] == pytest.approx(0.99**305)
     assert "bn_init_weight" not in {f.rule for f in monitor.findings}
+
+
+@pytest.mark.parametrize("how", ["fine-tuned", "recalibrated"])
+def test_batchnorm_statistics_set_before_training_have_no_initial_weight(how, tmp_path):
+    """A pretrained model fine-tuned with a new optimizer (its iterations start at 0),
+    or one recalibrated before training: the moving statistics are not their initial
+    values, so none weigh in them. The monitor said "after 5 updates at momentum 0.99,
+    the initial value still weighs 95%" and advised recalibrating; the mismatch rules
+    judge them from the start instead."""
+    keras.utils.set_random_seed(1)
+    model = _mixed_model(momentum=0.99)
+    x, y = _normal(40, 8, seed=1), _normal(40, 1, seed=2)
+    if how == "fine-tuned":
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(x, y, batch_size=1, epochs=8, verbose=0)  # 320 steps: trained statistics
+    else:
+        keras_initkit.recalibrate_batchnorm(model, x, verbose=0)
+    model.compile(optimizer="sgd", loss="mse")  # a new optimizer: iterations 0
+    monitor = BatchNormMonitor(x, verbose=0, log_dir=tmp_path)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert "bn_init_weight" not in monitor.latest["bn"]
+    assert monitor.findings == []
+    assert events.read_run(str(tmp_path / "initkit")).judged_from == {}  # from the start
+    # Statistics moved far off the data's after training began are judged at once.
+    model.get_layer("bn").moving_mean.assign(np.full(16, 50.0, "float32"))
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert {f.rule for f in monitor.findings} == {"bn_mean_shift"}
+
+
+def test_batchnorm_initial_weight_counts_from_the_step_the_statistics_were_initial(tmp_path):
+    """A fresh batch-norm layer in a model whose optimizer already took 100 steps: its
+    initial values weigh momentum^n for the n steps since, not momentum^(100 + n)."""
+    keras.utils.set_random_seed(1)
+    model = _mixed_model(momentum=0.99)
+    model.compile(optimizer="sgd", loss="mse")
+    model.optimizer.iterations.assign(100)
+    monitor = BatchNormMonitor(_normal(64, 8), verbose=0, log_dir=tmp_path)
+    x, y = _normal(40, 8, seed=1), _normal(40, 1, seed=2)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert monitor.latest["bn"]["bn_init_weight"] == pytest.approx(0.99**5)
+    assert [f.rule for f in monitor.findings] == ["bn_init_weight"]
+    assert "after 5 updates" in monitor.findings[0].message
+    wait = {"bn": 100 + 299}  # 0.99^299 <= 0.05 < 0.99^298
+    run = events.read_run(str(tmp_path / "initkit"))
+    assert run.judged_from == {"bn_mean_shift": wait, "bn_std_ratio": wait}
 
 
 def test_batchnorm_mismatch_matches_definition_and_frozen_layer_is_flagged():

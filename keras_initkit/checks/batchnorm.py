@@ -44,12 +44,14 @@ INIT_WEIGHT = Rule(
     metric="bn_init_weight",
     definition=(
         "`bn_init_weight` = momentum^n, the weight the initial values (mean 0, variance 1) "
-        "still have in the moving statistics after n training steps (the global step), is "
-        "above the threshold at the end of an epoch; the mismatch rules then wait, the "
-        "mismatch being the initial value's"
+        "still have in the moving statistics n training steps after the monitor last saw "
+        "them there (after the global step 0 for a layer first seen trained later; none for "
+        "statistics set before training: pretrained, loaded or recalibrated), is above the "
+        "threshold at the end of an epoch; the mismatch rules then wait, the mismatch being "
+        "the initial value's"
     ),
     observation=(
-        "after {step} updates at momentum {momentum:g}, the initial value still weighs "
+        "after {updates} updates at momentum {momentum:g}, the initial value still weighs "
         "{value:.0%} in the moving statistics that validation and inference use "
         "(bn_mean_shift {bn_mean_shift:.2f}, bn_std_ratio {bn_std_ratio:.2f})"
     ),
@@ -121,6 +123,9 @@ class BatchNormCheck(Check):
     def __init__(self, **thresholds):
         super().__init__(**thresholds)
         self._diverged = set()  # layers whose input holds NaN or inf
+        # {layer: the last global step its moving statistics were seen at their initial
+        # values, or None: set otherwise before training (pretrained, recalibrated)}
+        self._origin = {}
 
     def reducers(self):
         return [BatchNormStatistics()]
@@ -133,11 +138,26 @@ class BatchNormCheck(Check):
         (self._diverged.discard if finite else self._diverged.add)(site.name)
         out = super().report(site, values, step)
         if out and site.layer.trainable and step is not None:
-            out["bn_init_weight"] = float(site.layer.momentum) ** step
+            origin = self._seen(site.name, values.get("bn_untrained") == 1.0, step)
+            if origin is not None:
+                out["bn_init_weight"] = float(site.layer.momentum) ** (step - origin)
         return out
 
+    def _seen(self, name, untrained, step):
+        """The step the initial moving statistics of layer `name` count from, after a
+        measurement at `step`: the last step they were seen at their initial values.
+        First seen trained at step 0, they were set otherwise (a pretrained model
+        fine-tuned with a new optimizer, `recalibrate_batchnorm`): no initial values
+        weigh in them (None). First seen trained later, training moved them from step 0."""
+        if untrained:
+            self._origin[name] = step
+        elif name not in self._origin:
+            self._origin[name] = 0 if step > 0 else None
+        return self._origin[name]
+
     def context(self, site, scalars, step):
-        return {"momentum": float(site.layer.momentum), "step": step}
+        origin = self._origin.get(site.name) or 0
+        return {"momentum": float(site.layer.momentum), "updates": (step or 0) - origin}
 
     def judge(self, site, values, step, epoch_end=True):
         """As `Check.judge`; a layer whose input holds NaN or inf (the network before it
@@ -148,14 +168,19 @@ class BatchNormCheck(Check):
                 yield found
 
     def judged_from(self, rule, site):
-        """The mismatch rules wait while `bn_init_weight` = momentum^step is above its
-        threshold (it supersedes them): from the first step n with momentum^n at or
-        below it (step 0 holds the initial statistics themselves). Never, where the
-        moving statistics never move (momentum 1)."""
+        """The mismatch rules wait while `bn_init_weight` is above its threshold (it
+        supersedes them): from the step the initial statistics count from (see
+        `_seen`) plus the first n with momentum^n at or below it. Never, where initial
+        statistics never move (momentum 1); from the start, where the statistics were
+        set otherwise before training."""
         limit = self.thresholds.get(INIT_WEIGHT.threshold)
         if rule.name not in INIT_WEIGHT.supersedes or not site.layer.trainable or limit is None:
             return 0
-        return first_step_at_or_below(float(site.layer.momentum), limit)
+        origin = self._origin.get(site.name, 0)
+        if origin is None:  # no initial values weigh: judged from the start
+            return 0
+        wait = first_step_at_or_below(float(site.layer.momentum), limit)
+        return None if wait is None else origin + wait
 
 
 def first_step_at_or_below(momentum, limit):
