@@ -185,7 +185,7 @@ def test_batchnorm_statistics_set_before_training_have_no_initial_weight(how, tm
     x, y = _normal(40, 8, seed=1), _normal(40, 1, seed=2)
     if how == "fine-tuned":
         model.compile(optimizer="sgd", loss="mse")
-        model.fit(x, y, batch_size=1, epochs=8, verbose=0)  # 320 steps: trained statistics
+        model.fit(x, y, batch_size=4, epochs=40, verbose=0)  # 400 steps: trained statistics
     else:
         keras_initkit.recalibrate_batchnorm(model, x, verbose=0)
     model.compile(optimizer="sgd", loss="mse")  # a new optimizer: iterations 0
