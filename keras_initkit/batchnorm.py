@@ -44,6 +44,7 @@ from keras_initkit.probe import (
     resolve_layers,
 )
 from keras_initkit.probe.data import is_dataset, is_infinite
+from keras_initkit.probe.reducers import recalibrated, set_recalibrated
 from keras_initkit.table import render
 
 TOLERANCE = 1e-5
@@ -255,7 +256,12 @@ def recalibrate_batchnorm(
         )
         return RecalibrationReport([], {}, {}, 0, source)
     saved = [
-        (layer, keras.ops.copy(layer.moving_mean), keras.ops.copy(layer.moving_variance))
+        (
+            layer,
+            keras.ops.copy(layer.moving_mean),
+            keras.ops.copy(layer.moving_variance),
+            recalibrated(layer),
+        )
         for layer in chosen
     ]
     mode = "training" if method == "one_pass" else "inference"
@@ -264,9 +270,10 @@ def recalibrate_batchnorm(
         run = _one_pass if method == "one_pass" else _chain
         return run(probe, batches, source, verbose)
     except BaseException:
-        for layer, mean, variance_ in saved:
+        for layer, mean, variance_, count in saved:
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance_)
+            set_recalibrated(layer, count)
         raise
 
 
@@ -348,3 +355,4 @@ def _chain(probe, batches, source, verbose):
 def _assign(layer, mean, variance):
     layer.moving_mean.assign(keras.ops.convert_to_tensor(mean, layer.moving_mean.dtype))
     layer.moving_variance.assign(keras.ops.convert_to_tensor(variance, layer.moving_variance.dtype))
+    set_recalibrated(layer, recalibrated(layer) + 1)

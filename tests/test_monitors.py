@@ -173,22 +173,24 @@ def test_batchnorm_momentum_flagged_after_5_steps_not_after_many():
     assert "bn_init_weight" not in {f.rule for f in monitor.findings}
 
 
-@pytest.mark.parametrize("how", ["fine-tuned", "recalibrated"])
+@pytest.mark.parametrize("how", ["fine-tuned", "recalibrated", "trained, recalibrated"])
 def test_batchnorm_statistics_set_before_training_have_no_initial_weight(how, tmp_path):
     """A pretrained model fine-tuned with a new optimizer (its iterations start at 0),
-    or one recalibrated before training: the moving statistics are not their initial
-    values, so none weigh in them. The monitor said "after 5 updates at momentum 0.99,
-    the initial value still weighs 95%" and advised recalibrating; the mismatch rules
-    judge them from the start instead."""
+    or one recalibrated before training (after some steps or none): the moving
+    statistics are not their initial values, so none weigh in them. The monitor said
+    "after 5 updates at momentum 0.99, the initial value still weighs 95%" and advised
+    recalibrating; the mismatch rules judge them from the start instead."""
     keras.utils.set_random_seed(1)
     model = _mixed_model(momentum=0.99)
     x, y = _normal(40, 8, seed=1), _normal(40, 1, seed=2)
+    model.compile(optimizer="sgd", loss="mse")
     if how == "fine-tuned":
-        model.compile(optimizer="sgd", loss="mse")
         model.fit(x, y, batch_size=4, epochs=40, verbose=0)  # 400 steps: trained statistics
-    else:
+        model.compile(optimizer="sgd", loss="mse")  # a new optimizer: iterations 0
+    if how == "trained, recalibrated":
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 5 steps: far from trained
+    if "recalibrated" in how:
         keras_initkit.recalibrate_batchnorm(model, x, verbose=0)
-    model.compile(optimizer="sgd", loss="mse")  # a new optimizer: iterations 0
     monitor = BatchNormMonitor(x, verbose=0, log_dir=tmp_path)
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
     assert "bn_init_weight" not in monitor.latest["bn"]
@@ -216,6 +218,34 @@ def test_batchnorm_initial_weight_counts_from_the_step_the_statistics_were_initi
     wait = {"bn": 100 + 299}  # 0.99^299 <= 0.05 < 0.99^298
     run = events.read_run(str(tmp_path / "initkit"))
     assert run.judged_from == {"bn_mean_shift": wait, "bn_std_ratio": wait}
+    # Recalibrated between two fits under the same monitor: judged from then on.
+    keras_initkit.recalibrate_batchnorm(model, x, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert "bn_init_weight" not in monitor.latest["bn"] and monitor.findings == []
+    assert events.read_run(str(tmp_path / "initkit")).judged_from == {}
+
+
+def test_a_failed_recalibration_leaves_the_initial_weight_counted(monkeypatch):
+    """`recalibrate_batchnorm` restores every layer when it fails after assigning (here
+    interrupted while reporting), and its mark that it set the statistics too."""
+    model = _mixed_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _normal(40, 8), _normal(40, 1)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 5 steps
+    trained = keras.ops.convert_to_numpy(model.get_layer("bn").moving_mean)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_initkit.batchnorm, "RecalibrationReport", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        keras_initkit.recalibrate_batchnorm(model, _normal(16, 8), verbose=0)
+    monkeypatch.undo()
+    restored = keras.ops.convert_to_numpy(model.get_layer("bn").moving_mean)
+    np.testing.assert_array_equal(restored, trained)
+    monitor = BatchNormMonitor(_normal(64, 8), verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
+    assert monitor.latest["bn"]["bn_init_weight"] == pytest.approx(0.99**10)
 
 
 def test_batchnorm_mismatch_matches_definition_and_frozen_layer_is_flagged():

@@ -46,9 +46,9 @@ INIT_WEIGHT = Rule(
         "`bn_init_weight` = momentum^n, the weight the initial values (mean 0, variance 1) "
         "still have in the moving statistics n training steps after the monitor last saw "
         "them there (after the global step 0 for a layer first seen trained later; none for "
-        "statistics set before training: pretrained, loaded or recalibrated), is above the "
-        "threshold at the end of an epoch; the mismatch rules then wait, the mismatch being "
-        "the initial value's"
+        "statistics set otherwise: pretrained, seen first at step 0, or set by "
+        "`recalibrate_batchnorm`), is above the threshold at the end of an epoch; the "
+        "mismatch rules then wait, the mismatch being the initial value's"
     ),
     observation=(
         "after {updates} updates at momentum {momentum:g}, the initial value still weighs "
@@ -123,8 +123,9 @@ class BatchNormCheck(Check):
     def __init__(self, **thresholds):
         super().__init__(**thresholds)
         self._diverged = set()  # layers whose input holds NaN or inf
-        # {layer: the last global step its moving statistics were seen at their initial
-        # values, or None: set otherwise before training (pretrained, recalibrated)}
+        # {layer: (the last global step its moving statistics were seen at their
+        # initial values, or None: set otherwise (pretrained, recalibrated); how many
+        # times `recalibrate_batchnorm` had set them then)}
         self._origin = {}
 
     def reducers(self):
@@ -138,25 +139,34 @@ class BatchNormCheck(Check):
         (self._diverged.discard if finite else self._diverged.add)(site.name)
         out = super().report(site, values, step)
         if out and site.layer.trainable and step is not None:
-            origin = self._seen(site.name, values.get("bn_untrained") == 1.0, step)
+            origin = self._seen(site.name, values, step)
             if origin is not None:
                 out["bn_init_weight"] = float(site.layer.momentum) ** (step - origin)
         return out
 
-    def _seen(self, name, untrained, step):
+    def _seen(self, name, values, step):
         """The step the initial moving statistics of layer `name` count from, after a
-        measurement at `step`: the last step they were seen at their initial values.
-        First seen trained at step 0, they were set otherwise (a pretrained model
-        fine-tuned with a new optimizer, `recalibrate_batchnorm`): no initial values
-        weigh in them (None). First seen trained later, training moved them from step 0."""
-        if untrained:
-            self._origin[name] = step
+        measurement at `step` (`values`: the probe's): the last step they were seen at
+        their initial values. Set by `recalibrate_batchnorm` since, or first seen
+        trained at step 0 (a pretrained model fine-tuned with a new optimizer), no
+        initial values weigh in them (None). First seen trained later, training moved
+        them from step 0."""
+        count = values.get("bn_recalibrated", 0.0)
+        if values.get("bn_untrained") == 1.0:
+            origin = step
         elif name not in self._origin:
-            self._origin[name] = 0 if step > 0 else None
-        return self._origin[name]
+            origin = 0 if step > 0 and not count else None
+        else:
+            origin, seen = self._origin[name]
+            origin = origin if count == seen else None
+        self._origin[name] = origin, count
+        return origin
+
+    def _origin_of(self, name):
+        return self._origin.get(name, (0, 0))[0]
 
     def context(self, site, scalars, step):
-        origin = self._origin.get(site.name) or 0
+        origin = self._origin_of(site.name) or 0
         return {"momentum": float(site.layer.momentum), "updates": (step or 0) - origin}
 
     def judge(self, site, values, step, epoch_end=True):
@@ -176,7 +186,7 @@ class BatchNormCheck(Check):
         limit = self.thresholds.get(INIT_WEIGHT.threshold)
         if rule.name not in INIT_WEIGHT.supersedes or not site.layer.trainable or limit is None:
             return 0
-        origin = self._origin.get(site.name, 0)
+        origin = self._origin_of(site.name)
         if origin is None:  # no initial values weigh: judged from the start
             return 0
         wait = first_step_at_or_below(float(site.layer.momentum), limit)

@@ -161,6 +161,21 @@ def _log(r):
         return np.log(r)
 
 
+_RECALIBRATED = "_keras_initkit_recalibrated"
+
+
+def recalibrated(layer):
+    """How many times `recalibrate_batchnorm` set `layer`'s moving statistics."""
+    return getattr(layer, _RECALIBRATED, 0)
+
+
+def set_recalibrated(layer, count):
+    """Record that `layer`'s moving statistics were set `count` times by
+    `recalibrate_batchnorm`: whatever the optimizer's step, no initial values weigh in
+    them (the monitors' `bn_init_weight`)."""
+    setattr(layer, _RECALIBRATED, count)
+
+
 class BatchNormStatistics(Reducer):
     """Pooled moments of a batch-norm layer's input against its moving statistics.
 
@@ -211,6 +226,7 @@ class BatchNormStatistics(Reducer):
             "bn_mean_shift": float(np.mean(np.abs(d))),
             "bn_std_ratio": float(np.exp(np.max(np.abs(_log(r))))),
             "bn_untrained": float(untrained),
+            "bn_recalibrated": float(recalibrated(site.layer)),
             "bn_d": d,
             "bn_r": r,
             "bn_input_mean": mu,
