@@ -213,6 +213,8 @@ def recalibrate_batchnorm(
         variance: `"batch_average"` (the mean of per-batch variances: what training
             normalized by, and what Keras' moving variance tracks) or `"population"`
             (the variance of all samples together). Defaults to `"batch_average"`.
+            Batches of one sample give no variance where batch norm reduces over the
+            batch axis alone (after a `Dense` layer): `"batch_average"` raises then.
         verbose: `0` silent, `1` one line per pass; `"auto"` is `1`. Defaults to
             `"auto"`.
 
@@ -266,9 +268,12 @@ def recalibrate_batchnorm(
     ]
     mode = "training" if method == "one_pass" else "inference"
     probe = cached(Probe, model, [reducer], layers=chosen, mode=mode)
+    # A one-sample batch has no variance per channel where batch norm reduces over
+    # the batch axis alone (a layer after Dense): each batch's variance is 0.
+    single = variance == "batch_average" and all(_samples(x) == 1 for x, _ in batches)
     try:
         run = _one_pass if method == "one_pass" else _chain
-        return run(probe, batches, source, verbose)
+        return run(probe, batches, source, verbose, single)
     except BaseException:
         for layer, mean, variance_, count in saved:
             layer.moving_mean.assign(mean)
@@ -286,7 +291,23 @@ def _not_called(sites, passes, source):
     return RecalibrationReport([], {}, {}, passes, source)
 
 
-def _one_pass(probe, batches, source, verbose):
+def _no_variance(measured, single):
+    """Raise where one-sample batches (`single`) gave a layer no variance at all."""
+    if not single:
+        return
+    none = [n for n, v in measured.items() if not np.any(v["bn_input_variance"])]
+    if none:
+        raise ValueError(
+            f"recalibrate_batchnorm(variance='batch_average') averages each batch's "
+            f"variance, and a batch of one sample has none in {len(none)} batch-norm "
+            f"layer(s) that normalize over the batch axis alone ({', '.join(none[:5])}"
+            f"{', ...' if len(none) > 5 else ''}): their moving variance would be 0. "
+            "Nothing was changed. Pass batch_size=2 or more (the training batch size), "
+            "or variance='population'. Received: batches of 1 sample"
+        )
+
+
+def _one_pass(probe, batches, source, verbose, single=False):
     """One training-mode pass; every layer's pooled input statistics assigned at once.
 
     "after" is each layer's mismatch against the same statistics once assigned: zero up
@@ -296,6 +317,7 @@ def _one_pass(probe, batches, source, verbose):
     measured = result.metrics
     if not measured:
         return _not_called(probe.sites, 1, source)
+    _no_variance(measured, single)
     sites = {site.name: site for site in probe.sites}
     before = {name: _summary(v) for name, v in measured.items()}
     if verbose:
@@ -315,7 +337,7 @@ def _one_pass(probe, batches, source, verbose):
     return RecalibrationReport(order, before, {n: after[n] for n in order}, 1, source)
 
 
-def _chain(probe, batches, source, verbose):
+def _chain(probe, batches, source, verbose, single=False):
     """Measure every layer's input statistics and assign them, pass after pass, until
     no layer is off by more than `TOLERANCE` (at most D + 1 passes)."""
     sites = {site.name: site for site in probe.sites}
@@ -327,6 +349,7 @@ def _chain(probe, batches, source, verbose):
         if not measured:
             return _not_called(probe.sites, passes, source)
         if before is None:
+            _no_variance(measured, single)
             before = {name: _summary(v) for name, v in measured.items()}
         worst = max(_worst(v) for v in measured.values())
         if verbose:

@@ -265,9 +265,32 @@ def test_bad_input_raises_value_error():
         {"data": x, "method": "two_pass"},
         {"data": x, "variance": "unbiased"},
         {"data": _x(10, d=4)},
+        {"data": x, "batch_size": 0},
+        {"data": x, "batch_size": 2.5},
     ):
         with pytest.raises(ValueError, match="Received"):
             recalibrate_batchnorm(model, **kwargs)
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("method", ["one_pass", "chain"])
+def test_one_sample_batches_without_variance_are_refused(method):
+    """A batch of one sample has no variance where batch norm reduces over the batch
+    axis alone: batch_average wrote a moving variance of 0 and reported success. It
+    raises, naming the way out, and changes nothing; the population variance and a
+    convolution's spatial positions have variance, and go ahead."""
+    model = _sequential()
+    before = [_numpy(v) for v in model.non_trainable_weights]
+    with pytest.raises(ValueError, match=r"batch of one sample has none.*batch_size=2 or more"):
+        recalibrate_batchnorm(model, _x(10), batch_size=1, method=method, verbose=0)
+    for old, new in zip(before, [_numpy(v) for v in model.non_trainable_weights]):
+        np.testing.assert_array_equal(new, old)
+    recalibrate_batchnorm(model, _x(10), batch_size=1, variance="population", verbose=0)
+    assert all(np.all(_numpy(v) > 0) for v in model.non_trainable_weights if "variance" in v.path)
+    conv = _conv()
+    recalibrate_batchnorm(
+        conv, _x(4 * 12).reshape(4, 6, 6, 2), batch_size=1, method=method, verbose=0
+    )
 
 
 def _training_input_moments(model, x, batch_size):

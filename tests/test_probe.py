@@ -226,6 +226,25 @@ def test_keras_hub_transformer_blocks_keep_their_output():
     assert report.loss == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True, "8"])
+def test_every_entry_point_rejects_a_bad_batch_size(batch_size):
+    """`diagnose` and `recalibrate_batchnorm` said "range() arg 3 must not be zero" for
+    0 and "yielded no batches ... an empty dataset" for -3."""
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()]
+    )
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    calls = (
+        lambda: keras_initkit.diagnose(model, x, batch_size=batch_size),
+        lambda: keras_initkit.recalibrate_batchnorm(model, x, batch_size=batch_size),
+        lambda: keras_initkit.callbacks.TrainingMonitor(x, batch_size=batch_size),
+        lambda: probe.as_batches(x, batch_size=batch_size),
+    )
+    for call in calls:
+        with pytest.raises(ValueError, match=r"Argument `batch_size` must be a positive int"):
+            call()
+
+
 def test_resolve_layers_errors():
     model = _mlp()
     with pytest.raises(ValueError, match="Received: 'nope'"):

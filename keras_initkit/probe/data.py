@@ -111,6 +111,7 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
     `max_batches`).
     """
     positive_int(max_batches, "max_batches")
+    positive_int(batch_size, "batch_size")
     if data is None:
         raise ValueError(f"Argument `{argument}` is required. Received: {argument}=None")
     if isinstance(data, keras.utils.PyDataset):
