@@ -31,6 +31,7 @@ from keras_initkit.probe import (
     backend,
     call_linear,
     check_inputs,
+    error_summary,
     has_activation,
     intercept,
     make_sites,
@@ -647,7 +648,7 @@ def lsuv_init(
         if type(e).__name__ == "InvalidArgumentError":  # TensorFlow's shape errors
             raise ValueError(
                 f"Argument `x` does not fit the model: the forward pass failed with "
-                f"{type(e).__name__}: {e}. Received: x of shape(s) "
+                f"{error_summary(e)}. Received: x of shape(s) "
                 f"{[tuple(a.shape) for a in keras.tree.flatten(batch)]}"
             ) from e
         raise
@@ -669,7 +670,7 @@ def _prepare(model, batch, layers):
         except Exception as e:
             raise ValueError(
                 f"Argument `x` does not fit the model: building it on `x` failed with "
-                f"{type(e).__name__}: {e}. Received: x of shape(s) "
+                f"{error_summary(e)}. Received: x of shape(s) "
                 f"{[tuple(a.shape) for a in keras.tree.flatten(batch)]}"
             ) from e
     check_inputs(model, [(batch, None)], argument="x")

@@ -711,7 +711,10 @@ def test_problems_found_at_train_begin_stop_before_any_step(tmp_path, problem):
     kwargs = {"verbose": 0}
     data = _normal(16, 8)
     if problem == "shape":
-        data, match = _normal(16, 5), "(?s)does not fit model .*Received: data with input shape"
+        data, match = (
+            _normal(16, 5),
+            r"does not fit the model's input .*\(None, 8\)\. Received: an array of shape \(16, 5\)",
+        )
     elif problem == "layer":
         kwargs["layers"], match = ["tanh", "no_such_layer"], "Received: 'no_such_layer'"
     else:
@@ -722,6 +725,33 @@ def test_problems_found_at_train_begin_stop_before_any_step(tmp_path, problem):
     with pytest.raises(ValueError, match=match):
         model.fit(_normal(16, 8), _normal(16, 1), callbacks=[monitor], verbose=0)
     assert int(model.optimizer.iterations) == 0
+
+
+class _Subclassed(keras.Model):
+    """No declared inputs: probe data meets the model in the forward pass only."""
+
+    def __init__(self):
+        super().__init__(name="subclassed")
+        self.hidden = keras.layers.Dense(4, activation="relu")
+        self.head = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def test_probe_data_that_fails_the_forward_pass_gets_one_line_of_why():
+    """A model without declared inputs meets the probe data in its forward pass: Keras'
+    error was wrapped whole (92 lines on torch, the tensor's values included)."""
+    model = _Subclassed()
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(_normal(16, 8), _normal(16, 1), verbose=0)
+    monitor = TrainingMonitor(_normal(16, 5), verbose=0)
+    with pytest.raises(ValueError) as raised:
+        model.fit(_normal(16, 8), _normal(16, 1), callbacks=[monitor], verbose=0)
+    text = str(raised.value)
+    assert text.startswith("Argument `data` does not fit model") and "forward pass failed" in text
+    assert text.endswith("Received: data with input shape(s) (16, 5) (16 samples in 1 batch(es))")
+    assert "\n" not in text and "\x1b" not in text and len(text) < 600, text
 
 
 # One set of default thresholds --------------------------------------------------------

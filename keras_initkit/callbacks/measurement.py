@@ -3,7 +3,14 @@
 import keras
 
 from keras_initkit.checks import Check, Rule, assign, measure, reducers
-from keras_initkit.probe import ActivationSample, Probe, make_sites, resolve_layers
+from keras_initkit.probe import (
+    ActivationSample,
+    Probe,
+    check_inputs,
+    error_summary,
+    make_sites,
+    resolve_layers,
+)
 from keras_initkit.probe.gradients import GradientProbe
 from keras_initkit.probe.selection import interleave
 
@@ -117,6 +124,8 @@ class Measurement:
 
     def run(self, batches, source, step):
         """`({site: {metric: value}}, {histogram tag: values})` of one update."""
+        if not self.validated:
+            check_inputs(self.model, batches)
         try:  # the first run is where probe data and model meet
             gradients = result = None
             if self.gradient_probe is not None and self.gradient_probe.sites:
@@ -129,8 +138,9 @@ class Measurement:
                 raise
             shapes = keras.tree.map_structure(lambda a: tuple(a.shape), batches[0][0])
             raise ValueError(
-                f"Argument `data` does not fit model '{self.model.name}': {error} "
-                f"Received: data with input shape(s) {shapes} ({source})"
+                f"Argument `data` does not fit model '{self.model.name}': the forward pass "
+                f"failed with {error_summary(error)}. Received: data with input shape(s) "
+                f"{shapes} ({source})"
             ) from error
         if not self.validated:  # the sites' forward order is known now
             gradient_sites = self.gradient_probe.sites if self.gradient_probe is not None else []

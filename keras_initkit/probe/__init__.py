@@ -8,7 +8,7 @@ and `backend` (one module per Keras backend).
 """
 
 from keras_initkit.probe import backend
-from keras_initkit.probe.data import as_batches, check_inputs
+from keras_initkit.probe.data import as_batches, check_inputs, error_summary
 from keras_initkit.probe.engine import (
     MODES,
     Probe,
@@ -77,6 +77,7 @@ __all__ = [
     "call_linear",
     "call_split",
     "check_inputs",
+    "error_summary",
     "has_activation",
     "intercept",
     "make_sites",

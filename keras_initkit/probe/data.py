@@ -9,6 +9,8 @@ Everything is validated on the host before any model sees it: empty batches, NaN
 Inf, and mismatched batch sizes across inputs raise `ValueError`.
 """
 
+import re
+
 import keras
 import numpy as np
 
@@ -166,6 +168,18 @@ def _model_inputs(model):
     except (AttributeError, ValueError):
         return None
     return list(inputs) if inputs else None
+
+
+def error_summary(error, limit=300):
+    """`"<type>: <first line>"` of `error`, without terminal colour codes and at most
+    about `limit` characters: Keras' errors span many lines (torch's print the tensor),
+    and the chained traceback keeps them whole."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    line = next((line.strip() for line in lines if line.strip()), "")
+    if len(line) > limit:
+        line = line[:limit].rstrip() + " …"
+    line = line.rstrip(".")  # the caller's sentence goes on
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
 def check_inputs(model, batches, argument="data"):
