@@ -16,7 +16,9 @@ or every `initkit` run below `LOGDIR`, e.g. one per demo run) without TensorFlow
 
 `--layers` prints the per-layer table instead: per layer and headline metric (`--all`:
 every metric), the first and the latest value and the trend (the relative change
-`(last − first) / |first|`; "flat" within 5%). `--html OUT.html` also writes the
+`(last − first) / |first|`; "flat" within 5%; beyond ±1000%, from a first value near 0,
+the factor `last / first`, or the direction alone where the sign changed or the first
+is 0). `--html OUT.html` also writes the
 dashboard's heatmaps and findings as one self-contained HTML file (no network needed
 to open it).
 
@@ -45,6 +47,9 @@ from keras_initkit.dashboard import events, model
 RUN_NAME = events.RUN_NAME
 METRICS = events.METRICS  # the headline metrics; `--all` shows every logged one
 FLAT = 0.05  # a relative change below 5% is "flat"
+# Beyond a relative change of 1000% (a first value near 0), the trend shows the factor
+# last / first (×11 and up) instead: "+6699627%" reads as noise.
+RELATIVE = 10.0
 WORST = 3  # layers listed per metric
 DEMO_MESSAGE = (
     "the demo is not part of the installed package: it is examples/demo.py in the "
@@ -216,18 +221,32 @@ def render_summary(runs):
     return "\n".join(lines)
 
 
+def _trend_text(s):
+    """A `summarize` entry's trend: "flat", or the direction and the relative change
+    ("rising +42%"); beyond ±`RELATIVE` (a first value near 0) the factor ("rising
+    ×66667"), or the direction alone where the sign changed or the first is 0."""
+    change, first, last = s["change"], s["first"], s["last"]
+    if change is None or s["trend"] == "flat":
+        return s["trend"]
+    if abs(change) <= RELATIVE:
+        return f"{s['trend']} {change:+.0%}"
+    if first * last > 0:
+        factor = last / first  # above 1 + RELATIVE: "×34", "×66667", "×1.2e+07"
+        return f"{s['trend']} ×{round(factor) if factor < 1e6 else format(factor, '.2g')}"
+    return s["trend"]
+
+
 def _rows(summary):
     rows = []
     for layer, metrics in summary.items():
         for i, (metric, s) in enumerate(metrics.items()):
-            change = "" if s["change"] is None or s["trend"] == "flat" else f" {s['change']:+.0%}"
             rows.append(
                 [
                     layer if i == 0 else "",
                     metric,
                     _fmt(s["first"], s["first_flagged"]),
                     _fmt(s["last"], s["flagged"]),
-                    s["trend"] + change,
+                    _trend_text(s),
                     f"{s['first_step']}..{s['last_step']} ({s['updates']})",
                 ]
             )

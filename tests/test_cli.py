@@ -283,6 +283,96 @@ def test_report_judges_a_run_without_thresholds_by_diagnose_rules_on_both_sides(
     assert "! gradient_ratio below 0.001 from step 0: early; worst 1e-06" in text
 
 
+def test_report_worst_of_a_lower_is_worse_rule_is_its_smallest_value(tmp_path):
+    """`vanishing_activations` (a layer's std as a ratio of the first one's: small is
+    bad) was reported with its largest ratio as the worst ("worst 0.0008635 (c6)" where
+    c7's was 3.7e-05): a rule that compares layers recorded no threshold, so the report
+    could not tell its direction. It now records the bound its ratio crossed."""
+    from types import SimpleNamespace
+
+    from keras_initkit import summary
+    from keras_initkit.callbacks.base import _record
+    from keras_initkit.checks.activations import VANISHING_ACTIVATIONS, ActivationCheck
+
+    check = ActivationCheck()
+    records = [
+        _record(check, SimpleNamespace(name=layer), VANISHING_ACTIVATIONS, value, "vanish", step)
+        for layer, value, step in (("c7", 3.7e-5, 0), ("c6", 8.6e-4, 4))
+    ]
+    assert records[0]["threshold"] == 1 / check.thresholds["activation_std_ratio"]
+    assert "metric" not in records[0]  # a ratio, not the logged activation_std
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    writer.write_meta(0, layers=[f"c{i}" for i in range(8)])
+    writer.write(4, scalars={f"activation_std/c{i}": 0.1 for i in range(8)})
+    writer.write_findings(4, records)
+    writer.close()
+    assert "! vanishing_activations from step 0: c6, c7; worst 3.7e-05 (c7)" in cli.report(
+        str(tmp_path)
+    )
+    (group,) = json.loads(cli.report(str(tmp_path), "json"))["findings"]["initkit"]
+    assert (group["worst"], group["worst_layer"]) == (3.7e-5, "c7")
+
+
+def test_every_rule_with_a_threshold_records_which_side_is_worse():
+    """Each monitor record of a rule with a threshold carries the limit its value
+    crossed, below it for every lower-is-worse rule: what `group_findings` reads the
+    direction from (the dashboard does not import the rule book)."""
+    from types import SimpleNamespace
+
+    from keras_initkit.callbacks.base import _record
+    from keras_initkit.checks.book import default_checks
+    from keras_initkit.dashboard import events
+
+    seen = set()
+    for check in default_checks():
+        for rule in check.rules:
+            if rule.threshold not in check.thresholds:
+                continue
+            record = _record(check, SimpleNamespace(name="l"), rule, 1.0, "", 0)
+            bound = record["threshold"]
+            # A value past the bound on the rule's side: the group's worst side.
+            worse = bound / 2 if rule.below else bound * 2 + 1
+            found = [{**record, "value": worse}, {**record, "layer": "m", "value": worse * 1.5}]
+            run = events.Run("r", "r", ["l", "m"], {}, found, thresholds={})
+            (group,) = dashboard.group_findings(run)
+            assert group["worst"] == (min if rule.below else max)(worse, worse * 1.5), rule.name
+            seen.add((rule.name, rule.below))
+    assert {("vanishing_activations", True), ("vanishing", True)} <= seen
+
+
+def test_report_trend_of_a_value_from_near_zero_is_a_factor_or_its_direction(tmp_path):
+    """A relative change from a first value near 0 read "rising +6699627%"
+    (bn_mean_shift 6.9e-08 → 0.0046): beyond ±1000% the trend gives the factor, or the
+    direction alone where the sign changed or the first value is 0."""
+    from keras_initkit import summary
+
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    first = {"a": (6.9e-8, 0.0046), "b": (-1e-6, 0.5), "c": (0.0, 0.5), "d": (0.1, 0.9)}
+    first |= {"e": (0.1, 0.142), "f": (-7.7e-6, -0.0594), "g": (1e-9, 0.5), "h": (0.5, 0.001)}
+    for step, i in ((0, 0), (4, 1)):
+        writer.write(step, scalars={f"bn_mean_shift/{k}": v[i] for k, v in first.items()})
+    writer.close()
+    rows = {
+        line.split()[0]: line
+        for line in cli.report(str(tmp_path), layers=True).splitlines()
+        if "bn_mean_shift" in line
+    }
+    trends = {k: " ".join(row.split()[4:-2]) for k, row in rows.items()}
+    assert trends == {
+        "a": "rising ×66667",
+        "b": "rising",  # across 0
+        "c": "rising",  # from 0
+        "d": "rising +800%",
+        "e": "rising +42%",
+        "f": "falling ×7714",
+        "g": "rising ×5e+08",
+        "h": "falling -100%",
+    }
+    # The JSON keeps the relative change itself.
+    data = json.loads(cli.report(str(tmp_path), "json"))["runs"]["initkit"]
+    assert data["a"]["bn_mean_shift"]["change"] == pytest.approx(0.0046 / 6.9e-8 - 1)
+
+
 def test_report_html_writes_one_self_contained_file(fixture_logs, tmp_path, capsys):
     log_dir, _ = fixture_logs
     out = tmp_path / "report.html"

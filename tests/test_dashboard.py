@@ -494,6 +494,31 @@ def test_html_report_is_self_contained(logs, tmp_path):
     assert "t &lt;/script&gt;" in text and "export function mount" in text
 
 
+def test_the_worst_of_a_lower_is_worse_rule_is_its_smallest_value():
+    """A group of a lower-is-worse rule (its findings lie below their `threshold`) has
+    its smallest value as the worst, also where a record carries no threshold (a
+    custom writer's, or an older record); a higher-is-worse rule's stays its largest."""
+    found = [
+        {"rule": "vanishing_activations", "layer": "c7", "step": 0, "value": 3.7e-5},
+        {"rule": "vanishing_activations", "layer": "c6", "step": 4, "value": 8.6e-4},
+        {"rule": "vanishing_activations", "layer": "c5", "step": 4, "value": 2e-3},
+        {"rule": "dead_fraction", "layer": "c6", "step": 4, "value": 0.75, "threshold": 0.5},
+        {"rule": "dead_fraction", "layer": "c7", "step": 4, "value": 0.875},
+    ]
+    found[1]["threshold"] = found[2]["threshold"] = 0.01
+    layers = [f"c{i}" for i in range(8)]
+    run = events.Run("r", "r", layers, {}, found, thresholds={})
+    groups = {g["rule"]: g for g in model.group_findings(run)}
+    vanishing = groups["vanishing_activations"]
+    assert (vanishing["worst"], vanishing["worst_layer"]) == (3.7e-5, "c7")
+    dead = groups["dead_fraction"]
+    assert (dead["worst"], dead["worst_layer"]) == (0.875, "c7")
+    # Without any threshold, the direction is unknown: the largest, as before.
+    run.findings = [{k: v for k, v in f.items() if k != "threshold"} for f in found]
+    groups = {g["rule"]: g for g in model.group_findings(run)}
+    assert groups["vanishing_activations"]["worst"] == 2e-3
+
+
 def test_a_range_is_broken_only_by_a_layer_measured_for_the_rule():
     """With the rule's metric logged, a run of findings spans the layers between that
     the metric does not describe: ResNet-like conv/bn/relu triples read "bn0 – bn52

@@ -35,8 +35,18 @@ CATEGORIES = (
 
 
 def _record(check, site, rule, value, observation, step):
-    """A finding as the dashboard's record (`keras_initkit.summary.write_findings`)."""
+    """A finding as the dashboard's record (`keras_initkit.summary.write_findings`).
+
+    `threshold` is the limit `value` crossed: a value below it marks a lower-is-worse
+    rule, the side the dashboard and `keras-initkit report` take a group's worst value
+    from. A rule that compares layers with each other (`per_value=False`: the depth
+    rules, a ratio to the first layer's std below 1/`activation_std_ratio` or above it)
+    records that bound of its ratio, and no `metric` (its value is not one logged).
+    """
     limit = check.limit(rule)
+    crossed = limit
+    if limit is None and rule.threshold and (bound := check.thresholds.get(rule.threshold)):
+        crossed = 1 / bound if rule.below else bound
     record = {
         "rule": rule.name,
         "kind": rule.kind,
@@ -46,7 +56,7 @@ def _record(check, site, rule, value, observation, step):
         "message": observation,
         "fix": rule.fix or None,
         "metric": None if limit is None else rule.metric,
-        "threshold": limit,
+        "threshold": crossed,
     }
     return {key: v for key, v in record.items() if v is not None}
 

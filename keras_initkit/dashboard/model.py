@@ -192,9 +192,11 @@ def _value(finding):
 def group_findings(run):
     """The run's findings, one entry per (rule, fix): layers as ranges, first step, worst.
 
-    The worst value is the largest recorded value of the group (the smallest where the
-    findings carry a `threshold` their values lie below: a lower-is-worse rule); a
-    non-finite value is the worst of all. Entries come in order of first step.
+    The worst value is the largest recorded value of the group, the smallest for a
+    lower-is-worse rule: one whose findings that carry a `threshold` (the limit the
+    value crossed, as the monitors record it for every rule with one, the depth rules'
+    ratios included) all lie below it. A non-finite value is the worst of all. Entries
+    come in order of first step.
     """
     groups = {}
     for finding in run.findings:
@@ -202,14 +204,12 @@ def group_findings(run):
         groups.setdefault(key, []).append(finding)
     out = []
     for (rule, fix), found in groups.items():
-        pairs = [(v, f.get("threshold")) for f in found if (v := _value(f)) is not None]
-        values = [v for v, _ in pairs]
+        values = [v for f in found if (v := _value(f)) is not None]
         worst = None
         if any(not math.isfinite(v) for v in values):
             worst = next(v for v in values if not math.isfinite(v))
         elif values:
-            lower = all(t is not None and v < float(t) for v, t in pairs)
-            worst = min(values) if lower else max(values)
+            worst = min(values) if _lower_is_worse(found) else max(values)
         worst_layer = None
         if worst is not None:
             worst_layer = next(
@@ -241,6 +241,17 @@ def group_findings(run):
         )
     out.sort(key=lambda g: (g["first_step"] is None, g["first_step"] or 0, g["rule"]))
     return out
+
+
+def _lower_is_worse(found):
+    """Whether `found` (one rule's findings) is of a lower-is-worse rule: its findings
+    that carry a `threshold` (some writers record none) all have a value below it."""
+    bounded = [
+        (v, t)
+        for f in found
+        if (v := _value(f)) is not None and (t := parse_number(f.get("threshold"))) is not None
+    ]
+    return bool(bounded) and all(v < t for v, t in bounded)
 
 
 def _measured(run, found, layer_names):
