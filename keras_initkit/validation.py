@@ -148,6 +148,15 @@ def boolean(value, name):
     return bool(value)
 
 
+def boolean_or_auto(value, name):
+    """`value` if it is a bool or `"auto"`."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    if not isinstance(value, (bool, np.bool_)):
+        _fail(name, 'True, False or "auto"', value)
+    return bool(value)
+
+
 def one_of(value, name, choices):
     """`value` if it is one of `choices`."""
     if isinstance(value, (bool, np.bool_)) or value not in choices:

@@ -464,6 +464,46 @@ def test_history_and_csv_logger_get_per_layer_keys(fitted_log_dir):
     )
 
 
+def _wide(depth):
+    """`depth` ReLU layers, each followed by batch norm: 3 logged values per pair."""
+    inputs = keras.Input((8,))
+    h = inputs
+    for i in range(depth):
+        h = keras.layers.Dense(8, activation="relu", name=f"relu{i}")(h)
+        h = keras.layers.BatchNormalization(name=f"bn{i}")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_many_layers_log_each_metrics_worst_unless_every_layer_is_asked_for(capsys):
+    """Keras' progress bar prints every value of the logs: 10,000 characters per epoch
+    on EfficientNetB0. Beyond 20 values the logs hold each metric's worst layer, and
+    the monitor says so once; `add_to_logs=True` keeps every layer's."""
+    x, y = _normal(32, 8), _normal(32, 1)
+    model = _wide(3)  # 9 values: every layer's
+    history = model.fit(x, y, callbacks=[TrainingMonitor(x, verbose=0)], verbose=0)
+    assert {"dead_fraction/relu0", "bn_std_ratio/bn2"} <= set(history.history)
+    model = _wide(8)  # 24 values
+    monitor = TrainingMonitor(x)
+    history = model.fit(x, y, epochs=2, callbacks=[monitor], verbose=0)
+    worst = {"dead_fraction/max", "bn_mean_shift/max", "bn_std_ratio/max"}
+    assert set(history.history) == {"loss"} | worst
+    latest = monitor.latest
+    assert history.history["bn_std_ratio/max"][-1] == max(
+        latest[f"bn{i}"]["bn_std_ratio"] for i in range(8)
+    )
+    said = capsys.readouterr().out
+    assert said.count("not its 24 per-layer values; add_to_logs=True adds those") == 1
+    monitor = TrainingMonitor(x, add_to_logs=True, verbose=0)
+    history = model.fit(x, y, callbacks=[monitor], verbose=0)
+    assert len(history.history) == 1 + 24
+    with pytest.raises(
+        ValueError, match=r"Argument `add_to_logs` must be .*Received: add_to_logs='all'"
+    ):
+        TrainingMonitor(x, add_to_logs="all")
+
+
 def test_no_logs_when_opted_out_and_no_files_without_log_dir(tmp_path, monkeypatch):
     model = _mixed_model()
     model.compile(optimizer="sgd", loss="mse")

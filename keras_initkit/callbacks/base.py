@@ -7,6 +7,8 @@ adding values to the epoch `logs`, and recording and warning findings once per l
 rule and fit.
 """
 
+import math
+
 import keras
 
 from keras_initkit import _keras_private, summary, validation
@@ -23,6 +25,10 @@ from keras_initkit.checks.book import (
 from keras_initkit.probe import as_batches
 
 # Custom Scalars categories, in display order.
+# Per-layer values `add_to_logs="auto"` adds to the epoch logs; beyond, each metric's
+# worst (Keras' progress bar prints every value of the logs).
+LOGGED_LAYER_VALUES = 20
+
 CATEGORIES = (
     "Saturation",
     "Dead units",
@@ -103,10 +109,14 @@ class Monitor(keras.callbacks.Callback):
             that ends in a bounded or rectifier activation, as the histogram
             `activations/<layer>`. A monitor that watches no such layer (batch norm,
             gradients) rejects `True`. Defaults to `False`.
-        add_to_logs: add `<metric>/<layer>` values to the epoch `logs` (so `History`,
+        add_to_logs: add the headline metrics to the epoch `logs` (so `History`,
             `CSVLogger` and `EarlyStopping` placed after this callback see them; place
-            `keras.callbacks.TensorBoard` before it, or it copies them into its run).
-            Defaults to `True`.
+            `keras.callbacks.TensorBoard` before it, or it copies them into its run):
+            `True` every layer's value as `<metric>/<layer>`; `"auto"` the same up to
+            20 values, beyond that each metric's worst over the layers as
+            `<metric>/max` (`<metric>/min` where lower is worse, both where either
+            is), which keeps Keras' progress bar readable on a ResNet (hundreds);
+            `False` none. Defaults to `"auto"`.
         verbose: `1` or `"auto"` warn like a diagnosis: one `InitkitWarning` per rule
             when it first fires in a fit (its layers as ranges in forward order, the
             worst value, the fix), and again only when it spreads to 25% more layers or
@@ -138,7 +148,7 @@ class Monitor(keras.callbacks.Callback):
         update_freq="epoch",
         layers=None,
         histograms=False,
-        add_to_logs=True,
+        add_to_logs="auto",
         verbose="auto",
         batch_size=None,
         max_batches=None,
@@ -159,7 +169,7 @@ class Monitor(keras.callbacks.Callback):
         self.update_freq = update_freq
         self.layers = validation.layers(layers)
         self.histograms = validation.boolean(histograms, "histograms")
-        self.add_to_logs = validation.boolean(add_to_logs, "add_to_logs")
+        self.add_to_logs = validation.boolean_or_auto(add_to_logs, "add_to_logs")
         self.verbose = validation.verbose(verbose)
         self.batch_size = validation.positive_int(batch_size, "batch_size")
         self.max_batches = max_batches
@@ -194,6 +204,7 @@ class Monitor(keras.callbacks.Callback):
         self._records = []  # the findings as dashboard records, across fits
         self._records_written = None  # none yet: the first update records even no findings
         self._meta_written = None  # what the last layers record said, per fit
+        self._told_logged = False  # said once that the logs hold the worst values only
         self._exempt = {}  # what the rules exempted at the last update, across fits
         self._left = {}  # {side: {metric: {layer: step}}}: left an exemption at that step
         self._epoch_ends = []  # the global steps the epoch-end rules judged at
@@ -399,11 +410,42 @@ class Monitor(keras.callbacks.Callback):
             self._write_meta()
             self._judge(epoch_end=True)
         if self.add_to_logs and logs is not None:
-            wanted = {m for check in self._parts for m in check.log_metrics}
-            for site, metrics in self.latest.items():
-                logs.update({f"{m}/{site}": v for m, v in metrics.items() if m in wanted})
+            logs.update(self._logged())
         self._write_records()
         self._sink.flush(self._step, self._layout())
+
+    def _logged(self):
+        """The values `add_to_logs` adds to the epoch logs (see its description)."""
+        wanted = {m for check in self._parts for m in check.log_metrics}
+        per_layer = {
+            f"{m}/{site}": v
+            for site, metrics in self.latest.items()
+            for m, v in metrics.items()
+            if m in wanted
+        }
+        if self.add_to_logs is True or len(per_layer) <= LOGGED_LAYER_VALUES:
+            return per_layer
+        by_metric = {}
+        for metrics in self.latest.values():
+            for m, v in metrics.items():
+                if m in wanted:
+                    by_metric.setdefault(m, []).append(v)
+        upper, lower = metric_limits(self._parts)
+        out = {}
+        for m, values in by_metric.items():
+            broken = [v for v in values if not math.isfinite(v)]  # NaN or inf: the worst
+            if m in upper or m not in lower:
+                out[f"{m}/max"] = broken[0] if broken else max(values)
+            if m in lower:
+                out[f"{m}/min"] = broken[0] if broken else min(values)
+        if not self._told_logged and validation.resolve_verbose(self.verbose, auto=True):
+            self._told_logged = True
+            print(
+                f"{type(self).__name__}: the epoch logs hold each metric's worst layer "
+                f"({', '.join(out)}), not its {len(per_layer)} per-layer values; "
+                "add_to_logs=True adds those."
+            )
+        return out
 
     def on_train_end(self, logs=None):
         self._write_records()
