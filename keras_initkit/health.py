@@ -171,6 +171,9 @@ class HealthReport:
     def blocks(self):
         """The findings taken together: one `checks.summary.Block` per rule."""
         fixes = {name: rule.fix_at_init or rule.fix for name, rule in RULES.items()}
+        # A finding's own fix where its check gave one (the scale-through-depth rules
+        # made by the first layer alone: normalize the inputs, not the initialization).
+        fixes.update((f.rule, f.fix) for f in self.findings if f.fix)
         below = {name for name, rule in RULES.items() if rule.below}
         return blocks(self.findings, fixes, below)
 
@@ -347,6 +350,7 @@ def diagnose(
                 None,
                 message(site.name, text, rule.fix_at_init or rule.fix),
                 text,
+                rule.fix_at_init or rule.fix,
             )
             for _, site, rule, value, text in judge(assignment, scalars)
         ),

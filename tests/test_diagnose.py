@@ -330,6 +330,78 @@ def test_unnormalized_inputs_are_told_apart_from_activations_vanishing_through_d
     assert not [f for f in scaled.findings if f.rule.endswith("_activations")]
 
 
+def _downsampling_conv_net():
+    """Conv–batch-norm blocks from 8×8 down to 1×1, then a 9×9 depthwise conv at 1×1 (only
+    its centre tap sees a pixel: output std ~0.04, as MobileNetV3's late depthwise convs)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = inputs
+    for k, stride in enumerate((1, 2, 2, 2)):
+        h = keras.layers.Conv2D(
+            8, 3, strides=stride, padding="same", use_bias=False, name=f"conv_{k}"
+        )(h)
+        h = keras.layers.BatchNormalization(name=f"bn_{k}")(h)
+        h = keras.layers.ReLU(name=f"relu_{k}")(h)
+    h = keras.layers.DepthwiseConv2D(9, padding="same", use_bias=False, name="dw")(h)
+    h = keras.layers.BatchNormalization(name="bn_dw")(h)
+    h = keras.layers.Activation("hard_sigmoid", name="gate")(h)
+    h = keras.layers.Conv2D(16, 1, name="pw")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(10, name="head")(h))
+
+
+@pytest.mark.backend_agnostic
+def test_unnormalized_inputs_are_named_where_the_later_layers_spread_widely():
+    """MobileNetV3Small on pixels in 0–255 read "activations vanish through depth" and
+    "use He ... or lsuv_init": its late depthwise convs (1×1 spatial) spread the layers
+    after the first beyond √100, so the first-layer test did not apply. The layers after
+    the first stay within 100× of the second, the first is ~200× their median and far
+    from unit scale: the inputs are named, and the fix is to normalize them."""
+    model = _downsampling_conv_net()
+    pixels = np.random.default_rng(0).uniform(0, 255, (64, 8, 8, 3)).astype("float32")
+    report = diagnose(model, pixels)
+    stds = [report.metrics[n]["activation_std"] for n in ("conv_0", "conv_1", "conv_2", "conv_3")]
+    stds.append(report.metrics["dw"]["activation_std"])
+    assert stds[0] > 20 and max(stds[1:]) / min(stds[1:]) > 10  # the case the old test missed
+    (finding,) = [f for f in report.findings if f.rule.endswith("_activations")]
+    assert finding.rule == "vanishing_activations" and finding.layer == "dw"
+    assert (
+        "conv_0 (" in finding.message and "the first layer, alone out of scale" in finding.message
+    )
+    assert "pixels in 0–255?" in finding.message and "through depth" not in finding.message
+    assert finding.message.endswith(
+        "— normalize the inputs (a keras.layers.Rescaling or Normalization layer first)."
+    )
+    assert "lsuv_init" not in finding.message and "He (ReLU)" not in finding.message
+    # The summary line gives the same fix, not the initialization's.
+    line = next(line for line in str(report).splitlines() if "vanishing_activations" in line)
+    assert "normalize the inputs" in line and "lsuv_init" not in line
+    # The same net on normalized inputs: the same later layers, no finding.
+    scaled = diagnose(model, pixels / 127.5 - 1.0)
+    assert not [f for f in scaled.findings if f.rule.endswith("_activations")]
+    np.testing.assert_allclose(scaled.metrics["dw"]["activation_std"], stds[-1], rtol=0.2)
+
+
+@pytest.mark.parametrize(
+    "stds, vanishing, out_of_scale",
+    [
+        ([74.8, 0.19, 0.35, 0.6, 0.9, 1.2, 0.02, 0.0068, 0.13], True, True),  # MobileNetV3
+        ([70.0, 0.6, 0.62, 0.58], True, True),  # conv–batch-norm, pixels in 0–255
+        ([0.002, 0.6, 0.5, 40.0], False, True),  # inputs ×1e-3: the mirror image
+        ([1.0, 0.005, 0.004, 0.006], True, False),  # in scale, then a collapse: depth
+        ([0.17 * 0.2**k for k in range(6)], True, False),  # tanh, too small an init
+        ([14 * 0.2**k for k in range(6)], True, False),  # 0–255 and depth: depth stands
+        ([3.0, 1.5, 1.4, 0.02], True, False),  # first hardly off: not the inputs
+        ([70.0, 0.6, 0.62, 0.58], False, False),  # first above the rest: not exploding
+    ],
+)
+def test_first_layer_out_of_scale_tells_the_inputs_from_depth(stds, vanishing, out_of_scale):
+    from keras_initkit.checks.activations import first_layer_out_of_scale
+
+    found = first_layer_out_of_scale(stds, 100.0, vanishing)
+    assert (found is not None) == out_of_scale
+
+
 @pytest.mark.backend_agnostic
 def test_a_diverged_network_is_named_as_such_not_as_dead_units():
     """A NaN output is never positive, so a diverged ReLU layer read "100% of units dead"

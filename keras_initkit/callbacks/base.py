@@ -278,7 +278,7 @@ class Monitor(keras.callbacks.Callback):
             assignment, self.latest, self._step, epoch_end
         ):
             text = message(site.name, observation, rule.fix, self._step)
-            found = Finding(site.name, rule.name, value, self._step, text, observation)
+            found = Finding(site.name, rule.name, value, self._step, text, observation, rule.fix)
             current.append(found)
             fixes[rule.name] = rule.fix
             if rule.below:

@@ -1,6 +1,8 @@
 """Checks on layer outputs: their scale through depth, saturation, dead units."""
 
+import dataclasses
 import math
+import statistics
 
 from keras_initkit import validation
 from keras_initkit.checks.base import Check
@@ -12,6 +14,7 @@ DELTA = 0.01  # the default saturation margin, relative to the activation's rang
 SATURATION_METRICS = ("saturated_fraction", "saturated_low", "saturated_high", "abs_p98")
 DEAD_METRICS = ("dead_fraction", "inactive_fraction", "firing_rate")
 _SCALE_FIX = "use He (ReLU) or Glorot (tanh, sigmoid) initialization, or keras_initkit.lsuv_init."
+_INPUT_FIX = "normalize the inputs (a keras.layers.Rescaling or Normalization layer first)."
 
 
 # The forward rules whose statistics describe NaN, not units, in a layer whose output is
@@ -76,15 +79,14 @@ def _depth_observation(verb):
             f"output std {context['activation_std']:.3g} is {context['value']:.1e} × that "
             f"of {context['reference']}"
         )
-        spread = context.get("spread")
-        if spread is None:
+        if "rest_median" not in context:
             return f"{text}: activations {verb} through depth"
         pixels = " (pixels in 0–255?)" if context["value"] < 1 else ""
         return (
             f"{text} ({context['reference_std']:.3g}), the first layer, alone out of scale "
-            f"(the layers after it agree within {spread:.2g}×): the inputs' scale{pixels} or "
-            "its initialization's; normalize the inputs (a keras.layers.Rescaling or "
-            "Normalization layer first)"
+            f"(the layers after it: median std {context['rest_median']:.2g}, within "
+            f"{context['rest_spread']:.2g}× of the second): the inputs' scale{pixels} or its "
+            "initialization's, not depth"
         )
 
     return observe
@@ -99,9 +101,13 @@ def _depth_rule(name, verb, below):
             "among the hidden kernel layers (every kernel layer but the last, in forward "
             "order), the one whose output std is farthest, on a log scale, from the first "
             f"one's has a ratio {'below 1/' if below else 'above '}`activation_std_ratio` "
-            "to it (one finding, at that layer; where the layers after the first agree within "
-            "√`activation_std_ratio`, the finding says the first layer alone is out of scale, "
-            "as unnormalized inputs make it)"
+            "to it (one finding, at that layer). Where the first layer alone makes the "
+            "finding (the rule would not fire with the second hidden layer as the reference; "
+            f"the first one's std is {'above √' if below else 'below 1/√'}"
+            "`activation_std_ratio` × the median std of the layers after it; and it is "
+            "farther from 1, the unit scale initializations aim at, on a log scale, than "
+            "that median), the finding says the first layer alone is out of scale, as "
+            "unnormalized inputs make it, and its fix is to normalize the inputs"
         ),
         observation=_depth_observation(verb),
         fix=_SCALE_FIX,
@@ -192,6 +198,42 @@ def depth_ratio(values):
     return i + 1, ratios[i]
 
 
+def first_layer_out_of_scale(stds, limit, vanishing):
+    """`(median, spread)` of `stds[1:]` when the first of the hidden kernel layers'
+    output `stds` alone makes their scale-through-depth finding under `limit` (a
+    `vanishing` one, or an exploding one); else None.
+
+    The first layer is the only one whose output scale is the inputs' scale times its
+    initialization's; a normalization after it (batch norm) resets the scale, so pixels
+    in 0–255 leave it alone ~100× above the rest. The ratio to it then measures the
+    inputs, not depth. It does when all three hold:
+
+    - without it, the rule would not fire: the layers after it stay within `limit` of
+      the second (`spread`, the widest factor between them and the second);
+    - it is off the layers after it: beyond √`limit` × their `median` (geometric, on
+      the log scale), on the finding's side (above it where they vanish, below it
+      where they explode);
+    - it, not they, is off the unit scale that initializations (He, Glorot, LSUV) and
+      normalization layers aim at: its std is farther from 1, on a log scale, than the
+      median is.
+
+    The last tells a first layer out of scale (std 75, the rest ~0.2) from a collapse
+    right after a first layer in scale (std 1, the rest ~0.005): activations that do
+    vanish, at the second layer.
+    """
+    if len(stds) < 2 or min(stds) <= 0:
+        return None
+    rest = depth_ratio(stds[1:])
+    spread = 1.0 if rest is None else max(rest[1], 1 / rest[1])
+    if spread > limit:
+        return None
+    median = math.exp(statistics.median(math.log(s) for s in stds[1:]))
+    off = math.log(stds[0] / median) * (1 if vanishing else -1)
+    if off <= math.log(limit) / 2 or abs(math.log(stds[0])) <= abs(math.log(median)):
+        return None
+    return median, spread
+
+
 class ActivationCheck(Check):
     """Output mean and std of every layer with a kernel or an activation, and their scale
     through depth (`vanishing_activations`, `exploding_activations`)."""
@@ -223,10 +265,10 @@ class ActivationCheck(Check):
         rule = VANISHING_ACTIVATIONS if ratio < 1 else EXPLODING_ACTIVATIONS
         context = {**scalars[site.name], "value": ratio, "reference": hidden[0].name}
         stds = [scalars[s.name]["activation_std"] for s in hidden]
-        if len(stds) >= 3 and min(stds[1:]) > 0:
-            spread = max(stds[1:]) / min(stds[1:])
-            if spread <= math.sqrt(limit):  # only the first is out of scale
-                context.update(spread=spread, reference_std=stds[0])
+        rest = first_layer_out_of_scale(stds, limit, vanishing=ratio < 1)
+        if rest is not None:
+            context.update(reference_std=stds[0], rest_median=rest[0], rest_spread=rest[1])
+            rule = dataclasses.replace(rule, fix=_INPUT_FIX, fix_at_init=None)
         yield site, rule, ratio, rule.observe(context)
 
 

@@ -101,6 +101,8 @@ class Finding:
         step: the global training step it was measured at; `None` in `diagnose`.
         message: the full text: layer, step, observation and fix.
         observation: what was measured, without the layer, step and fix.
+        fix: the advice `message` ends with: the rule's, or the one its check gave for
+            this finding (a layer scale made by unnormalized inputs: normalize them).
     """
 
     layer: str
@@ -109,6 +111,7 @@ class Finding:
     step: int | None
     message: str
     observation: str = ""
+    fix: str = ""
 
     @property
     def kind(self):
@@ -124,6 +127,7 @@ class Finding:
     def to_dict(self):
         """The finding as plain data, `kind` included (`observation` where recorded)."""
         data = {**dataclasses.asdict(self), "kind": self.kind}
-        if not data["observation"]:
-            del data["observation"]
+        for key in ("observation", "fix"):
+            if not data[key]:
+                del data[key]
         return data
