@@ -794,6 +794,26 @@ def test_probe_data_that_fails_the_forward_pass_gets_one_line_of_why():
     assert "\n" not in text and "\x1b" not in text and len(text) < 600, text
 
 
+def test_targets_that_do_not_fit_the_loss_are_named():
+    """One-hot targets for a sparse loss: `diagnose` raised Keras' error from deep in
+    its ops, and the monitor blamed the inputs ("does not fit model ... Received: data
+    with input shape(s)"). Both name the targets and the loss now, and nothing of the
+    model changes."""
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = _normal(16, 8)
+    onehot = np.eye(3, dtype="float32")[np.arange(16) % 3]
+    before = [keras.ops.convert_to_numpy(v) for v in model.variables]
+    expected = r"^The targets, of shape\(s\) \(16, 3\), do not fit the model's loss for outputs"
+    with pytest.raises(ValueError, match=expected):
+        keras_initkit.diagnose(model, x, onehot)
+    monitor = TrainingMonitor((x, onehot), gradients=True, verbose=0)
+    with pytest.raises(ValueError, match=expected):
+        model.fit(x, np.arange(16) % 3, callbacks=[monitor], verbose=0)
+    for old, new in zip(before, [keras.ops.convert_to_numpy(v) for v in model.variables]):
+        np.testing.assert_array_equal(new, old)
+
+
 # One set of default thresholds --------------------------------------------------------
 
 

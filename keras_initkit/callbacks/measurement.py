@@ -5,6 +5,7 @@ import keras
 from keras_initkit.checks import Check, Rule, assign, measure, reducers
 from keras_initkit.probe import (
     ActivationSample,
+    DataMismatch,
     Probe,
     check_inputs,
     error_summary,
@@ -134,7 +135,7 @@ class Measurement:
             if result is None and self.probe.sites:
                 result = self.probe.run_batches(batches, source)
         except Exception as error:
-            if self.validated:
+            if self.validated or isinstance(error, DataMismatch):
                 raise
             shapes = keras.tree.map_structure(lambda a: tuple(a.shape), batches[0][0])
             raise ValueError(

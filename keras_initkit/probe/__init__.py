@@ -8,7 +8,7 @@ and `backend` (one module per Keras backend).
 """
 
 from keras_initkit.probe import backend
-from keras_initkit.probe.data import as_batches, check_inputs, error_summary
+from keras_initkit.probe.data import DataMismatch, as_batches, check_inputs, error_summary
 from keras_initkit.probe.engine import (
     MODES,
     Probe,
@@ -76,6 +76,7 @@ __all__ = [
     "cached",
     "call_linear",
     "call_split",
+    "DataMismatch",
     "check_inputs",
     "error_summary",
     "has_activation",

@@ -170,6 +170,11 @@ def _model_inputs(model):
     return list(inputs) if inputs else None
 
 
+class DataMismatch(ValueError):
+    """Data that does not fit the model's inputs, or targets that do not fit its loss:
+    raised as is by every entry point (a monitor does not wrap it again)."""
+
+
 def error_summary(error, limit=300):
     """`"<type>: <first line>"` of `error`, without terminal colour codes and at most
     about `limit` characters: Keras' errors span many lines (torch's print the tensor),
@@ -196,7 +201,7 @@ def check_inputs(model, batches, argument="data"):
         else:
             leaves = keras.tree.flatten(x)
             if len(leaves) != len(inputs):
-                raise ValueError(
+                raise DataMismatch(
                     f"Argument `{argument}` must hold one array per model input "
                     f"({len(inputs)}). Received: {len(leaves)} array(s) in batch {i}"
                 )
@@ -205,7 +210,7 @@ def check_inputs(model, batches, argument="data"):
             if len(got) != len(expected) or any(
                 e is not None and e != g for e, g in zip(expected[1:], got[1:])
             ):
-                raise ValueError(
+                raise DataMismatch(
                     f"Argument `{argument}` does not fit the model's input "
                     f"'{tensor.name}' of shape {expected}. Received: an array of shape "
                     f"{got} in batch {i}"

@@ -47,7 +47,7 @@ import numpy as np
 
 from keras_initkit import _keras_private
 from keras_initkit.probe import backend
-from keras_initkit.probe.data import as_batches, check_inputs
+from keras_initkit.probe.data import DataMismatch, as_batches, check_inputs, error_summary
 from keras_initkit.probe.engine import (
     MODES,
     Probe,
@@ -313,6 +313,39 @@ class GradientProbe(Runner):
         )
         return self.run_batches(batches, source, argument=argument)
 
+    def _unfit(self, batch, argument):
+        """A `ValueError` saying what of `batch` does not fit where the probe failed:
+        the inputs where the model's own forward pass fails on them, the targets where
+        its loss fails on them (a one-hot `y` for a sparse loss); None where neither
+        does alone. Run eagerly, its state updates discarded."""
+        x, y = batch
+
+        def shapes(tree):
+            return keras.tree.map_structure(lambda a: tuple(a.shape), tree)
+
+        with keras.StatelessScope(), self._model_compile_loss_kept():
+            try:
+                y_pred = self.model(x, training=False)
+            except Exception as error:
+                return DataMismatch(
+                    f"Argument `{argument}` does not fit the model: its forward pass failed "
+                    f"with {error_summary(error)}. Received: inputs of shape(s) {shapes(x)}"
+                )
+            try:
+                if self._loss_fn is None:
+                    self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None)
+                else:
+                    for t, p in zip(keras.tree.flatten(y), keras.tree.flatten(y_pred)):
+                        self._loss_fn(t, p)
+            except Exception as error:
+                return DataMismatch(
+                    f"The targets, of shape(s) {shapes(y)}, do not fit the model's loss for "
+                    f"outputs of shape(s) {shapes(y_pred)} (a one-hot `y` for a sparse loss, "
+                    f"or the reverse?): it failed with "
+                    f"{error_summary(error)}"
+                )
+        return None
+
     def _mean_gradient(self, batches):
         """`(gradient, loss, forward vectors)`: the gradient of the mean loss over every
         sample of `batches`, on device, and each batch's packed forward statistics."""
@@ -340,7 +373,13 @@ class GradientProbe(Runner):
                     f"Gradients need targets: `{argument}` must give `(x, y)` pairs. "
                     f"Received: no targets in batch {i}"
                 )
-        grads, loss, auxes = self._mean_gradient(batches)
+        try:
+            grads, loss, auxes = self._mean_gradient(batches)
+        except Exception as error:
+            unfit = self._unfit(batches[0], argument)
+            if unfit is None:
+                raise
+            raise unfit from error
         lr = self._learning_rate()
         extra = {"loss": loss} if lr is None else {"loss": loss, "learning_rate": lr}
         extra = {k: keras.ops.cast(v, "float32") for k, v in extra.items()}
