@@ -155,13 +155,16 @@ class LSUVReport:
                 return f"skipped: {r.skipped}"
             return f"skipped [{notes.setdefault(r.skipped, len(notes) + 1)}]"
 
+        def number(value, measured):  # "-": not measured (a layer skipped unseen)
+            return f"{value:.4g}" if measured else "-"
+
         rows = [
             [
                 r.name,
-                f"{r.variance_before:.4g}",
-                f"{r.variance_after:.4g}",
-                r.iterations,
-                f"{r.scale:.4g}",
+                number(r.variance_before, not math.isnan(r.variance_before)),
+                number(r.variance_after, not math.isnan(r.variance_after)),
+                r.iterations if not r.skipped else "-",
+                number(r.scale, not r.skipped),
                 status(r),
             ]
             for r in self.layers

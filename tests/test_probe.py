@@ -245,6 +245,22 @@ def test_every_entry_point_rejects_a_bad_batch_size(batch_size):
             call()
 
 
+def test_a_dict_missing_an_input_names_it():
+    """keras_hub-style dict inputs: a missing key said "must hold one array per model
+    input (3). Received: 2 array(s)", leaving the user to guess which."""
+    inputs = [keras.Input((4,), name=name) for name in ("token_ids", "padding_mask", "extra")]
+    model = keras.Model(inputs, keras.layers.Add()(inputs))
+    x = {"token_ids": np.zeros((2, 4)), "extra": np.zeros((2, 4))}
+    with pytest.raises(
+        ValueError,
+        match=r"an array for each model input \['token_ids', 'padding_mask', 'extra'\]: "
+        r"\['padding_mask'\] missing\. Received: a dict with keys \['extra', 'token_ids'\]",
+    ):
+        keras_initkit.diagnose(model, x)
+    x["padding_mask"] = np.zeros((2, 4))
+    probe.check_inputs(model, [(x, None)])
+
+
 def test_resolve_layers_errors():
     model = _mlp()
     with pytest.raises(ValueError, match="Received: 'nope'"):
@@ -654,6 +670,7 @@ def test_data_sources_agree(kind):
         (None, "Received: data=None"),
         ((np.zeros((4, 8)),) * 4, "tuple of length 4"),
         (np.float32(1.0), "Received"),
+        (([[0.5, 1.0], [2.0, 3.0]], [0, 1]), r"a scalar \(a Python list .*pass a NumPy array\)"),
     ],
 )
 def test_bad_data(data, match):
@@ -672,6 +689,9 @@ def test_infinite_and_empty_datasets():
         probe.as_batches(empty)
     with pytest.raises(ValueError, match="max_batches=0"):
         probe.as_batches(_x(4), max_batches=0)
+    unbatched = tf.data.Dataset.from_tensor_slices((_x(4), np.arange(4)))
+    with pytest.raises(ValueError, match=r"a scalar \(an unbatched dataset\? .*\.batch\(32\)"):
+        probe.as_batches(unbatched)
 
 
 def test_bad_probe_arguments():

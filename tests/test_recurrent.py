@@ -146,6 +146,8 @@ def test_text_model_through_every_feature_changes_nothing_and_reports_recurrent_
     # The long reason is printed once, under the table, not as a 170-character cell.
     text = str(report)
     assert text.count("recurrent layer") == 1 and text.count("skipped [1]") == 3
+    gru_row = next(line for line in text.splitlines() if line.startswith("gru "))
+    assert gru_row.split() == ["gru", "-", "-", "-", "-", "skipped", "[1]"]  # was nan nan 0 1
     targets = len(report.layers) - 3
     assert text.startswith(f"LSUV: {targets} layer(s) (and 3 recurrent, listed), "), text
     assert max(len(line) for line in text.splitlines()[1:]) <= 90, text  # below the title

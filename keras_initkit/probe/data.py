@@ -72,7 +72,9 @@ def _numpy_pair(element):
     return _to_numpy(x), _to_numpy(y)
 
 
-def _check_batch(x, argument, where=""):
+def _check_batch(x, argument, where="", unbatched=""):
+    """The number of samples of the batch `x`; raises where its arrays are not one
+    batch. `unbatched`: what a scalar likely means, said with the error."""
     leaves = keras.tree.flatten(x)
     if not leaves:
         raise ValueError(f"Argument `{argument}` holds no arrays{where}. Received: {x!r}")
@@ -81,7 +83,7 @@ def _check_batch(x, argument, where=""):
         if leaf.ndim == 0:
             raise ValueError(
                 f"Argument `{argument}` must hold batched arrays with a leading "
-                f"sample axis{where}. Received: a scalar"
+                f"sample axis{where}. Received: a scalar{unbatched}"
             )
         sizes.add(leaf.shape[0])
         if np.issubdtype(leaf.dtype, np.floating) and not np.all(np.isfinite(leaf)):
@@ -122,6 +124,7 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
             count = min(count, max_batches)
         batches = [_numpy_pair(data[i]) for i in range(count)]
         source = f"{count} batch(es) of the PyDataset"
+        unbatched = " (`__getitem__` must return a batch)"
     elif _is_tf_dataset(data):
         if is_infinite(data) and max_batches is None:
             raise ValueError(
@@ -132,9 +135,18 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
             data = data.take(max_batches)
         batches = [_numpy_pair(element) for element in data]
         source = f"{len(batches)} batch(es) of the tf.data.Dataset"
+        unbatched = " (an unbatched dataset? Batch it: `dataset.batch(32)`)"
     elif isinstance(data, (list, tuple, dict)) or _is_array(data):
         x, y = _numpy_pair(data)
-        n = _check_batch(x, argument)
+        unbatched = (
+            " (a Python list holds one array per model input: pass a NumPy array)"
+            if any(
+                isinstance(part, list)
+                for part in (data, *(data if isinstance(data, tuple) else ()))
+            )
+            else ""
+        )
+        n = _check_batch(x, argument, unbatched=unbatched)
         step = n if batch_size is None else batch_size
         batches = [
             keras.tree.map_structure(lambda a, i=i: a[i : i + step], (x, y), none_is_leaf=False)
@@ -152,8 +164,8 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
     if not batches:
         raise ValueError(f"Argument `{argument}` yielded no batches. Received: an empty dataset")
     for i, (x, y) in enumerate(batches):
-        n = _check_batch(x, argument, where=f" (batch {i})")
-        if y is not None and _check_batch(y, argument, where=f" (targets of batch {i})") != n:
+        n = _check_batch(x, argument, f" (batch {i})", unbatched)
+        if y is not None and _check_batch(y, argument, f" (targets of batch {i})", unbatched) != n:
             raise ValueError(
                 f"Inputs and targets in `{argument}` must have the same number of "
                 f"samples (batch {i}). Received: {n} inputs and "
@@ -196,8 +208,16 @@ def check_inputs(model, batches, argument="data"):
     if inputs is None:
         return
     for i, (x, _) in enumerate(batches):
-        if isinstance(x, dict) and all(t.name in x for t in inputs):
-            leaves = [x[t.name] for t in inputs]
+        names = [t.name for t in inputs]
+        if isinstance(x, dict) and all(name in x for name in names):
+            leaves = [x[name] for name in names]
+        elif isinstance(x, dict) and len(x) != len(names):
+            missing = [name for name in names if name not in x]
+            raise DataMismatch(
+                f"Argument `{argument}` must hold an array for each model input "
+                f"{names}: {missing} missing. Received: a dict with keys {sorted(x)} "
+                f"in batch {i}"
+            )
         else:
             leaves = keras.tree.flatten(x)
             if len(leaves) != len(inputs):
