@@ -812,6 +812,11 @@ def test_targets_that_do_not_fit_the_loss_are_named():
         model.fit(x, np.arange(16) % 3, callbacks=[monitor], verbose=0)
     for old, new in zip(before, [keras.ops.convert_to_numpy(v) for v in model.variables]):
         np.testing.assert_array_equal(new, old)
+    # Labels beyond the classes: JAX computed a loss on them without a word.
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\) .*labels from 0 to 15"):
+        keras_initkit.diagnose(model, x, np.arange(16))
+    ignoring = keras.losses.SparseCategoricalCrossentropy(ignore_class=-1)
+    keras_initkit.diagnose(model, x, np.arange(16) % 3 - (np.arange(16) == 0), loss=ignoring)
 
 
 # One set of default thresholds --------------------------------------------------------

@@ -313,6 +313,28 @@ class GradientProbe(Runner):
         )
         return self.run_batches(batches, source, argument=argument)
 
+    def _check_labels(self, batches):
+        """Raise where a sparse categorical loss gets labels outside its classes: JAX
+        computes a loss on them without a word (an all-zero one-hot row)."""
+        loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
+        name = loss if isinstance(loss, str) else getattr(loss, "name", None)
+        name = name or getattr(loss, "__name__", None)
+        outputs = getattr(self.model, "outputs", None) or ()
+        if name != "sparse_categorical_crossentropy" or len(outputs) != 1:
+            return
+        classes = outputs[0].shape[-1]
+        ignored = getattr(loss, "ignore_class", None)
+        for i, (_, y) in enumerate(batches):
+            labels = np.asarray(keras.tree.flatten(y)[0])
+            if ignored is not None:
+                labels = labels[labels != ignored]
+            if classes and labels.size and (labels.min() < 0 or labels.max() >= classes):
+                raise DataMismatch(
+                    f"The targets must be class indices in [0, {classes}) for the sparse "
+                    f"categorical loss on {classes} outputs. Received: labels from "
+                    f"{labels.min():g} to {labels.max():g} in batch {i}"
+                )
+
     def _unfit(self, batch, argument):
         """A `ValueError` saying what of `batch` does not fit where the probe failed:
         the inputs where the model's own forward pass fails on them, the targets where
@@ -373,6 +395,7 @@ class GradientProbe(Runner):
                     f"Gradients need targets: `{argument}` must give `(x, y)` pairs. "
                     f"Received: no targets in batch {i}"
                 )
+        self._check_labels(batches)
         try:
             grads, loss, auxes = self._mean_gradient(batches)
         except Exception as error:
