@@ -965,9 +965,15 @@ def _applicable(trial, specs):
 def _lsuv_notes(trial):
     """Calibrates the copy's target layers with LSUV; its warnings (a dead layer, no
     convergence) as notes."""
+    # A recurrent cell's input kernel is drawn like any other, but LSUV calibrates
+    # feed-forward layers only (`lsuv_init` skips recurrent layers, and refuses their
+    # cells by name): the cells keep the candidate's draw.
+    layers = [b for _, b in trial.pairs if not hasattr(b, "state_size")]
+    if not layers:
+        return ["LSUV: no feed-forward kernel layer to calibrate (recurrent layers keep the draw)"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        lsuv_init(trial.copy, trial.x, layers=[b for _, b in trial.pairs], verbose=0)
+        lsuv_init(trial.copy, trial.x, layers=layers, verbose=0)
     return [
         str(w.message).split("\n")[0]
         for w in caught

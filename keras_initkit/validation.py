@@ -171,8 +171,8 @@ def verbose(value, name="verbose"):
     """
     if isinstance(value, (bool, np.bool_)):
         return int(value)
-    if isinstance(value, str):
-        return one_of(value, name, ("auto",))
+    if isinstance(value, str) and value == "auto":
+        return value
     if not isinstance(value, (int, np.integer)) or value not in (0, 1):
         _fail(name, '0, 1 or "auto"', value)
     return int(value)

@@ -59,6 +59,7 @@ BAD = [
     ({"seed": -1}, r"`seed` must be an int >= 0"),
     ({"seed": "0"}, r"`seed` must be an int >= 0"),
     ({"verbose": 2}, r"`verbose` must be 0, 1 or \"auto\""),
+    ({"verbose": "loud"}, r"`verbose` must be 0, 1 or \"auto\". Received: verbose='loud'"),
     ({"layers": ["nope"]}, r"`layers` must name layers.*Received: 'nope'"),
     ({"layers": "h0"}, r"`layers` must be a list"),
     ({"y": None, "steps": 2}, r"`steps` > 0 .* needs targets"),
@@ -203,6 +204,24 @@ def test_layers_that_share_a_name_are_reported_apart():
     assert set(only["he_normal"].initializers) == {"b2/d"}
     with pytest.raises(ValueError, match=r"2 layers of the model that have a kernel are named 'd'"):
         suggest_initializer(_nested_same_names(), x, y, layers=["d"], verbose=0)
+
+
+@agnostic
+def test_recurrent_models_get_every_default_candidate_ranked():
+    """The LSUV candidate handed the recurrent cells to `lsuv_init`, which refuses
+    them by name: every model with an LSTM, GRU or SimpleRNN raised "Argument `layers`
+    names a layer that is not part of the model", an argument the user never passed."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 5, 4)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    for recurrent in (keras.layers.LSTM(6), keras.layers.SimpleRNN(6)):
+        model = keras.Sequential(
+            [keras.Input((5, 4)), recurrent, keras.layers.Dense(3, activation="softmax")]
+        )
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        report = suggest_initializer(model, x, y, verbose=0)
+        assert "lsuv" in {c.name for c in report.candidates}
+        assert report["lsuv"].disqualified is None, report
 
 
 @agnostic
