@@ -460,6 +460,76 @@ def test_reload_follows_a_live_run(server, driver, logs):
     _wait(appeared, "the new run after Reload", 60)
 
 
+def test_the_curve_keeps_each_runs_colour_and_its_layer_across_metrics(driver, tmp_path):
+    """Found on EfficientNet runs: with the first run unticked, a curve was drawn in
+    another run's colour; a row selected under one metric stayed selected by depth
+    under the next, naming a layer never clicked (or none); at 800 px the curve ran
+    off the window; a run's heading counted rules as "1 finding" for 49 layers."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from keras_initkit import summary
+
+    for run in ("a", "b"):
+        writer = summary.EventFileSummaryWriter(tmp_path / "logs" / run / "initkit")
+        writer.write_meta(0, layers=["x", "y"], thresholds={"dead_fraction": 0.5})
+        for step in (0, 10):
+            writer.write(
+                step,
+                scalars={
+                    "dead_fraction/x": 0.9,
+                    "dead_fraction/y": 0.8,
+                    "gradient_norm/y": 1.0 + step,
+                    "attention_entropy/x": 0.5,
+                },
+            )
+        writer.close()
+    open_report(driver, tmp_path / "logs", "dead_fraction", panels=2)
+    heading = _wait(
+        lambda: (
+            driver.find_element(By.CSS_SELECTOR, '.ik-findings-run[data-run="b/initkit"] h2').text
+        ),
+        "the findings of run b",
+    )
+    assert heading.startswith("b — 2 findings (1 rule)"), heading
+    driver.find_element(By.CSS_SELECTOR, '.ik-runs input[value="a/initkit"]').click()
+    labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
+    labels[1].click()  # y
+    title = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve h2").text, "curve")
+    assert title == "dead_fraction of y (depth 1)"
+    run_colour = driver.find_element(By.CSS_SELECTOR, ".ik-panel-title span").value_of_css_property(
+        "color"
+    )
+    line = driver.find_element(By.CSS_SELECTOR, ".ik-curve polyline").get_attribute("stroke")
+    assert line == "#e8710a" and run_colour == "rgba(232, 113, 10, 1)", (line, run_colour)
+    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+        "gradient_norm"
+    )
+    _wait(
+        lambda: (
+            "gradient_norm of y (depth 0)"
+            in driver.find_element(By.CSS_SELECTOR, ".ik-curve h2").text
+        ),
+        "the curve of y under gradient_norm",
+    )
+    Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+        "attention_entropy"
+    )  # only x logs it: no curve
+    _wait(lambda: not driver.find_elements(By.CSS_SELECTOR, ".ik-curve h2"), "no curve")
+    size = driver.get_window_size()
+    try:
+        driver.set_window_size(800, size["height"])
+        Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+            "dead_fraction"
+        )
+        driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")[0].click()
+        curve = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve svg"), "curve")
+        right = driver.execute_script("return arguments[0].getBoundingClientRect().right", curve)
+        assert right <= driver.execute_script("return window.innerWidth"), right
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+
+
 def test_curve_title_names_the_layer_when_runs_differ_in_depth(driver, tmp_path):
     """A depth only the deeper run reaches: the curve is titled with that run's layer."""
     from selenium.webdriver.common.by import By

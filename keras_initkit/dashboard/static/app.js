@@ -13,6 +13,7 @@ const CSS = `
 .ik-bar { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: center;
   padding: 8px 0 10px; border-bottom: 1px solid #e0e0e0; }
 .ik-bar label { display: inline-flex; gap: 4px; align-items: center; }
+.ik-runs label { margin-right: 14px; }
 .ik-bar select, .ik-bar button { font: inherit; padding: 2px 8px; }
 .ik-status { color: #5f6368; }
 .ik-note { color: #5f6368; margin: 6px 0; }
@@ -39,13 +40,14 @@ const CSS = `
 .ik-curve svg { overflow: visible; }
 .ik-findings table { border-collapse: collapse; width: 100%; margin-bottom: 8px;
   table-layout: fixed; }
-.ik-findings col.ik-c-rule { width: 16%; } .ik-findings col.ik-c-layers { width: 24%; }
+.ik-findings col.ik-c-rule { width: 18%; } .ik-findings col.ik-c-layers { width: 22%; }
 .ik-findings col.ik-c-step { width: 8%; } .ik-findings col.ik-c-worst { width: 14%; }
 .ik-findings th, .ik-findings td { text-align: left; padding: 4px 8px; vertical-align: top;
-  border-bottom: 1px solid #eceff1; }
+  border-bottom: 1px solid #eceff1; overflow-wrap: anywhere; }
 .ik-findings th { font-weight: 500; color: #5f6368; }
 .ik-findings td.ik-num { text-align: right; font-variant-numeric: tabular-nums; }
 .ik-rule { font-family: monospace; color: #c5221f; }
+.ik-findings td.ik-rule { overflow-wrap: normal; }
 `;
 
 const RUN_COLOURS = ['#1a73e8', '#e8710a', '#188038', '#d01884', '#9334e6', '#12b5cb',
@@ -348,8 +350,8 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   return el('div', {class: 'ik-panel', 'data-run': data.run}, title, canvas, axis);
 }
 
-function curve(maps, row, metric) {
-  const width = 640;
+function curve(maps, row, metric, room = 846) {
+  const width = Math.max(200, Math.min(640, room - 56 - 150));
   const height = 180;
   const pad = {l: 56, r: 150, t: 8, b: 24};
   const series = maps.map((data, i) => ({
@@ -375,7 +377,9 @@ function curve(maps, row, metric) {
   const Y = (v) => pad.t + (1 - ((log ? Math.log10(v) : v) - y0) / (y1 - y0)) * height;
   box.append(svg('rect', {x: pad.l, y: pad.t, width, height, fill: '#fafafa',
     stroke: '#dadce0'}));
+  const ends = limits.map((l) => (log ? Math.log10(l) : l));
   for (const [v, anchor] of [[y0, 'lo'], [y1, 'hi']]) {
+    if (ends.includes(v)) continue;  // a threshold: labelled by its line
     const label = svg('text', {x: pad.l - 6, y: anchor === 'lo' ? pad.t + height : pad.t + 10,
       'text-anchor': 'end', 'font-size': 11, fill: '#5f6368'});
     label.textContent = fmt(log ? 10 ** v : v);
@@ -392,10 +396,14 @@ function curve(maps, row, metric) {
     if (y >= pad.t && y <= pad.t + height) {
       box.append(svg('line', {x1: pad.l, x2: pad.l + width, y1: y, y2: y, stroke: '#c5221f',
         'stroke-dasharray': '4 3', class: 'ik-limit'}));
+      const value = svg('text', {x: pad.l - 6, y: y + 4, 'text-anchor': 'end', 'font-size': 11,
+        fill: '#c5221f', class: 'ik-limit-value'});
+      value.textContent = fmt(limit);  // the threshold's number, by its line
+      box.append(value);
     }
   }
   series.forEach((s, k) => {
-    const colourOf = RUN_COLOURS[s.i % RUN_COLOURS.length];
+    const colourOf = RUN_COLOURS[s.data.colourIndex % RUN_COLOURS.length];
     box.append(svg('polyline', {fill: 'none', stroke: colourOf, 'stroke-width': 1.8,
       points: s.points.map(([x, v]) => `${X(x).toFixed(1)},${Y(v).toFixed(1)}`).join(' ')}));
     const label = svg('text', {x: pad.l + width + 8, y: pad.t + 12 + 16 * k, 'font-size': 11,
@@ -414,7 +422,10 @@ const SOURCES = {
 
 function findingsTable(run, groups, source) {
   const section = el('div', {class: 'ik-findings-run', 'data-run': run, 'data-source': source});
-  const count = `${groups.length ? groups.length : 'no'} finding${groups.length === 1 ? '' : 's'}`;
+  // Findings are per layer and rule, grouped by rule: "49 findings (1 rule)".
+  const layers = groups.reduce((n, g) => n + (g.count || 1), 0);
+  const count = groups.length ? `${layers} finding${layers === 1 ? '' : 's'} (` +
+    `${groups.length} rule${groups.length === 1 ? '' : 's'})` : 'no findings';
   section.append(el('h2', {text: `${short(run)} — ${source === 'none' ? 'findings unknown' :
     count}${SOURCES[source] || ''}`}));
   if (!groups.length) return section;
@@ -438,7 +449,8 @@ export function mount(root, source) {
   if (!document.getElementById('ik-style')) {
     document.head.append(el('style', {id: 'ik-style', text: CSS}));
   }
-  const state = {runs: [], metric: null, selected: new Set(), row: null, maps: [], timer: null};
+  const state = {runs: [], metric: null, selected: new Set(), row: null, rowNames: [], maps: [],
+    timer: null};
   const metricSelect = el('select', {class: 'ik-metric', 'aria-label': 'metric'});
   const runBox = el('span', {class: 'ik-runs'});
   const status = el('span', {class: 'ik-status'});
@@ -513,7 +525,9 @@ export function mount(root, source) {
     // Runs side by side share one colour scale, the legend's: a colour means one value.
     const parsed = own.map((m) => ({...m, values: numeric(m.values)}));
     const shared = sharedScale(parsed);
-    const maps = parsed.map((m) => ({...m, scale: shared}));
+    // Each run keeps its colour (its place among all runs) in titles and curves.
+    const maps = parsed.map((m) => ({...m, scale: shared,
+      colourIndex: Math.max(0, state.runs.findIndex((r) => r.run === m.run))}));
     state.maps = maps;
     const depth = Math.max(0, ...maps.map((m) => m.layers.length));
     // Per depth, the selected runs' own layer names there (one where the runs agree).
@@ -521,12 +535,18 @@ export function mount(root, source) {
     for (let r = 0; r < depth; r++) {
       labelNames.push([...new Set(maps.map((m) => m.layers[r]).filter((n) => n !== undefined))]);
     }
+    // The selected row follows its layer across metrics and runs (rows are depths:
+    // another metric logs other layers), and is cleared where no run logs it.
+    if (state.row !== null) {
+      const row = labelNames.findIndex((names) => names.some((n) => state.rowNames.includes(n)));
+      state.row = row < 0 ? null : row;
+    }
     const differ = labelNames.some((names) => names.length > 1);
     const labelTexts = labelNames.map((names, r) => (differ ? `${r}: ` : '') + names.join(' / '));
     // As wide as the longest label (within limits: a longer one ends in "…", its title
     // holds it whole).
     const measure = document.createElement('canvas').getContext('2d');
-    measure.font = `11px ${getComputedStyle(root).fontFamily}`;
+    measure.font = `bold 11px ${getComputedStyle(root).fontFamily}`;  // a selected one is bold
     const longest = Math.max(0, ...labelTexts.map((t) => measure.measureText(t).width));
     const labelWidth = Math.min(320, Math.max(60, Math.ceil(longest) + 12));
     const available = Math.max(200, (root.clientWidth || 1200) - labelWidth - 40 -
@@ -552,7 +572,7 @@ export function mount(root, source) {
         onclick: () => select(r),
       }, el('span', {class: 'ik-labeltext', text: r % every === 0 ? text : ''}))));
     grid.replaceChildren(labels, ...maps.map((m) =>
-      heatmapPanel(m, cell, tip, select, state.runs.findIndex((r) => r.run === m.run))));
+      heatmapPanel(m, cell, tip, select, m.colourIndex)));
     const diverged = maps.some((m) => m.values.some((row) => row.some(nonFinite)));
     const zeros = shared && shared.kind === 'log' &&
       maps.some((m) => m.values.some((row) => row.some((v) => v !== null && v <= 0)));
@@ -579,11 +599,12 @@ export function mount(root, source) {
       .filter((n) => n !== undefined))];
     const name = names.join(' / ');
     curveBox.replaceChildren(el('h2', {text: `${state.metric} of ${name} (depth ${state.row})`}),
-      curve(state.maps, state.row, state.metric));
+      curve(state.maps, state.row, state.metric, curveBox.clientWidth || 846));
   }
 
   function select(row) {
     state.row = row;
+    state.rowNames = [...new Set(state.maps.map((m) => m.layers[row]).filter(given))];
     for (const label of grid.querySelectorAll('.ik-rowlabel')) {
       label.classList.toggle('ik-sel', Number(label.dataset.row) === row);
     }
