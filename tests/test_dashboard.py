@@ -474,6 +474,29 @@ def test_a_layer_that_left_an_exemption_is_judged_on_that_side_from_then_on(tmp_
     assert model.heatmap(run, "dead_fraction")["exempt_until"] == {}
 
 
+def test_the_worst_of_a_finding_is_the_worst_judged_value_not_its_first(tmp_path):
+    """A finding is recorded at its first detection (2.64 at step 4); the layer got
+    worse (3.04 at step 8, an epoch end the rule judges at): the findings said worst
+    2.64 while the heatmap and `report --layers` marked 3.04. A larger value the rule
+    does not judge (step 6, inside an epoch) is not the worst."""
+    writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
+    writer.write_meta(
+        0,
+        layers=["a", "top"],
+        thresholds={"bn_std_ratio": 2.0},
+        epoch_ends={"metrics": ["bn_std_ratio"], "steps": [4, 8]},
+    )
+    for step, top in ((4, 2.64), (6, 9.0), (8, 3.04)):
+        writer.write(step, scalars={"bn_std_ratio/a": 2.8, "bn_std_ratio/top": top})
+    record = {"rule": "bn_std_ratio", "step": 4, "metric": "bn_std_ratio", "threshold": 2.0}
+    writer.write_findings(
+        4, [{**record, "layer": "a", "value": 2.8}, {**record, "layer": "top", "value": 2.64}]
+    )
+    writer.close()
+    (group,) = model.group_findings(events.read_run(str(tmp_path / "initkit")))
+    assert (group["worst"], group["worst_layer"]) == (pytest.approx(3.04), "top")
+
+
 # -- HTML report ----------------------------------------------------------------------
 
 

@@ -192,34 +192,30 @@ def _value(finding):
 def group_findings(run):
     """The run's findings, one entry per (rule, fix): layers as ranges, first step, worst.
 
-    The worst value is the largest recorded value of the group, the smallest for a
+    The worst value is the largest value of the group, the smallest for a
     lower-is-worse rule: one whose findings that carry a `threshold` (the limit the
     value crossed, as the monitors record it for every rule with one, the depth rules'
-    ratios included) all lie below it. A non-finite value is the worst of all. Entries
-    come in order of first step.
+    ratios included) all lie below it. It is taken over the recorded values (each
+    layer's at its first finding) and the values of the rule's logged metric in the
+    group's layers that its thresholds judge (a layer that got worse after its first
+    finding). A non-finite value is the worst of all. Entries come in order of first
+    step.
     """
     groups = {}
     for finding in run.findings:
         key = (str(finding.get("rule", "")), str(finding.get("fix", "") or ""))
         groups.setdefault(key, []).append(finding)
+    flagged = run_flagger(run) if run.series else None
     out = []
     for (rule, fix), found in groups.items():
-        values = [v for f in found if (v := _value(f)) is not None]
-        worst = None
-        if any(not math.isfinite(v) for v in values):
-            worst = next(v for v in values if not math.isfinite(v))
-        elif values:
-            worst = min(values) if _lower_is_worse(found) else max(values)
-        worst_layer = None
-        if worst is not None:
-            worst_layer = next(
-                (
-                    f.get("layer")
-                    for f in found
-                    if _value(f) == worst or (_value(f) is not None and worst != worst)
-                ),
-                None,
-            )
+        pairs = [(v, f.get("layer")) for f in found if (v := _value(f)) is not None]
+        pairs += _judged(run, found, flagged)
+        worst, worst_layer = None, None
+        if any(not math.isfinite(v) for v, _ in pairs):
+            worst, worst_layer = next((v, n) for v, n in pairs if not math.isfinite(v))
+        elif pairs:
+            pick = min if _lower_is_worse(found) else max
+            worst, worst_layer = pick(pairs, key=lambda pair: pair[0])
         if worst is not None and not math.isfinite(worst):
             worst = str(worst)  # "nan", "inf": JSON has no number for them
         steps = [int(f["step"]) for f in found if f.get("step") is not None]
@@ -240,6 +236,23 @@ def group_findings(run):
             }
         )
     out.sort(key=lambda g: (g["first_step"] is None, g["first_step"] or 0, g["rule"]))
+    return out
+
+
+def _judged(run, found, flagged):
+    """`[(value, layer)]`: the finite logged values of the metric `found` (one rule's
+    findings) records, in its layers, that `flagged` judges beyond a threshold."""
+    metric = next((str(f["metric"]) for f in found if f.get("metric")), None)
+    per_layer = run.series.get(metric, {}) if flagged is not None else {}
+    out = []
+    for layer in dict.fromkeys(str(f.get("layer")) for f in found):
+        if layer not in per_layer:
+            continue
+        steps, values = per_layer[layer]
+        pairs = zip(np.asarray(steps).tolist(), np.asarray(values, float).tolist(), strict=True)
+        for step, value in pairs:
+            if math.isfinite(value) and flagged(metric, value, layer, step):
+                out.append((value, layer))
     return out
 
 
