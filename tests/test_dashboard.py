@@ -202,6 +202,11 @@ def test_runs_route(client, logs):
         fixtures.METRICS
     )
     assert default["findings"] > 0 and default["has_meta"]
+    # The dashboard opens on the metric of the earliest finding (saturated at step 0).
+    assert default["finding_metrics"] == ["saturated_fraction", "dead_fraction"]
+    run = next(r for r in events.read_logdir(logs[0]) if r.label == "keras-default/initkit")
+    assert model.run_summary(run)["finding_metrics"] == default["finding_metrics"]
+    assert model.finding_metrics([{"metric": "gone", "step": 0}], ["dead_fraction"]) == []
 
 
 def test_heatmap_route_is_layers_by_steps_in_forward_order(client, logs):

@@ -250,6 +250,9 @@ def test_html_report_draws_offline(driver, logs, tmp_path):
         )
     ]
     assert rules == ["saturated_fraction", "dead_fraction"]
+    # It opens on the earliest finding's metric (not the first metric: often blank).
+    metric = driver.find_element(By.CSS_SELECTOR, "select.ik-metric").get_attribute("value")
+    assert metric == "saturated_fraction"
     assert not driver.find_elements(By.CSS_SELECTOR, ".ik-reload")  # nothing to reload
 
 

@@ -373,12 +373,23 @@ def findings(run, flagged=None):
     return group_findings(derived), "derived"
 
 
+def finding_metrics(records, metrics):
+    """The logged `metrics` that findings `records` are about, earliest finding first:
+    the dashboard opens on the first (the first metric otherwise)."""
+    found = sorted(
+        (r for r in records or () if r.get("metric") in metrics),
+        key=lambda r: (r.get("step") is None, r.get("step") or 0),
+    )
+    return list(dict.fromkeys(str(r["metric"]) for r in found))
+
+
 def run_summary(run):
     """One run's entry of the dashboard's run list."""
     metrics = metric_order(run.metrics)
     return {
         "run": run.label,
         "metrics": metrics,
+        "finding_metrics": finding_metrics(run.findings, metrics),
         "layers": len(run.layers),
         "steps": int(max((run.steps(m).size for m in metrics), default=0)),
         "findings": len(run.findings),

@@ -9,7 +9,7 @@ provider (the scalars its multiplexer loaded, plus this plugin's `initkit/layers
 Routes (under `/data/plugin/initkit/`):
 
 - `index.js`, `app.js`: the frontend.
-- `runs`: `{"runs": [{run, metrics, layers, findings, has_meta}, ...]}`, the runs holding
+- `runs`: `{"runs": [{run, metrics, finding_metrics, layers, findings, has_meta}, ...]}`, the runs holding
   keras_initkit data.
 - `heatmap?run=R&metric=M`: `{run, metric, layers, steps, values, threshold, scale}`, the
   layers (forward order) x steps matrix of one metric (`keras_initkit.dashboard.model`).
@@ -240,6 +240,7 @@ class InitkitPlugin(base_plugin.TBPlugin):
                 {
                     "run": run,
                     "metrics": model.metric_order(metrics),
+                    "finding_metrics": model.finding_metrics(findings, metrics),
                     "layers": len(layers),
                     "max_step": max_step,
                     "findings": len(findings or []),

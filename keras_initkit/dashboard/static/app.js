@@ -483,7 +483,11 @@ export function mount(root, source) {
 
   function renderControls() {
     const metrics = metricsOf(state.runs);
-    if (!metrics.includes(state.metric)) state.metric = metrics[0] || null;
+    if (!metrics.includes(state.metric)) {
+      // The metric of the earliest finding, where a run has one: not a blank first view.
+      const found = state.runs.flatMap((r) => r.finding_metrics || []);
+      state.metric = found.find((m) => metrics.includes(m)) || metrics[0] || null;
+    }
     metricSelect.replaceChildren(...metrics.map((m) => el('option', {value: m, text: m})));
     if (state.metric) metricSelect.value = state.metric;
     const names = state.runs.map((r) => r.run);
