@@ -133,6 +133,30 @@ def test_identity_conv_partial_identity(n_in, n_out):
     np.testing.assert_array_equal(y[..., n:], 0.0)
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda init: keras.layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=init),
+        lambda init: keras.layers.DepthwiseConv1D(2, padding="same", depthwise_initializer=init),
+        lambda init: keras.layers.SeparableConv2D(
+            4, 3, padding="same", depthwise_initializer=init, pointwise_initializer=Identity()
+        ),
+    ],
+)
+def test_identity_depthwise_is_identity_map(layer):
+    """The partial identity of a depthwise kernel `(k, k, channels, 1)` kept channel 0
+    and zeroed the others: a silent loss for a user expecting a pass-through."""
+    init = Identity(gain=1.5, depthwise=True)
+    made = layer(init)
+    x = np.random.default_rng(0).normal(
+        size=(2, 5, 5, 4) if "2D" in type(made).__name__ else (2, 5, 4)
+    )
+    y = to_numpy(made(x.astype("float32")))
+    np.testing.assert_allclose(y, 1.5 * x, rtol=1e-6, atol=1e-6)
+    w = to_numpy(init((3, 3, 4, 2)))  # depth_multiplier 2: each filter copies its channel
+    assert np.all(w[1, 1] == 1.5) and np.count_nonzero(w) == 8
+
+
 def test_identity_centre_tap_layout():
     w = to_numpy(Identity()((4, 3, 2, 2)))
     np.testing.assert_array_equal(w[1, 1], np.eye(2))
@@ -417,6 +441,7 @@ def test_draw_seeds_are_distinct_and_stable():
 
 SERIALIZED = [
     Identity(gain=2.0),
+    Identity(depthwise=True),
     DeltaOrthogonal(gain=1.5, seed=1),
     Sparse(sparsity=0.25, stddev=0.1, seed=2),
     Sparse(nonzero=3, seed=keras.random.SeedGenerator(3)),
@@ -509,6 +534,7 @@ def test_keras_file_round_trip_in_fresh_process(tmp_path, run_python):
 
 BAD_ARGS = {
     "gain=0": lambda: Identity(gain=0),
+    "depthwise=1": lambda: Identity(depthwise=1),
     "gain=-1": lambda: DeltaOrthogonal(gain=-1.0),
     "gain=nan": lambda: Normalized(gain=float("nan")),
     "gain=inf": lambda: Identity(gain=float("inf")),
@@ -542,6 +568,7 @@ BAD_CALLS = {
     "Identity rank 1": (Identity(), (4,)),
     "Identity rank 0": (Identity(), ()),
     "Identity rank 6": (Identity(), (1, 1, 1, 1, 2, 2)),
+    "Identity depthwise rank 2": (Identity(depthwise=True), (4, 4)),
     "DeltaOrthogonal rank 2": (DeltaOrthogonal(), (4, 4)),
     "DeltaOrthogonal rank 6": (DeltaOrthogonal(), (1, 1, 1, 1, 2, 2)),
     "DeltaOrthogonal in > out": (DeltaOrthogonal(), (3, 3, 8, 4)),

@@ -33,13 +33,25 @@ class Identity(keras.initializers.Initializer):
     column blocks, so every gate sees the previous state unchanged (Keras'
     `Identity` would fill the first gate only).
 
+    A `DepthwiseConv2D` kernel `(k, k, channels, multiplier)` is not an
+    `(in, out)` matrix: each input channel has its own `multiplier` filters.
+    With `depthwise=True` every one of them is `gain` at the centre tap, so the
+    layer (`padding="same"`, `depth_multiplier=1`) is `gain` times the identity
+    map; the partial identity would keep channel 0 and zero the others.
+
     Args:
         gain: Multiplicative factor applied to the identity. Defaults to `1.0`.
+        depthwise: the kernel is a depthwise conv's (`depthwise_initializer` of
+            `DepthwiseConv1D/2D` and `SeparableConv1D/2D`). Defaults to `False`.
 
     ```python
     layer = keras.layers.Conv2D(
         16, 3, padding="same",
         kernel_initializer=keras_initkit.initializers.Identity(),
+    )
+    depthwise = keras.layers.DepthwiseConv2D(
+        3, padding="same",
+        depthwise_initializer=keras_initkit.initializers.Identity(depthwise=True),
     )
     ```
 
@@ -49,11 +61,25 @@ class Identity(keras.initializers.Initializer):
     - [Zagoruyko & Komodakis, 2017](https://arxiv.org/abs/1706.00388)
     """
 
-    def __init__(self, gain=1.0):
+    def __init__(self, gain=1.0, depthwise=False):
         self.gain = positive_float("gain", gain)
+        if not isinstance(depthwise, bool):
+            raise ValueError(
+                f"Argument `depthwise` must be a bool. Received: depthwise={depthwise!r}"
+            )
+        self.depthwise = depthwise
 
     def __call__(self, shape, dtype=None):
         dtype = float_dtype(dtype)
+        if self.depthwise:
+            shape = check_shape(
+                "Identity(depthwise=True)",
+                shape,
+                3,
+                5,
+                " A depthwise kernel is (k..., channels, multiplier).",
+            )
+            return centre_tap(ops.full(shape[-2:], self.gain, dtype=dtype), shape)
         shape = check_shape("Identity", shape, 2, 5)
         n_in, n_out = shape[-2:]
         if len(shape) == 2 and 0 < n_in < n_out and n_out % n_in == 0:
@@ -63,7 +89,10 @@ class Identity(keras.initializers.Initializer):
         return centre_tap(self.gain * eye, shape)
 
     def get_config(self):
-        return {**super().get_config(), "gain": self.gain}
+        config = {**super().get_config(), "gain": self.gain}
+        if self.depthwise:  # configs saved before the argument stay as they were
+            config["depthwise"] = True
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_initkit")
