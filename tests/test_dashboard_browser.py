@@ -384,6 +384,17 @@ def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, 
     assert rgb[3] == UNJUDGED, rgb  # step 30, inside the next epoch: not judged (yet)
     tip = hover_first_cell(driver)
     assert "step 0" in tip and "the rule judges this layer from step 20 on" in tip, tip
+    # The layer's curve marks the same three values violet (it drew them as findings).
+    driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")[0].click()
+    curve = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve svg"), "curve")
+    dots = curve.find_elements(By.CSS_SELECTOR, "circle.ik-unjudged")
+    assert [
+        d.find_element(By.TAG_NAME, "title").get_attribute("textContent")[:8] for d in dots
+    ] == [
+        "step 0: ",
+        "step 10:",
+        "step 30:",
+    ]
     driver.save_screenshot(str(tmp_path / "judged_from.png"))
 
 

@@ -356,7 +356,7 @@ function curve(maps, row, metric, room = 846) {
   const pad = {l: 56, r: 150, t: 8, b: 24};
   const series = maps.map((data, i) => ({
     data, i, name: data.layers[row],
-    points: (data.values[row] || []).map((v, c) => [data.steps[c], v])
+    points: (data.values[row] || []).map((v, c) => [data.steps[c], v, c])
       .filter(([, v]) => v !== null && Number.isFinite(v)),
   })).filter((s) => s.name !== undefined);
   const all = series.flatMap((s) => s.points);
@@ -410,6 +410,18 @@ function curve(maps, row, metric, room = 846) {
       fill: colourOf});
     label.textContent = `${short(s.data.run)}: ${s.name}`;
     box.append(label);
+    // Beyond a threshold where the rule does not judge: violet, as on the heatmap.
+    const exempt = exemptRows(s.data);
+    for (const [x, v, c] of s.points) {
+      const why = unjudged(s.data, exempt, row, c);
+      if (!why) continue;
+      const dot = svg('circle', {cx: X(x).toFixed(1), cy: Y(v).toFixed(1), r: 3.5,
+        fill: `rgb(${UNJUDGED.join(',')})`, stroke: '#7b5ea7', class: 'ik-unjudged'});
+      const title = svg('title', {});
+      title.textContent = `step ${x}: ${fmt(v)}, not a finding: ${why}`;
+      dot.append(title);
+      box.append(dot);
+    }
   });
   return box;
 }
