@@ -12,9 +12,10 @@ upsampled to 32x32 RGB:
 3. `model.fit` with `keras_initkit.callbacks.TrainingMonitor(gradients=True)`:
    per-layer statistics to TensorBoard (the INITKIT dashboard) every
    `--update-freq` steps, findings as console warnings and in `monitor.findings`;
-4. after a short fit the batch-norm moving statistics still hold mostly their
-   initial values (the monitor's `bn_init_weight` finding says how much): the
-   validation accuracy before and after `recalibrate_batchnorm`.
+4. after a short fit the batch-norm moving statistics still hold mostly the values
+   step 2 set, which describe the untrained weights (the monitor's `bn_std_ratio` and
+   `bn_mean_shift` findings say how far off they are): the validation accuracy before
+   and after `recalibrate_batchnorm`.
 
     python examples/real_model.py                        # ResNet50, ~2 minutes on 2 CPU cores
     python examples/real_model.py --model convnext_tiny  # LayerScale branches: no finding

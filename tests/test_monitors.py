@@ -202,6 +202,19 @@ def test_batchnorm_statistics_set_before_training_have_no_initial_weight(how, tm
     assert {f.rule for f in monitor.findings} == {"bn_mean_shift"}
 
 
+def test_batchnorm_initial_weight_near_one_is_not_rounded_to_all_of_it():
+    """MobileNetV3's momentum 0.999: after 4 updates the console said "weighs 100%"
+    while the dashboard showed 0.996."""
+    model = _mixed_model(momentum=0.999)
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = BatchNormMonitor(_normal(64, 8), verbose=0)
+    model.fit(_normal(32, 8), _normal(32, 1), batch_size=8, callbacks=[monitor], verbose=0)
+    (finding,) = monitor.findings
+    assert "after 4 updates at momentum 0.999, the initial value still weighs 99.6%" in (
+        finding.message
+    )
+
+
 def test_batchnorm_initial_weight_counts_from_the_step_the_statistics_were_initial(tmp_path):
     """A fresh batch-norm layer in a model whose optimizer already took 100 steps: its
     initial values weigh momentum^n for the n steps since, not momentum^(100 + n)."""

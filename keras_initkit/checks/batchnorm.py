@@ -52,7 +52,7 @@ INIT_WEIGHT = Rule(
     ),
     observation=(
         "after {updates} updates at momentum {momentum:g}, the initial value still weighs "
-        "{value:.0%} in the moving statistics that validation and inference use "
+        "{weight} in the moving statistics that validation and inference use "
         "(bn_mean_shift {bn_mean_shift:.2f}, bn_std_ratio {bn_std_ratio:.2f})"
     ),
     fix=f"lower `momentum` (e.g. 0.9) or {_RECALIBRATE}.",
@@ -167,7 +167,14 @@ class BatchNormCheck(Check):
 
     def context(self, site, scalars, step):
         origin = self._origin_of(site.name) or 0
-        return {"momentum": float(site.layer.momentum), "updates": (step or 0) - origin}
+        weight = scalars.get("bn_init_weight", math.nan)
+        return {
+            "momentum": float(site.layer.momentum),
+            "updates": (step or 0) - origin,
+            # 0.996 (4 steps at momentum 0.999) read "100%": a whole percent only
+            # where it does not round to 100.
+            "weight": f"{weight:.0%}" if weight < 0.995 else f"{weight:.1%}",
+        }
 
     def judge(self, site, values, step, epoch_end=True):
         """As `Check.judge`; a layer whose input holds NaN or inf (the network before it
