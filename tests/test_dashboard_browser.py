@@ -135,6 +135,17 @@ def open_dashboard(driver, url, process=None):
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, ".ik-findings-run"), "findings")
 
 
+def legend_text(driver, containing):
+    """The legend's text, once it holds `containing` (the metric's legend is drawn)."""
+    from selenium.webdriver.common.by import By
+
+    def text():
+        legend = driver.find_element(By.CSS_SELECTOR, ".ik-legend").text
+        return legend if containing in legend else None
+
+    return _wait(text, f"a legend saying {containing!r}")
+
+
 def open_report(driver, log_dir, metric=None, panels=1):
     """Write the HTML report of `log_dir`, open it (once it draws `panels` heatmaps)
     and show `metric`."""
@@ -287,7 +298,6 @@ def test_a_branch_that_left_an_exemption_is_violet_before_on_that_side_only(driv
     """A residual branch left the vanishing rule's exemption at step 20: its vanished
     ratios before then are violet, the same after are warm, and an exploding ratio
     before then is warm (that side was never exempt)."""
-    from selenium.webdriver.common.by import By
 
     from keras_initkit import summary
 
@@ -303,10 +313,7 @@ def test_a_branch_that_left_an_exemption_is_violet_before_on_that_side_only(driv
         writer.write(step, scalars={"gradient_ratio/branch": value})
     writer.close()
     open_report(driver, tmp_path / "logs", "gradient_ratio")
-    _wait(
-        lambda: "violet" in driver.find_element(By.CSS_SELECTOR, ".ik-legend").text,
-        "the gradient_ratio legend",
-    )
+    legend_text(driver, "violet")
     (r0, g0, b0), (r1, g1, b1), (r2, g2, b2), (r3, g3, b3) = first_row_colours(driver)
     assert [r0, g0, b0] == UNJUDGED  # step 0: exempt then
     assert r1 > b1 and [r1, g1, b1] != UNJUDGED  # step 10: exploding, judged
@@ -320,7 +327,6 @@ def test_thresholds_beyond_the_values_are_not_marked_at_the_bar_ends(driver, tmp
     """Healthy gradient ratios (0.1 to 10) lie between both thresholds (1e-3, 1e3):
     marks clamped to the colour bar's ends read as thresholds at 0.1 and 10. The
     legend says where they lie instead, and the bar has no mark."""
-    from selenium.webdriver.common.by import By
 
     from keras_initkit import summary
 
@@ -335,13 +341,7 @@ def test_thresholds_beyond_the_values_are_not_marked_at_the_bar_ends(driver, tmp
         writer.write(step, scalars={"gradient_ratio/a": 0.1, "gradient_ratio/b": 10.0})
     writer.close()
     open_report(driver, tmp_path / "logs", "gradient_ratio")
-    legend = _wait(
-        lambda: (
-            "not on the bar" in (text := driver.find_element(By.CSS_SELECTOR, ".ik-legend").text)
-            and text
-        ),
-        "the gradient_ratio legend",
-    )
+    legend = legend_text(driver, "not on the bar")
     assert "0.001 lies below every value shown; 1000 lies above every value shown" in legend
     black = driver.execute_script(
         """const c = document.querySelector('canvas.ik-legend-bar');
@@ -373,10 +373,7 @@ def test_values_before_the_step_a_rule_judges_from_are_violet_then_warm(driver, 
         writer.write(step, scalars={"bn_mean_shift/bn": 2.0, "dead_fraction/bn": 0.0})
     writer.close()
     open_report(driver, tmp_path / "logs", "bn_mean_shift")
-    _wait(
-        lambda: "violet" in driver.find_element(By.CSS_SELECTOR, ".ik-legend").text,
-        "the bn_mean_shift legend",
-    )
+    legend_text(driver, "violet")
     rgb = first_row_colours(driver)
     assert rgb[:2] == [UNJUDGED, UNJUDGED], rgb  # steps 0 and 10: not judged yet
     (r, g, b) = rgb[2]
@@ -429,13 +426,7 @@ def test_lower_thresholds_colour_both_sides_and_draw_both_lines(driver, tmp_path
         )
     writer.close()
     open_report(driver, tmp_path / "logs", "gradient_ratio")
-    legend = _wait(
-        lambda: (
-            "below the first" in (text := driver.find_element(By.CSS_SELECTOR, ".ik-legend").text)
-            and text
-        ),
-        "the gradient_ratio legend",
-    )
+    legend = legend_text(driver, "below the first")
     assert "thresholds 0.001 and 1000" in legend
     # Two steps: too narrow for three labels, which used to run together.
     assert [[t for t, _, _ in spans] for spans in axis_labels(driver)] == [["steps 0–10"]]
