@@ -26,6 +26,7 @@ def main(argv=None):
     parser.add_argument("--logdir", help="logs to show (default: synthetic demo-like logs)")
     parser.add_argument("--out", default=os.path.join(HERE, "dashboard.png"))
     parser.add_argument("--row", type=int, default=20, help="the row whose curve is shown")
+    parser.add_argument("--metric", default="dead_fraction", help="the metric shown")
     args = parser.parse_args(argv)
     log_dir = args.logdir
     if log_dir is None:
@@ -37,7 +38,12 @@ def main(argv=None):
         driver.set_window_size(1500, 1650)
         open_dashboard(driver, url, process)
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select
 
+        Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(
+            args.metric
+        )
+        time.sleep(1)
         labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
         if labels:
             driver.execute_script("arguments[0].click()", labels[min(args.row, len(labels) - 1)])
