@@ -499,7 +499,7 @@ def test_many_layers_log_each_metrics_worst_unless_every_layer_is_asked_for(caps
     assert {"dead_fraction/relu0", "bn_std_ratio/bn2"} <= set(history.history)
     model = _wide(8)  # 24 values
     monitor = TrainingMonitor(x)
-    history = model.fit(x, y, epochs=2, callbacks=[monitor], verbose=0)
+    history = model.fit(x, y, epochs=2, callbacks=[monitor], verbose=2)
     worst = {"dead_fraction/max", "bn_mean_shift/max", "bn_std_ratio/max"}
     assert set(history.history) == {"loss"} | worst
     latest = monitor.latest
@@ -508,6 +508,8 @@ def test_many_layers_log_each_metrics_worst_unless_every_layer_is_asked_for(caps
     )
     said = capsys.readouterr().out
     assert said.count("not its 24 per-layer values; add_to_logs=True adds those") == 1
+    model.fit(x, y, callbacks=[TrainingMonitor(x)], verbose=0)  # no progress bar: not said
+    assert "per-layer values" not in capsys.readouterr().out
     monitor = TrainingMonitor(x, add_to_logs=True, verbose=0)
     history = model.fit(x, y, callbacks=[monitor], verbose=0)
     assert len(history.history) == 1 + 24

@@ -438,7 +438,9 @@ class Monitor(keras.callbacks.Callback):
                 out[f"{m}/max"] = broken[0] if broken else max(values)
             if m in lower:
                 out[f"{m}/min"] = broken[0] if broken else min(values)
-        if not self._told_logged and validation.resolve_verbose(self.verbose, auto=True):
+        # Said where Keras prints the logs (its progress bar: `fit(verbose=0)` has none).
+        shown = (self.params or {}).get("verbose", 1) != 0
+        if shown and not self._told_logged and validation.resolve_verbose(self.verbose, auto=True):
             self._told_logged = True
             print(
                 f"{type(self).__name__}: the epoch logs hold each metric's worst layer "
