@@ -417,19 +417,14 @@ class Monitor(keras.callbacks.Callback):
     def _logged(self):
         """The values `add_to_logs` adds to the epoch logs (see its description)."""
         wanted = {m for check in self._parts for m in check.log_metrics}
-        per_layer = {
-            f"{m}/{site}": v
-            for site, metrics in self.latest.items()
-            for m, v in metrics.items()
-            if m in wanted
-        }
-        if self.add_to_logs is True or len(per_layer) <= LOGGED_LAYER_VALUES:
-            return per_layer
-        by_metric = {}
-        for metrics in self.latest.values():
+        per_layer, by_metric = {}, {}
+        for site, metrics in self.latest.items():
             for m, v in metrics.items():
                 if m in wanted:
+                    per_layer[f"{m}/{site}"] = v
                     by_metric.setdefault(m, []).append(v)
+        if self.add_to_logs is True or len(per_layer) <= LOGGED_LAYER_VALUES:
+            return per_layer
         upper, lower = metric_limits(self._parts)
         out = {}
         for m, values in by_metric.items():

@@ -248,12 +248,15 @@ def _judged(run, found, flagged):
     for layer in dict.fromkeys(str(f.get("layer")) for f in found):
         if layer not in per_layer:
             continue
-        steps, values = per_layer[layer]
-        pairs = zip(np.asarray(steps).tolist(), np.asarray(values, float).tolist(), strict=True)
-        for step, value in pairs:
-            if math.isfinite(value) and flagged(metric, value, layer, step):
-                out.append((value, layer))
+        points = _flagged_points(flagged, metric, layer, *per_layer[layer])
+        out.extend((value, layer) for _, value in points if math.isfinite(value))
     return out
+
+
+def _flagged_points(flagged, metric, layer, steps, values):
+    """`[(step, value)]` of one layer's logged `metric` that `flagged` judges a finding."""
+    pairs = zip(np.asarray(steps).tolist(), np.asarray(values, float).tolist(), strict=True)
+    return [(step, value) for step, value in pairs if flagged(metric, value, layer, step)]
 
 
 def _lower_is_worse(found):
@@ -338,15 +341,11 @@ def derived_findings(run, flagged):
     for metric, per_layer in run.series.items():
         low = run.lower_thresholds.get(metric)
         for layer, (steps, values) in per_layer.items():
-            hits = [
-                i
-                for i, (s, v) in enumerate(zip(steps.tolist(), values.tolist(), strict=True))
-                if flagged(metric, v, layer, s)
-            ]
+            hits = _flagged_points(flagged, metric, layer, steps, values)
             if not hits:
                 continue
-            flagged_values = values[hits].tolist()
-            finding = {"rule": metric, "layer": layer, "step": int(steps[hits[0]])}
+            flagged_values = [v for _, v in hits]
+            finding = {"rule": metric, "layer": layer, "step": int(hits[0][0])}
             if low is not None and all(v < low for v in flagged_values):
                 finding.update(rule=f"{metric} below {low:.4g}", value=min(flagged_values))
                 finding["threshold"] = low

@@ -138,12 +138,10 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
         unbatched = " (an unbatched dataset? Batch it: `dataset.batch(32)`)"
     elif isinstance(data, (list, tuple, dict)) or _is_array(data):
         x, y = _numpy_pair(data)
+        parts = data if isinstance(data, tuple) else (data,)  # `(x, y)` or `x`
         unbatched = (
             " (a Python list holds one array per model input: pass a NumPy array)"
-            if any(
-                isinstance(part, list)
-                for part in (data, *(data if isinstance(data, tuple) else ()))
-            )
+            if any(isinstance(part, list) for part in parts)
             else ""
         )
         n = _check_batch(x, argument, unbatched=unbatched)
@@ -207,8 +205,8 @@ def check_inputs(model, batches, argument="data"):
     inputs = _model_inputs(model)
     if inputs is None:
         return
+    names = [t.name for t in inputs]
     for i, (x, _) in enumerate(batches):
-        names = [t.name for t in inputs]
         if isinstance(x, dict) and all(name in x for name in names):
             leaves = [x[name] for name in names]
         elif isinstance(x, dict) and len(x) != len(names):

@@ -222,23 +222,28 @@ class GradientProbe(Runner):
                 y_pred, aux = self.forward.forward(x, training)
         if recording:
             self._called = list(called)
+        return keras.ops.cast(self._loss(x, y, y_pred, training), "float32"), aux
+
+    def _loss(self, x, y, y_pred, training):
+        """The loss the optimizer would minimize on `y_pred`: the compiled one (custom
+        `compute_loss` overrides honoured) or `loss=`, plus the model's own losses."""
+        model = self.model
         if self._loss_fn is None:
             kwargs = {"x": x, "y": y, "y_pred": y_pred, "sample_weight": None}
             if "training" in inspect.signature(model.compute_loss).parameters:
                 kwargs["training"] = training
-            value = model.compute_loss(**kwargs)
-        else:
-            values = [
-                keras.ops.mean(self._loss_fn(t, p))
-                for t, p in zip(keras.tree.flatten(y), keras.tree.flatten(y_pred))
-            ]
-            value = keras.ops.sum(keras.ops.stack(values)) if len(values) > 1 else values[0]
-            extra = list(model.losses)
-            if extra:
-                value = value + keras.ops.sum(
-                    keras.ops.stack([keras.ops.cast(e, value.dtype) for e in extra])
-                )
-        return keras.ops.cast(value, "float32"), aux
+            return model.compute_loss(**kwargs)
+        values = [
+            keras.ops.mean(self._loss_fn(t, p))
+            for t, p in zip(keras.tree.flatten(y), keras.tree.flatten(y_pred))
+        ]
+        value = keras.ops.sum(keras.ops.stack(values)) if len(values) > 1 else values[0]
+        extra = list(model.losses)
+        if extra:
+            value = value + keras.ops.sum(
+                keras.ops.stack([keras.ops.cast(e, value.dtype) for e in extra])
+            )
+        return value
 
     @contextlib.contextmanager
     def _model_compile_loss_kept(self):
@@ -354,11 +359,7 @@ class GradientProbe(Runner):
                     f"with {error_summary(error)}. Received: inputs of shape(s) {shapes(x)}"
                 )
             try:
-                if self._loss_fn is None:
-                    self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None)
-                else:
-                    for t, p in zip(keras.tree.flatten(y), keras.tree.flatten(y_pred)):
-                        self._loss_fn(t, p)
+                self._loss(x, y, y_pred, training=False)
             except Exception as error:
                 return DataMismatch(
                     f"The targets, of shape(s) {shapes(y)}, do not fit the model's loss for "

@@ -350,12 +350,13 @@ function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   return el('div', {class: 'ik-panel', 'data-run': data.run}, title, canvas, axis);
 }
 
-function curve(maps, row, metric, room = 846) {
-  const width = Math.max(200, Math.min(640, room - 56 - 150));
-  const height = 180;
+/** The curve of depth `row` in `maps`, one line per run, `room` pixels wide at most. */
+function curve(maps, row, room = 846) {
   const pad = {l: 56, r: 150, t: 8, b: 24};
-  const series = maps.map((data, i) => ({
-    data, i, name: data.layers[row],
+  const width = Math.max(200, Math.min(640, room - pad.l - pad.r));
+  const height = 180;
+  const series = maps.map((data) => ({
+    data, name: data.layers[row],
     points: (data.values[row] || []).map((v, c) => [data.steps[c], v, c])
       .filter(([, v]) => v !== null && Number.isFinite(v)),
   })).filter((s) => s.name !== undefined);
@@ -456,6 +457,11 @@ function findingsTable(run, groups, source) {
   return section;
 }
 
+/** The runs' layer names at depth `row` of `maps`, each once (runs may differ in depth). */
+function namesAt(maps, row) {
+  return [...new Set(maps.map((m) => m.layers[row]).filter(given))];
+}
+
 /** Builds the dashboard into `root`; returns {reload()}. */
 export function mount(root, source) {
   if (!document.getElementById('ik-style')) {
@@ -548,9 +554,7 @@ export function mount(root, source) {
     const depth = Math.max(0, ...maps.map((m) => m.layers.length));
     // Per depth, the selected runs' own layer names there (one where the runs agree).
     const labelNames = [];
-    for (let r = 0; r < depth; r++) {
-      labelNames.push([...new Set(maps.map((m) => m.layers[r]).filter((n) => n !== undefined))]);
-    }
+    for (let r = 0; r < depth; r++) labelNames.push(namesAt(maps, r));
     // The selected row follows its layer across metrics and runs (rows are depths:
     // another metric logs other layers), and is cleared where no run logs it.
     if (state.row !== null) {
@@ -610,17 +614,14 @@ export function mount(root, source) {
 
   function drawCurve() {
     if (state.row === null || !state.maps.length) { curveBox.replaceChildren(); return; }
-    // The layer names at this depth in the runs that reach it (runs may differ in depth).
-    const names = [...new Set(state.maps.map((m) => m.layers[state.row])
-      .filter((n) => n !== undefined))];
-    const name = names.join(' / ');
+    const name = namesAt(state.maps, state.row).join(' / ');
     curveBox.replaceChildren(el('h2', {text: `${state.metric} of ${name} (depth ${state.row})`}),
-      curve(state.maps, state.row, state.metric, curveBox.clientWidth || 846));
+      curve(state.maps, state.row, curveBox.clientWidth || 846));
   }
 
   function select(row) {
     state.row = row;
-    state.rowNames = [...new Set(state.maps.map((m) => m.layers[row]).filter(given))];
+    state.rowNames = namesAt(state.maps, row);
     for (const label of grid.querySelectorAll('.ik-rowlabel')) {
       label.classList.toggle('ik-sel', Number(label.dataset.row) === row);
     }
