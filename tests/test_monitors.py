@@ -834,6 +834,30 @@ def test_targets_that_do_not_fit_the_loss_are_named():
     keras_initkit.diagnose(model, x, np.arange(16) % 3 - (np.arange(16) == 0), loss=ignoring)
 
 
+def test_the_monitor_checks_its_fixed_probe_labels_once(monkeypatch, tmp_path):
+    """Reading a staged label tensor back is a device sync: the checks of the monitor's
+    fixed probe batches run at its first update only. (They read the labels with
+    `keras.ops.convert_to_numpy`: `np.asarray` of a CUDA tensor raises, which broke
+    every gradient monitor on a torch GPU.)"""
+    from keras_initkit.callbacks.measurement import Measurement
+    from keras_initkit.probe.gradients import GradientProbe
+
+    seen, runs = [], []
+    check, run = GradientProbe._check_labels, Measurement.run
+    monkeypatch.setattr(
+        GradientProbe, "_check_labels", lambda self, b: seen.append(len(b)) or check(self, b)
+    )
+    monkeypatch.setattr(Measurement, "run", lambda self, *a: runs.append(1) or run(self, *a))
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x, y = _normal(64, 8), np.arange(64) % 3
+    monitor = TrainingMonitor(
+        (x[:16], y[:16]), gradients=True, update_freq=2, log_dir=str(tmp_path), verbose=0
+    )
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[monitor], verbose=0)
+    assert len(runs) >= 4 and seen == [1], (runs, seen)
+
+
 # One set of default thresholds --------------------------------------------------------
 
 

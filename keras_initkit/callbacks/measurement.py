@@ -130,7 +130,7 @@ class Measurement:
         try:  # the first run is where probe data and model meet
             gradients = result = None
             if self.gradient_probe is not None and self.gradient_probe.sites:
-                gradients = self.gradient_probe.run_batches(batches, source)
+                gradients = self.gradient_probe.run_batches(batches, source, checked=self.validated)
                 result = gradients.forward
             if result is None and self.probe.sites:
                 result = self.probe.run_batches(batches, source)

@@ -318,6 +318,16 @@ class GradientProbe(Runner):
         )
         return self.run_batches(batches, source, argument=argument)
 
+    def _check_batches(self, batches, argument):
+        check_inputs(self.model, batches, argument)
+        for i, (_, y) in enumerate(batches):
+            if y is None:
+                raise ValueError(
+                    f"Gradients need targets: `{argument}` must give `(x, y)` pairs. "
+                    f"Received: no targets in batch {i}"
+                )
+        self._check_labels(batches)
+
     def _check_labels(self, batches):
         """Raise where a sparse categorical loss gets labels outside its classes: JAX
         computes a loss on them without a word (an all-zero one-hot row)."""
@@ -330,7 +340,8 @@ class GradientProbe(Runner):
         classes = outputs[0].shape[-1]
         ignored = getattr(loss, "ignore_class", None)
         for i, (_, y) in enumerate(batches):
-            labels = np.asarray(keras.tree.flatten(y)[0])
+            # Staged probe batches are device tensors (a CUDA tensor has no __array__).
+            labels = keras.ops.convert_to_numpy(keras.tree.flatten(y)[0])
             if ignored is not None:
                 labels = labels[labels != ignored]
             if classes and labels.size and (labels.min() < 0 or labels.max() >= classes):
@@ -387,16 +398,13 @@ class GradientProbe(Runner):
                 total += n
         return [a / total for a in acc], loss_sum / total, auxes
 
-    def run_batches(self, batches, source="", *, argument="data"):
-        """Measure gradients on already validated `(x, y)` host batches."""
-        check_inputs(self.model, batches, argument)
-        for i, (_, y) in enumerate(batches):
-            if y is None:
-                raise ValueError(
-                    f"Gradients need targets: `{argument}` must give `(x, y)` pairs. "
-                    f"Received: no targets in batch {i}"
-                )
-        self._check_labels(batches)
+    def run_batches(self, batches, source="", *, argument="data", checked=False):
+        """Measure gradients on `(x, y)` batches from `as_batches` (host arrays, or the
+        device tensors a monitor staged). `checked`: these batches passed the checks of
+        an earlier call (a monitor's fixed probe batches after its first update), which
+        are skipped: reading the labels back would sync with the device every update."""
+        if not checked:
+            self._check_batches(batches, argument)
         try:
             grads, loss, auxes = self._mean_gradient(batches)
         except Exception as error:
