@@ -99,6 +99,31 @@ def keras_mask(tensor):
 _MISSING = object()
 
 
+def _never(*args, **kwargs):
+    return False
+
+
+@contextlib.contextmanager
+def unfused(layers):
+    """Each `Bidirectional` of `layers` runs its two directions as two layer calls.
+
+    `Bidirectional._can_attempt_fused_lstm` and `_can_attempt_fused_gru`: on a GPU,
+    Keras runs an LSTM or GRU pair as one fused cuDNN call that never calls
+    `forward_layer` or `backward_layer`, so an interception of them sees no call (an
+    H200 showed `diagnose` silently without both directions, on JAX and on torch).
+    Each direction still takes its own cuDNN kernel. No public switch exists
+    (`use_cudnn=False` would also slow each direction). A Keras without the fused path
+    has no such methods: shadowing them changes nothing.
+    """
+    with contextlib.ExitStack() as stack:
+        for layer in layers:
+            if isinstance(layer, keras.layers.Bidirectional):
+                stack.enter_context(
+                    shadowing(layer, _can_attempt_fused_lstm=_never, _can_attempt_fused_gru=_never)
+                )
+        yield
+
+
 @contextlib.contextmanager
 def shadowing(layer, **values):
     """Each `name=value` as an instance attribute of `layer` while the block runs;

@@ -209,3 +209,18 @@ def test_overriding_maps_one_variable_and_keeps_the_enclosing_mapping():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(w.value), [0.0] * 2)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), [1.0] * 3)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(w.value), [1.0] * 2)
+
+
+@pytest.mark.parametrize("rnn", [keras.layers.LSTM, keras.layers.GRU])
+def test_unfused_turns_off_bidirectionals_fused_cudnn_path(rnn):
+    """`Bidirectional._can_attempt_fused_lstm` / `_gru` (the fused cuDNN pair on a GPU)."""
+    layer = keras.layers.Bidirectional(rnn(4))
+    layer.build((2, 5, 3))
+    checks = ("_can_attempt_fused_lstm", "_can_attempt_fused_gru")
+    own = checks[0] if rnn is keras.layers.LSTM else checks[1]
+    assert getattr(layer, own)(None, None) is True  # Keras would try the fused call
+    dense = keras.layers.Dense(2)
+    with _keras_private.unfused([layer, dense]):
+        assert [getattr(layer, check)(None, None) for check in checks] == [False, False]
+    assert getattr(layer, own)(None, None) is True
+    assert not set(checks) & (set(vars(layer)) | set(vars(dense)))

@@ -157,6 +157,37 @@ def test_text_model_through_every_feature_changes_nothing_and_reports_recurrent_
     assert str(named).startswith("LSUV: 1 layer(s), ")
 
 
+def test_a_bidirectional_run_as_one_fused_call_is_still_measured(monkeypatch):
+    """On a GPU, Keras runs a Bidirectional LSTM as one fused cuDNN call that never
+    calls its two directions: `diagnose` on an H200 (JAX and torch) had no row for
+    either. Here a fused call that bypasses both layers' `call` stands in for cuDNN."""
+    fused_calls = []
+
+    def fused(self, sequences, initial_state=None):
+        fused_calls.append(self.name)
+        forward = keras.layers.LSTM.call(self.forward_layer, sequences)
+        backward = keras.layers.LSTM.call(self.backward_layer, sequences)
+        return keras.ops.concatenate([forward, backward], axis=-1)
+
+    monkeypatch.setattr(keras.layers.Bidirectional, "_call_fused_lstm", fused)
+    inputs = keras.Input((12, 8))
+    bi = keras.layers.Bidirectional(keras.layers.LSTM(8), name="bi")
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(bi(inputs)))
+    x = np.random.default_rng(0).standard_normal((16, 12, 8)).astype("float32")
+    model.predict(x, verbose=0)
+    assert fused_calls, "the stand-in for cuDNN is not what Keras runs"
+    directions = {bi.forward_layer.name, bi.backward_layer.name}
+    report = ik.diagnose(model, x)
+    assert directions <= set(report.metrics), str(report)
+    assert "gate_saturated_fraction" in report.metrics[bi.forward_layer.name]
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    y = np.arange(16) % 3
+    grads = ik.diagnose(model, x, y)
+    assert directions <= set(grads.metrics), str(grads)
+    lsuv = ik.lsuv_init(model, x, verbose=0)
+    assert {r.name for r in lsuv.layers if r.skipped} == directions
+
+
 def test_layers_naming_a_wrapper_select_the_layers_it_runs():
     """`layers=["td", "bi"]` (TimeDistributed, Bidirectional) watched nothing: diagnose
     said "healthy" on an empty table, lsuv_init found no kernel. They select what the

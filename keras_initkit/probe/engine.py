@@ -32,7 +32,7 @@ import weakref
 import keras
 import numpy as np
 
-from keras_initkit._keras_private import batch_moments, batch_norm_without_update
+from keras_initkit._keras_private import batch_moments, batch_norm_without_update, unfused
 from keras_initkit.probe import backend
 from keras_initkit.probe.attention import call_attention
 from keras_initkit.probe.data import as_batches
@@ -174,10 +174,12 @@ def training_semantics(model, mode, stochastic, *, discard=True):
     training = one_of(mode, "mode", MODES) == "training"
     with contextlib.ExitStack() as stack:
         stack.enter_context(backend.current().preserving_rng())
+        layers = all_layers(model)
+        stack.enter_context(unfused(layers))  # each direction a call the probe sees
         if training and stochastic:
             stack.enter_context(intercept(stochastic, deterministic))
         if training:
-            norms = [x for x in all_layers(model) if isinstance(x, keras.layers.BatchNormalization)]
+            norms = [x for x in layers if isinstance(x, keras.layers.BatchNormalization)]
             stack.enter_context(intercept(norms, without_update))
         if discard:
             stack.enter_context(backend.current().discarding_updates(model))
