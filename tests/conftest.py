@@ -7,6 +7,16 @@ import textwrap
 
 import pytest
 
+if (
+    os.environ.get("KERAS_INITKIT_DETERMINISTIC") == "1"
+    and os.environ.get("KERAS_BACKEND") == "torch"
+):
+    # benchmarks/gpu_check.sh on a GPU: deterministic CUDA kernels, as on a CPU
+    # (warn_only: an op without a deterministic kernel warns instead of raising).
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
 
 @pytest.fixture
 def run_python(tmp_path):

@@ -69,3 +69,18 @@ def test_probe_parts_reports_every_line():
     assert "forward, inference" in out and "forward, training" in out
     assert "attention" not in out  # no attention layer: the family is left out, not timed at 0
     assert "reductions add" in out and "all / predict" in out
+
+
+def test_gpu_check_script_parses_and_names_its_limits():
+    """`gpu_check.sh` runs only on a GPU machine: here, its syntax, and that each part
+    runs under a time limit and the tests in the exact mode their comparisons need."""
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert text.count("timeout ") == 2  # the test suites and the benchmark
+    for setting in (
+        "NVIDIA_TF32_OVERRIDE=0",
+        "xla_gpu_deterministic_ops",
+        "KERAS_INITKIT_DETERMINISTIC",
+    ):
+        assert setting in text

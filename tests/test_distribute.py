@@ -486,7 +486,9 @@ def _approx_tables(got, expected, key):
 def test_data_parallel_statistics_are_those_of_the_global_probe_batch():
     # XLA reads the host device count when JAX initializes: a fresh interpreter.
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
-    result = _result(_run(DATA_PARALLEL, {"KERAS_BACKEND": "jax", "XLA_FLAGS": flags}), 400)
+    # JAX_PLATFORMS: on a machine with a GPU, JAX's default devices are its GPUs.
+    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    result = _result(_run(DATA_PARALLEL, env), 400)
     assert result["devices"] == 2
     assert result["plain_devices"] == [1]  # the reference: one device, no distribution
     assert result["x_devices"] == 2  # the sharded probe data really is split
