@@ -542,7 +542,9 @@ def test_curve_title_names_the_layer_when_runs_differ_in_depth(driver, tmp_path)
     # The shallow run first: the title used to read the first run's layer name.
     fixtures.write_logs(tmp_path / "logs", runs=("a-shallow",), layers=3, steps=4, seed=1)
     deep = fixtures.write_logs(tmp_path / "logs", runs=("b-deep",), layers=6, steps=4)
-    open_report(driver, tmp_path / "logs", panels=2)
+    open_report(driver, tmp_path / "logs")
+    driver.find_elements(By.CSS_SELECTOR, ".ik-runs input")[1].click()  # another depth: unticked
+    _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == 2, "2 runs")
     labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
     labels[4].click()  # depth 4: only in the deep run
     title = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve h2"), "curve title")
@@ -698,6 +700,22 @@ def test_a_click_on_a_short_row_label_selects_that_row(driver, tmp_path):
         ActionChains(driver).move_to_element(labels[row]).click().perform()
         title = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".ik-curve h2").text, "curve")
         assert title.endswith(f"of layer_{row} (depth {row})"), title
+
+
+def test_runs_of_another_model_are_listed_not_drawn_at_start(driver, tmp_path):
+    """Every run in the directory was drawn at first (6 at most), unrelated models
+    aligned by depth beside the one the user trained twice."""
+    from selenium.webdriver.common.by import By
+
+    fixtures.write_logs(tmp_path / "logs", runs=("a_he", "b_lsuv"), layers=4, steps=3)
+    fixtures.write_logs(tmp_path / "logs", runs=("c_other",), layers=7, steps=3)
+    open_report(driver, tmp_path / "logs", panels=2)
+    boxes = driver.find_elements(By.CSS_SELECTOR, ".ik-runs input")
+    assert [box.is_selected() for box in boxes] == [True, True, False]
+    note = driver.find_element(By.CSS_SELECTOR, "div.ik-note").text
+    assert "1 more run(s) not shown: tick them above." in note, note
+    boxes[-1].click()
+    _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "canvas.ik-heatmap")) == 3, "3 runs")
 
 
 def test_runs_left_unticked_at_start_are_announced(driver, tmp_path):

@@ -510,7 +510,13 @@ export function mount(root, source) {
     if (state.metric) metricSelect.value = state.metric;
     const names = state.runs.map((r) => r.run);
     for (const name of [...state.selected]) if (!names.includes(name)) state.selected.delete(name);
-    if (!state.selected.size) names.slice(0, 6).forEach((n) => state.selected.add(n));
+    if (!state.selected.size && state.runs.length) {
+      // The first run and those of its depth (the same model, say with another
+      // initializer), 6 at most: other models in the log directory are listed, not drawn.
+      const depth = state.runs[0].layers;
+      state.runs.filter((r) => r.layers === depth).slice(0, 6)
+        .forEach((r) => state.selected.add(r.run));
+    }
     runBox.replaceChildren(...state.runs.map((r, i) => {
       const box = el('input', {type: 'checkbox', value: r.run});
       box.checked = state.selected.has(r.run);
