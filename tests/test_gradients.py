@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_initkit as ik
+from keras_initkit.probe import stochastic_layers
 from keras_initkit.probe.gradients import GradientProbe, layer_gradients
 
 TF_ONLY = pytest.mark.skipif(
@@ -114,6 +115,66 @@ def test_training_mode_is_a_training_step_with_dropout_off_and_no_state_change()
     np.testing.assert_allclose(result.loss, float(loss), rtol=1e-5)
     for old, v in zip(state, model.non_trainable_variables):  # moving statistics untouched
         np.testing.assert_array_equal(_numpy(v), old)
+
+
+class _DropPath(keras.layers.Layer):
+    """Stochastic depth as keras.applications' ConvNeXt and keras_hub write it: no
+    SeedGenerator, a draw from Keras' global generator in training."""
+
+    def __init__(self, drop_path_rate, **kwargs):
+        super().__init__(**kwargs)
+        self.drop_path_rate = drop_path_rate
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        keep = 1 - self.drop_path_rate
+        mask = keras.ops.floor(keep + keras.random.uniform((keras.ops.shape(x)[0], 1)))
+        return x / keep * mask
+
+
+class _NormBlock(keras.layers.Layer):
+    """A block with a `dropout` setting and a batch norm inside: not stochastic itself."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dropout = 0.5
+        self.norm = keras.layers.BatchNormalization()
+
+    def call(self, x, training=None):
+        return self.norm(x, training=training)
+
+
+@pytest.mark.backend_agnostic
+def test_stochastic_depth_from_the_global_generator_is_off_in_a_training_pass():
+    """ConvNeXt's StochasticDepth owns no SeedGenerator, so the probe ran it in training
+    mode: `diagnose(model, x, y)` gave a random draw of dropped paths (torch: loss 2.79
+    against evaluate's 3.04 at drop_path_rate=0.9), and on JAX it raised Keras' "[JAX
+    RNG] When tracing a JAX function, you should only use seeded random ops"."""
+    x, y = _data()
+    inputs = keras.Input((x.shape[1],))
+    h = keras.layers.Dense(8, activation="tanh", name="hidden")(inputs)
+    h = _NormBlock(name="block")(h)
+    h = keras.layers.Add()([h, _DropPath(0.9, name="drop_path")(h)])
+    model = keras.Model(inputs, keras.layers.Dense(y.shape[1], name="out")(h))
+    model.compile(optimizer="sgd", loss="mse")
+    names = [layer.name for layer in stochastic_layers(model)]
+    assert "drop_path" in names and "block" not in names, names
+    losses = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        losses.append(ik.diagnose(model, x, y).loss)
+    reference = _small_reference_loss(model, x, y)
+    np.testing.assert_allclose(losses, [reference, reference], rtol=1e-5)
+
+
+def _small_reference_loss(model, x, y):
+    """The training-mode loss with the drop path as the identity (batch norm on the
+    batch's statistics, as in a training step)."""
+    with keras.StatelessScope():
+        h = model.get_layer("block")(model.get_layer("hidden")(x), training=True)
+        out = model.get_layer("out")(h + h)
+    return float(np.mean((keras.ops.convert_to_numpy(out) - y) ** 2))
 
 
 @TF_ONLY

@@ -26,13 +26,19 @@ Rules worth knowing:
 import collections
 import contextlib
 import dataclasses
+import inspect
 import math
 import weakref
 
 import keras
 import numpy as np
 
-from keras_initkit._keras_private import batch_moments, batch_norm_without_update, unfused
+from keras_initkit._keras_private import (
+    batch_moments,
+    batch_norm_without_update,
+    sublayers,
+    unfused,
+)
 from keras_initkit.probe import backend
 from keras_initkit.probe.attention import call_attention
 from keras_initkit.probe.data import as_batches
@@ -137,15 +143,36 @@ class ProbeResult:
         return {s: m[name] for s, m in self.metrics.items() if name in m}
 
 
+# Attributes by which a layer without a SeedGenerator of its own, drawing from Keras'
+# global generator, says it is stochastic: keras.applications' ConvNeXt
+# `StochasticDepth(drop_path_rate)`, keras_hub's DropPath layers (`rate`, `drop_prob`).
+_DROP_RATES = ("rate", "drop_rate", "drop_prob", "drop_path_rate", "dropout", "dropout_rate")
+
+
+def _draws_unseeded(layer):
+    """A leaf layer with a positive drop rate and a `training` argument. A layer that
+    holds others (a Transformer block with a `dropout` setting) is not one: its own
+    dropout layers are, and its normalization layers must keep the mode."""
+    call = getattr(type(layer), "call", None)
+    if call is None or "training" not in inspect.signature(call).parameters:
+        return False
+    if sublayers(layer):
+        return False
+    rates = (getattr(layer, name, None) for name in _DROP_RATES)
+    return any(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates)
+
+
 def stochastic_layers(model):
     """The layers of `model` that draw random numbers in training: those that own a
-    SeedGenerator, and recurrent layers (their dropout masks are drawn outside the
-    cell; `training` changes nothing else in them)."""
+    SeedGenerator; recurrent layers (their dropout masks are drawn outside the cell;
+    `training` changes nothing else in them); and leaf layers with a drop rate that
+    draw from the global generator (`_draws_unseeded`: ConvNeXt's stochastic depth)."""
     return [
         layer
         for layer in all_layers(model)
         if isinstance(layer, keras.layers.RNN)
         or any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+        or _draws_unseeded(layer)
     ]
 
 
