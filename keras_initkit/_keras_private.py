@@ -23,8 +23,10 @@ def sublayers(layer, *, recursive=True):
 def optimizer_steps(model):
     """How many steps the model's optimizer has taken (`optimizer.iterations`, public
     API); 0 without an optimizer."""
+    from keras_initkit.probe.backend import to_numpy  # the probe package imports this one
+
     iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
-    return 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
+    return 0 if iterations is None else int(to_numpy(iterations))
 
 
 def compiled_loss(model):

@@ -43,6 +43,7 @@ from keras_initkit.probe import (
     check_inputs,
     resolve_layers,
 )
+from keras_initkit.probe.backend import to_numpy
 from keras_initkit.probe.data import is_dataset, is_infinite
 from keras_initkit.probe.reducers import recalibrated, set_recalibrated
 from keras_initkit.table import render
@@ -329,8 +330,8 @@ def _one_pass(probe, batches, source, verbose, single=False):
         _assign(layer, values["bn_input_mean"], values["bn_input_variance"])
         stats = {
             "input": np.stack([values["bn_input_mean"], values["bn_input_variance"]]),
-            "moving_mean": keras.ops.convert_to_numpy(layer.moving_mean),
-            "moving_variance": keras.ops.convert_to_numpy(layer.moving_variance),
+            "moving_mean": to_numpy(layer.moving_mean),
+            "moving_variance": to_numpy(layer.moving_variance),
         }
         after[name] = _summary(BatchNormStatistics().finalize(sites[name], stats))
     order = [site.name for site in result.sites if site.name in measured]

@@ -40,6 +40,7 @@ from keras_initkit.probe import (
     stochastic_layers,
     training_semantics,
 )
+from keras_initkit.probe.backend import to_numpy
 from keras_initkit.table import render
 
 MEASURES = ("pre_activation", "post_activation")
@@ -291,7 +292,7 @@ class _Calibration:
         if not layers:
             return
         flags = keras.ops.stack([keras.ops.any(keras.ops.not_equal(x.bias, 0)) for x in layers])
-        nonzero = keras.ops.convert_to_numpy(flags)
+        nonzero = to_numpy(flags)
         self.zero_biases = {id(x) for x, flag in zip(layers, nonzero) if not flag}
 
     def forward(self, model, batch, mode):
@@ -318,7 +319,7 @@ class _Calibration:
         for key, value in zip(list(self.updates), values):
             variable, _, owner = self.updates[key]
             self.updates[key] = (variable, value, owner)
-        for key, row in zip(self.measured, keras.ops.convert_to_numpy(stats).tolist()):
+        for key, row in zip(self.measured, to_numpy(stats).tolist()):
             result = self.results[key]
             before, live, scale, after, iterations, converged = row
             result.variance_before = before

@@ -23,6 +23,7 @@ from keras_initkit.checks.gradients import shapes_attention_scores
 from keras_initkit.checks.symmetry import symmetric_units_batch
 from keras_initkit.lsuv import lsuv_init
 from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation, backend
+from keras_initkit.probe.backend import to_numpy
 from keras_initkit.probe.gradients import GradientProbe
 from keras_initkit.probe.selection import named_layer, site_names
 
@@ -382,7 +383,7 @@ def _global_seed_generator_state():
 
     def get():
         gen = global_state.get_global_attribute(name)
-        return gen, None if gen is None else keras.ops.convert_to_numpy(gen.state)
+        return gen, None if gen is None else to_numpy(gen.state)
 
     def put(saved):
         gen, value = saved
@@ -413,7 +414,7 @@ def _copy(model):
         copy = keras.models.clone_model(model)
         if not copy.built:
             copy.build_from_config(model.get_build_config())
-        copy.set_weights(model.get_weights())
+        copy.set_weights([to_numpy(w) for w in model.weights])  # get_weights: NumPy warns
     except Exception as error:  # clone_model raises TypeError, ValueError, ...
         raise ValueError(
             "`suggest_initializer` tries the candidates on a copy made with "
@@ -518,8 +519,8 @@ class _Trial:
             if steps:
                 fresh.build(copy.trainable_variables)
                 self.optimizer = fresh
-                self.optimizer_start = [keras.ops.convert_to_numpy(v) for v in fresh.variables]
-        self.start = [keras.ops.convert_to_numpy(v) for v in copy.variables]
+                self.optimizer_start = [to_numpy(v) for v in fresh.variables]
+        self.start = [to_numpy(v) for v in copy.variables]
         self.probe = Probe(copy, [ActivationMoments(), Saturation(), DeadUnits()])
         self._sensitivity_setup()
         # With targets one pass measures both (the forward statistics ride along).
@@ -565,7 +566,7 @@ class _Trial:
         x = self.x
         if not (isinstance(x, np.ndarray) or keras.ops.is_tensor(x)):
             return  # several inputs: not measured
-        x = keras.ops.convert_to_numpy(x)
+        x = to_numpy(x)
         if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2 or x.shape[0] < 2:
             return  # token ids and the like: no small step to take
         try:
@@ -587,8 +588,8 @@ class _Trial:
         """`(log10 geometric-mean sensitivity, spread)`, or `(None, None)`."""
         if self.features is None or not self.step > 0:
             return None, None
-        f0 = keras.ops.convert_to_numpy(self.features(self.x_float, training=False))
-        f1 = keras.ops.convert_to_numpy(self.features(self.x_moved, training=False))
+        f0 = to_numpy(self.features(self.x_float, training=False))
+        f1 = to_numpy(self.features(self.x_moved, training=False))
         f0 = f0.reshape(len(f0), -1).astype("float64")
         f1 = f1.reshape(len(f1), -1).astype("float64")
         typical = float(np.sqrt(np.mean(np.sum(f0**2, axis=1))))
@@ -1044,7 +1045,7 @@ def _run(trial, specs, verbose, started, keep_winner):
             skipped.append((spec.name, "applies to no layer of the model"))
             continue
         notes = _lsuv_notes(trial) if spec.lsuv else []
-        kernels = [keras.ops.convert_to_numpy(b.kernel) for _, b in trial.pairs]
+        kernels = [to_numpy(b.kernel) for _, b in trial.pairs]
         measured = trial.measure()
         source = measured[0].source
         candidate = _candidate_result(trial, spec, (used, own, fallback), notes, measured)

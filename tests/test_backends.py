@@ -123,6 +123,61 @@ def test_lsuv_init_converges_and_re_measures_within_tolerance():
 
 
 @pytest.mark.backend_agnostic
+def test_to_numpy_is_a_copy_that_later_updates_leave_alone():
+    """torch's `Tensor.numpy` shares memory, and an optimizer updates in place: a
+    snapshot (suggest_initializer's start weights) must not follow."""
+    from keras_initkit.probe.backend import to_numpy
+
+    variable = keras.Variable(np.ones((2, 3), "float32"))
+    tensor = keras.ops.ones((4,))
+    snapshot, values = to_numpy(variable), to_numpy(tensor)
+    variable.assign_add(np.ones((2, 3), "float32"))
+    assert isinstance(snapshot, np.ndarray) and snapshot.dtype == np.float32
+    np.testing.assert_array_equal(snapshot, np.ones((2, 3)))
+    np.testing.assert_array_equal(values, np.ones(4))
+    bf16 = to_numpy(keras.ops.ones((2,), "bfloat16"))
+    assert str(bf16.dtype) == "bfloat16"
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
+def test_no_numpy_copy_keyword_warnings_from_our_conversions(tmp_path):
+    """NumPy 2 warns ("__array__ implementation doesn't accept a copy keyword") for every
+    Keras Variable (TensorFlow, torch) and torch tensor that `keras.ops.convert_to_numpy`
+    converts: 600 DeprecationWarnings per `diagnose(model, x, y)` on NASNetMobile, which
+    pytest shows a user's test suite. Ours read values through `backend.to_numpy`."""
+    import warnings
+
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+    h = keras.layers.LSTM(4)(keras.layers.Reshape((2, 2))(h))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
+    y = np.arange(32) % 3
+    monitor = TrainingMonitor((x, y), gradients=True, log_dir=str(tmp_path), verbose=0)
+
+    def copy_warnings(*calls):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for call in calls:
+                call()
+        return [str(w.message)[:80] for w in caught if "copy keyword" in str(w.message)]
+
+    ours = copy_warnings(
+        lambda: ik.diagnose(model, x, y),
+        lambda: ik.lsuv_init(model, x, verbose=0),
+        lambda: ik.recalibrate_batchnorm(model, x, verbose=0),
+    )
+    assert not ours, f"{len(ours)} warnings: {ours[0]}"
+    # Keras' own torch fit converts its logs so (11 here): the monitor adds none.
+    fit = dict(x=x, y=y, epochs=2, batch_size=8, verbose=0)
+    monitored = copy_warnings(lambda: model.fit(**fit, callbacks=[monitor]))
+    assert len(monitored) == len(copy_warnings(lambda: model.fit(**fit)))
+
+
+@pytest.mark.backend_agnostic
 @pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
 def test_monitors_write_event_files_read_back_by_tensorboard(tmp_path):
     keras.utils.set_random_seed(2)

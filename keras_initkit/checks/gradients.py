@@ -3,12 +3,12 @@ exploding gradients."""
 
 import math
 
-import keras
 import numpy as np
 
 from keras_initkit import validation
 from keras_initkit.checks.base import Check
 from keras_initkit.checks.rules import Rule
+from keras_initkit.probe.backend import to_numpy
 from keras_initkit.probe.selection import scale_of
 
 GRADIENT_METRICS = ("gradient_norm", "update_ratio", "weight_norm", "gradient_ratio")
@@ -52,7 +52,7 @@ def branch_scale(site):
 
 
 def _gain(layer):
-    values = np.abs(keras.ops.convert_to_numpy(scale_of(layer))).astype(np.float64)
+    values = np.abs(to_numpy(scale_of(layer))).astype(np.float64)
     if getattr(layer, "kernel", None) is None:
         return float(values.max(initial=0.0))
     fan_in = values.size / max(values.shape[-1], 1) if values.ndim else 1

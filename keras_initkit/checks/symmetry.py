@@ -8,6 +8,7 @@ import numpy as np
 from keras_initkit.checks.base import Check
 from keras_initkit.checks.rules import Rule
 from keras_initkit.probe import backend
+from keras_initkit.probe.backend import to_numpy
 
 SYMMETRIC = Rule(
     name="symmetric_fraction",
@@ -112,10 +113,10 @@ def _exact_count(kernel, axis, bias, candidates):
     Exact equality of the incoming weights is the definition of a symmetric unit; the
     fingerprints only select the candidates.
     """
-    k = keras.ops.convert_to_numpy(kernel)
+    k = to_numpy(kernel)
     columns = np.moveaxis(k, axis, -1).reshape(-1, k.shape[axis])[:, candidates].T
     if bias is not None:
-        b = keras.ops.convert_to_numpy(bias)[candidates, None]
+        b = to_numpy(bias)[candidates, None]
         columns = np.concatenate([columns, b], axis=1)
     _, counts = np.unique(columns, axis=0, return_counts=True)
     return int(counts[counts > 1].sum())
@@ -170,8 +171,7 @@ def _all_fingerprints(present, values, on_device):
     if on_device:
         layout = tuple((axis, bias is not None) for _, axis, bias in present)
         compiled = _compiled(keras.backend.backend(), layout, _fingerprints)
-        return keras.ops.convert_to_numpy(compiled(values))
-    to_numpy = keras.ops.convert_to_numpy
+        return to_numpy(compiled(values))
     return np.concatenate(
         [
             _host_fingerprints(to_numpy(kernel), axis, None if bias is None else to_numpy(bias))

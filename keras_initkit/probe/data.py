@@ -14,6 +14,7 @@ import re
 import keras
 import numpy as np
 
+from keras_initkit.probe.backend import to_numpy
 from keras_initkit.validation import positive_int
 
 
@@ -61,7 +62,7 @@ def _to_numpy(x):
         if isinstance(t, np.ndarray):
             return t
         if keras.ops.is_tensor(t):
-            return keras.ops.convert_to_numpy(t)
+            return to_numpy(t)
         return np.asarray(t)
 
     return keras.tree.map_structure(convert, x)

@@ -41,6 +41,7 @@ from keras_initkit._keras_private import (
 )
 from keras_initkit.probe import backend
 from keras_initkit.probe.attention import call_attention
+from keras_initkit.probe.backend import to_numpy
 from keras_initkit.probe.data import as_batches
 from keras_initkit.probe.intercept import call_split, intercept
 from keras_initkit.probe.recurrent import call_recurrent
@@ -334,9 +335,9 @@ class Runner:
     def host(self, vectors):
         """One host transfer for all `vectors`; each row unpacked to the nested dict."""
         if len(vectors) == 1:
-            rows = keras.ops.convert_to_numpy(vectors[0])[None]
+            rows = to_numpy(vectors[0])[None]
         else:
-            rows = keras.ops.convert_to_numpy(keras.ops.stack(vectors))
+            rows = to_numpy(keras.ops.stack(vectors))
         return [self._unpack(row) for row in rows.astype(np.float64)]
 
     def _unpack(self, row):

@@ -47,6 +47,7 @@ import numpy as np
 
 from keras_initkit import _keras_private
 from keras_initkit.probe import backend
+from keras_initkit.probe.backend import to_numpy
 from keras_initkit.probe.data import DataMismatch, as_batches, check_inputs, error_summary
 from keras_initkit.probe.engine import (
     MODES,
@@ -341,7 +342,7 @@ class GradientProbe(Runner):
         ignored = getattr(loss, "ignore_class", None)
         for i, (_, y) in enumerate(batches):
             # Staged probe batches are device tensors (a CUDA tensor has no __array__).
-            labels = keras.ops.convert_to_numpy(keras.tree.flatten(y)[0])
+            labels = to_numpy(keras.tree.flatten(y)[0])
             if ignored is not None:
                 labels = labels[labels != ignored]
             if classes and labels.size and (labels.min() < 0 or labels.max() >= classes):

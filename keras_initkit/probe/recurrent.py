@@ -14,6 +14,7 @@ import dataclasses
 import keras
 
 from keras_initkit._keras_private import shadowing
+from keras_initkit.probe.backend import to_numpy
 
 # Gate names per cell type, in the order of the kernels' column blocks.
 GATES = {
@@ -123,6 +124,6 @@ def spectral_radii(layer):
     """Largest |eigenvalue| of each gate's block of the recurrent kernel (host NumPy)."""
     import numpy as np
 
-    kernel = keras.ops.convert_to_numpy(layer.cell.recurrent_kernel).astype(np.float64)
+    kernel = to_numpy(layer.cell.recurrent_kernel).astype(np.float64)
     blocks = np.split(kernel, len(gate_names(layer)), axis=1)
     return np.array([float(np.max(np.abs(np.linalg.eigvals(b)))) for b in blocks])

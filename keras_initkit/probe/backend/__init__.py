@@ -39,6 +39,7 @@ rest of the package never asks which backend it runs on:
 - `squared_norms(tensors)`: a float32 vector, the squared L2 norm of each tensor.
 - `histogram(a, low, high, bins)`: float32 counts of `a` in `bins` equal bins of
   `[low, high]` (values outside go to the end bins).
+- `to_numpy(x)`: a tensor or Keras Variable as a NumPy array (see the module's `to_numpy`).
 
 `generic` holds the eager defaults (torch, NumPy and any other backend); the
 TensorFlow and JAX modules override what they compile. This package and the
@@ -88,6 +89,14 @@ class Lazy:
 
 
 _LOADED = {}
+
+
+def to_numpy(x):
+    """`keras.ops.convert_to_numpy(x)` without NumPy 2's DeprecationWarning ("`__array__`
+    implementation doesn't accept a copy keyword"), which Keras Variables (TensorFlow,
+    torch) and torch tensors raise on every conversion: 600 per `diagnose(model, x, y)`
+    on NASNetMobile, shown under pytest and `-W default`."""
+    return current().to_numpy(x)
 
 
 def current():

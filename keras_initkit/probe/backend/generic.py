@@ -23,6 +23,11 @@ def compile_arrays(fn):
     return fn
 
 
+def to_numpy(x):
+    """`keras.ops.convert_to_numpy`, a Variable read through its value (JAX, NumPy)."""
+    return keras.ops.convert_to_numpy(x.value if isinstance(x, keras.Variable) else x)
+
+
 def on_host(x):
     return True  # NumPy, and backends we know nothing of: converted where they are
 

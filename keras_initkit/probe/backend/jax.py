@@ -15,6 +15,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     preserving_rng,
     run_after,
     squared_norms,
+    to_numpy,
 )
 
 # Eager JAX compiles every primitive for every new shape: ResNet50's first eager forward

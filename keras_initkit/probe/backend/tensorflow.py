@@ -4,6 +4,7 @@ import contextlib
 import weakref
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_initkit.probe.backend import Lazy, generic
@@ -94,6 +95,14 @@ def compile_function(fn, model):
             return concrete[key](*args)
 
     return call
+
+
+def to_numpy(x):
+    """A Keras Variable through `tf.Variable.numpy` (NumPy warns converting it), copied:
+    the array must not follow the variable's later updates."""
+    if isinstance(x, keras.Variable):
+        return np.array(x.value.numpy())
+    return keras.ops.convert_to_numpy(x)
 
 
 def on_host(x):

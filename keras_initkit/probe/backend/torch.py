@@ -23,6 +23,18 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
 )
 
 
+def to_numpy(x):
+    """`Tensor.numpy` after leaving the device (NumPy warns converting a tensor, whose
+    `__array__` takes no `copy`); bfloat16, which NumPy lacks, as Keras converts it."""
+    if isinstance(x, keras.Variable):
+        x = x.value
+    if isinstance(x, torch.Tensor) and x.dtype != torch.bfloat16:
+        # A copy: `numpy()` of a CPU tensor shares its memory, and a parameter is
+        # updated in place by the optimizer.
+        return x.detach().cpu().numpy().copy()
+    return keras.ops.convert_to_numpy(x)
+
+
 def on_host(x):
     return x.device.type == "cpu"
 
