@@ -330,6 +330,58 @@ def test_unnormalized_inputs_are_told_apart_from_activations_vanishing_through_d
     assert not [f for f in scaled.findings if f.rule.endswith("_activations")]
 
 
+def _small_convs(normalized):
+    """Convs whose outputs are ~0.005 of the first's (NASNet's separable convs at
+    init), each straight into a batch norm (`normalized`) or into a ReLU."""
+    keras.utils.set_random_seed(0)
+    small = keras.initializers.RandomNormal(stddev=0.002)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    h = keras.layers.BatchNormalization(name="stem_bn")(h) if normalized else h
+    for k in range(3):
+        h = keras.layers.ReLU()(h)
+        h = keras.layers.Conv2D(8, 3, padding="same", kernel_initializer=small, name=f"conv_{k}")(h)
+        if normalized:
+            h = keras.layers.BatchNormalization(name=f"bn_{k}")(h)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+    return keras.Model(inputs, keras.layers.Dense(10, name="head")(h))
+
+
+@pytest.mark.backend_agnostic
+def test_a_layer_straight_into_a_normalization_is_not_judged_through_depth():
+    """NASNetMobile read "separable_conv_2_reduction_left4_reduce_8: output std 0.00471
+    is 4.5e-03 × that of stem_conv1: activations vanish through depth": every one of
+    its separable convs runs straight into a batch norm, which normalizes that scale
+    away. Without the batch norms, the same convs do vanish."""
+    x = np.random.default_rng(0).standard_normal((32, 8, 8, 3)).astype("float32")
+    with_bn = diagnose(_small_convs(normalized=True), x)
+    assert (
+        with_bn.metrics["conv_2"]["activation_std"]
+        < 0.01 * with_bn.metrics["stem"]["activation_std"]
+    )
+    assert not [f for f in with_bn.findings if f.rule.endswith("_activations")], str(with_bn)
+    without = diagnose(_small_convs(normalized=False), x)
+    (finding,) = [f for f in without.findings if f.rule == "vanishing_activations"]
+    assert finding.layer == "conv_2" and "through depth" in finding.message
+
+
+def test_normalized_outputs_reads_every_call_and_every_consumer():
+    from keras_initkit.probe.selection import normalized_outputs
+
+    inputs = keras.Input((4,))
+    into_norm = keras.layers.Dense(4, name="into_norm")
+    also_add = keras.layers.Dense(4, name="also_add")
+    shared = keras.layers.Dense(4, name="shared")
+    a = keras.layers.LayerNormalization()(into_norm(inputs))
+    b = also_add(a)
+    c = keras.layers.Add()([keras.layers.BatchNormalization()(b), b])
+    d = keras.layers.UnitNormalization()(shared(c))
+    e = shared(d)  # its second call feeds the output: not normalized
+    model = keras.Model(inputs, e)
+    names = {layer.name for layer in model.layers if id(layer) in normalized_outputs(model)}
+    assert names == {"into_norm"}
+
+
 def _downsampling_conv_net():
     """Conv–batch-norm blocks from 8×8 down to 1×1, then a 9×9 depthwise conv at 1×1 (only
     its centre tap sees a pixel: output std ~0.04, as MobileNetV3's late depthwise convs)."""

@@ -99,9 +99,12 @@ def _depth_rule(name, verb, below):
         metric="activation_std",
         definition=(
             "among the hidden kernel layers (every kernel layer but the last, in forward "
-            "order), the one whose output std is farthest, on a log scale, from the first "
+            "order) whose output does not run straight into normalization layers only "
+            "(batch, layer, group, unit or RMS normalization: its scale is normalized away), "
+            "the one whose output std is farthest, on a log scale, from the first "
             f"one's has a ratio {'below 1/' if below else 'above '}`activation_std_ratio` "
-            "to it (one finding, at that layer). Where the first layer alone makes the "
+            "to it (one finding, at that layer). Where, among all hidden kernel layers, the "
+            "first alone makes the "
             "finding (the rule would not fire with the second hidden layer as the reference; "
             f"the first one's std is {'above √' if below else 'below 1/√'}"
             "`activation_std_ratio` × the median std of the layers after it; and it is "
@@ -257,18 +260,31 @@ class ActivationCheck(Check):
             for s in kernels[:-1]
             if math.isfinite(scalars.get(s.name, {}).get("activation_std", math.nan))
         ]
-        extreme = depth_ratio([scalars[s.name]["activation_std"] for s in hidden])
         limit = self.thresholds["activation_std_ratio"]
+        stds = [scalars[s.name]["activation_std"] for s in hidden]
+        extreme = depth_ratio(stds)
+        if extreme is not None and not 1 / limit <= extreme[1] <= limit:
+            # The inputs' scale: read off every hidden layer (a batch norm after the
+            # first is how it shows, see `first_layer_out_of_scale`).
+            rest = first_layer_out_of_scale(stds, limit, vanishing=extreme[1] < 1)
+            if rest is not None:
+                site, ratio = hidden[extreme[0]], extreme[1]
+                rule = VANISHING_ACTIVATIONS if ratio < 1 else EXPLODING_ACTIVATIONS
+                context = {**scalars[site.name], "value": ratio, "reference": hidden[0].name}
+                context.update(reference_std=stds[0], rest_median=rest[0], rest_spread=rest[1])
+                rule = dataclasses.replace(rule, fix=_INPUT_FIX, fix_at_init=None)
+                yield site, rule, ratio, rule.observe(context)
+                return
+        # Depth: only layers whose output scale reaches the next layer. One that runs
+        # straight into a normalization is normalized away (NASNet's separable convs:
+        # std 0.005, each into a batch norm, read "vanish through depth").
+        carried = [s for s in hidden if not s.normalized]
+        extreme = depth_ratio([scalars[s.name]["activation_std"] for s in carried])
         if extreme is None or 1 / limit <= extreme[1] <= limit:
             return
-        site, ratio = hidden[extreme[0]], extreme[1]
+        site, ratio = carried[extreme[0]], extreme[1]
         rule = VANISHING_ACTIVATIONS if ratio < 1 else EXPLODING_ACTIVATIONS
-        context = {**scalars[site.name], "value": ratio, "reference": hidden[0].name}
-        stds = [scalars[s.name]["activation_std"] for s in hidden]
-        rest = first_layer_out_of_scale(stds, limit, vanishing=ratio < 1)
-        if rest is not None:
-            context.update(reference_std=stds[0], rest_median=rest[0], rest_spread=rest[1])
-            rule = dataclasses.replace(rule, fix=_INPUT_FIX, fix_at_init=None)
+        context = {**scalars[site.name], "value": ratio, "reference": carried[0].name}
         yield site, rule, ratio, rule.observe(context)
 
 

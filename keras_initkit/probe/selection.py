@@ -57,6 +57,8 @@ class Site:
             runs in, in a functional graph (`residual_gates`); `None` outside one.
             `keras_initkit.checks.gradients.branch_scale` reads its scale.
         closes_branch: this layer is the gate of some residual branch.
+        normalized: in a functional graph, the layer's output runs only into
+            normalization layers (`normalized_outputs`): its scale is normalized away.
     """
 
     layer: keras.layers.Layer
@@ -67,6 +69,7 @@ class Site:
     role: str | None = None
     gate: keras.layers.Layer | None = None
     closes_branch: bool = False
+    normalized: bool = False
 
     @property
     def bounds(self):
@@ -247,6 +250,7 @@ def make_sites(model, layers):
     parents = _parents(model)
     gates = residual_gates(model)
     closing = {id(gate) for gate in gates.values()}
+    normalized = normalized_outputs(model)
     sites = []
     for layer, name in zip(layers, site_names(model, layers)):
         parent = parents.get(id(layer))
@@ -263,8 +267,56 @@ def make_sites(model, layers):
         role = _attention_role(layer, parent)
         axis = 1 if channels_first else -1
         gate, closes = gates.get(id(layer)), id(layer) in closing
-        sites.append(Site(layer, name, act, kind, axis, role, gate, closes))
+        site = Site(layer, name, act, kind, axis, role, gate, closes, id(layer) in normalized)
+        sites.append(site)
     return sites
+
+
+# Layers whose output does not depend on their input's scale (per sample, channel or
+# group: batch norm in training, as the probe runs it).
+_NORMALIZATIONS = tuple(
+    cls
+    for cls in (
+        keras.layers.BatchNormalization,
+        keras.layers.LayerNormalization,
+        keras.layers.GroupNormalization,
+        keras.layers.UnitNormalization,
+        getattr(keras.layers, "RMSNormalization", None),
+    )
+    if cls is not None
+)
+
+
+def _graph_consumers(model):
+    """`(graph, nodes, {id(node): consumer nodes})` for each functional graph of `model`
+    (its own and nested functional models')."""
+    for graph in [model, *all_layers(model)]:
+        by_depth = getattr(graph, "_nodes_by_depth", None)
+        if not isinstance(graph, keras.Model) or not by_depth:
+            continue
+        nodes = [node for level in by_depth.values() for node in level]
+        consumers = {}
+        for node in nodes:
+            for parent in node.parent_nodes:
+                consumers.setdefault(id(parent), []).append(node)
+        yield graph, nodes, consumers
+
+
+def normalized_outputs(model):
+    """`{id(layer)}` of the layers of `model`'s functional graphs whose every call's
+    output runs only into normalization layers (NASNet's separable convs, each straight
+    into a batch norm): how large that output is changes nothing downstream. A layer
+    whose output leaves its graph, or also feeds anything else, is absent; so are the
+    layers of subclassed models (no graph to read)."""
+    verdicts = {}
+    for _, nodes, consumers in _graph_consumers(model):
+        for node in nodes:
+            after = consumers.get(id(node), [])
+            normalized = bool(after) and all(
+                isinstance(n.operation, _NORMALIZATIONS) for n in after
+            )
+            verdicts.setdefault(id(node.operation), []).append(normalized)
+    return {key for key, calls in verdicts.items() if all(calls)}
 
 
 def residual_gates(model):
@@ -277,15 +329,7 @@ def residual_gates(model):
     such a branch are absent; so is a layer called several times unless every call
     runs into the same gate."""
     gates = {}
-    for graph in [model, *all_layers(model)]:
-        by_depth = getattr(graph, "_nodes_by_depth", None)
-        if not isinstance(graph, keras.Model) or not by_depth:
-            continue
-        nodes = [node for level in by_depth.values() for node in level]
-        consumers = {}
-        for node in nodes:
-            for parent in node.parent_nodes:
-                consumers.setdefault(id(parent), []).append(node)
+    for _, nodes, consumers in _graph_consumers(model):
         found = {}
         for node in nodes:
             found.setdefault(id(node.operation), []).append(_gate(node, consumers))
