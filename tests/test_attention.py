@@ -177,3 +177,279 @@ def test_the_attention_softmax_is_left_to_the_entropy():
     assert inner.name not in report.metrics
     assert "activation_std" in report.metrics["top_softmax"]
     assert "attention_entropy" in report.metrics["mha"]
+
+
+# Keras' single-head attention: `Attention` (Luong, dot product) and
+# `AdditiveAttention` (Bahdanau). Their weights, `(batch, queries, keys)`, are measured
+# with the same entropy as MultiHeadAttention's, as one head.
+
+SINGLE_HEAD = [keras.layers.Attention, keras.layers.AdditiveAttention]
+
+
+def _seq2seq(cls, dropout=0.0, stddev=1.0, dtype=None):
+    """A seq2seq model: causal self-attention over the decoder's tokens, then
+    cross-attention from the decoder to the encoder; token 0 pads (`mask_zero`). The
+    embeddings are the same numbers on every backend."""
+    encoder_in = keras.Input((9,), dtype="int32")
+    decoder_in = keras.Input((7,), dtype="int32")
+
+    def embed(name, seed):
+        values = np.random.default_rng(seed).normal(scale=stddev, size=(30, 8))
+        init = keras.initializers.Constant(values.astype("float32"))
+        return keras.layers.Embedding(30, 8, mask_zero=True, embeddings_initializer=init, name=name)
+
+    encoded = embed("encoder_embed", 0)(encoder_in)
+    decoded = embed("decoder_embed", 1)(decoder_in)
+    self_attention = cls(dropout=dropout, seed=2, dtype=dtype, name="self_attention")
+    h = self_attention([decoded, decoded], use_causal_mask=True)
+    cross = cls(dropout=dropout, seed=3, dtype=dtype, name="cross_attention")([h, encoded])
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling1D()(cross))
+    return keras.Model([encoder_in, decoder_in], outputs)
+
+
+def _seq2seq_tokens():
+    rng = np.random.default_rng(0)
+    encoder, decoder = rng.integers(1, 30, (6, 9)), rng.integers(1, 30, (6, 7))
+    encoder[1, 5:] = 0
+    encoder[2, 3:] = 0
+    encoder[3] = 0  # no key at all: its cross-attention rows are left out (no NaN)
+    decoder[1, 4:] = 0  # padded queries, and padded keys of the self-attention
+    decoder[4, 2:] = 0
+    return [encoder, decoder]
+
+
+def _numpy(v):
+    return keras.ops.convert_to_numpy(v).astype(np.float64)
+
+
+def _softmax(logits, allowed):
+    z = np.where(allowed, logits, -np.inf)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def _logits(layer, q, k):
+    """The layer's attention logits (Keras' `_calculate_scores`), in NumPy."""
+    if isinstance(layer, keras.layers.AdditiveAttention):
+        scale = _numpy(layer.scale) if layer.use_scale else 1.0
+        return (scale * np.tanh(q[..., :, None, :] + k[..., None, :, :])).sum(axis=-1)
+    logits = q @ np.swapaxes(k, -1, -2)
+    return logits * _numpy(layer.scale) if layer.use_scale else logits
+
+
+def _entropy_reference(logits, allowed, queries):
+    """Mean normalized entropy and mean largest weight over the rows of valid
+    `queries` that may attend to two keys or more (`allowed`)."""
+    allowed = np.broadcast_to(allowed, logits.shape)
+    n = allowed.sum(axis=-1)
+    rows = np.broadcast_to(queries, n.shape) & (n >= 2)
+    p = _softmax(logits[rows], allowed[rows])
+    plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return (-plogp.sum(axis=-1) / np.log(n[rows])).mean(), p.max(axis=-1).mean()
+
+
+def _seq2seq_reference(model, x):
+    """Both attention layers' entropy and largest weight, the model recomputed in NumPy."""
+    encoder_x, decoder_x = x
+    encoded = _numpy(model.get_layer("encoder_embed").embeddings)[encoder_x]
+    decoded = _numpy(model.get_layer("decoder_embed").embeddings)[decoder_x]
+    keys, queries = encoder_x != 0, decoder_x != 0
+    self_layer, cross_layer = model.get_layer("self_attention"), model.get_layer("cross_attention")
+    causal = np.tril(np.ones((7, 7), bool))
+    self_allowed = queries[:, None, :] & causal  # every decoder row may attend to its token 0
+    self_logits = _logits(self_layer, decoded, decoded)
+    h = _softmax(self_logits, self_allowed) @ decoded * queries[..., None]
+    cross_logits = _logits(cross_layer, h, encoded)
+    return {
+        "self_attention": _entropy_reference(self_logits, self_allowed, queries),
+        "cross_attention": _entropy_reference(cross_logits, keys[:, None, :], queries),
+    }
+
+
+@pytest.mark.parametrize("cls", SINGLE_HEAD, ids=lambda c: c.__name__)
+def test_single_head_entropy_matches_numpy_with_padding_and_a_causal_mask(cls):
+    model = _seq2seq(cls, dropout=0.3)  # dropout: off in the probe, as for every layer
+    x = _seq2seq_tokens()
+    weights = [keras.ops.convert_to_numpy(v).copy() for v in model.variables]
+    result = probe.Probe(model, [probe.AttentionEntropy()]).run(x)
+    for name, (entropy, top) in _seq2seq_reference(model, x).items():
+        values = result.metrics[name]
+        assert values["attention_entropy_by_head"].shape == (1,)
+        assert values["attention_entropy"] == pytest.approx(entropy, abs=1e-4)
+        assert values["attention_max_weight"] == pytest.approx(top, abs=1e-4)
+        assert 0.05 < entropy < 0.99  # neither uniform nor one-hot
+    for old, v in zip(weights, model.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), old)
+
+
+@pytest.mark.parametrize("cls", SINGLE_HEAD, ids=lambda c: c.__name__)
+def test_single_head_output_is_bit_identical_and_the_layers_unchanged(cls):
+    model = _seq2seq(cls)
+    x = _seq2seq_tokens()
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    runner = probe.Probe(model, [probe.AttentionEntropy()], mode="inference")
+    assert [s.kind for s in runner.sites] == ["attention", "attention"]
+    outputs, _ = runner.forward(x, False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(outputs), expected)
+    assert set(runner.run(x).metrics) == {"self_attention", "cross_attention"}
+    layer = model.get_layer("cross_attention")
+    assert "call" not in vars(layer)  # the layer's own call again
+    q = keras.ops.ones((2, 3, 8))
+    assert keras.ops.is_tensor(layer([q, q]))  # the output alone, no scores
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x, training=False)), expected)
+
+
+def test_explicit_masks_a_query_without_keys_and_requested_scores():
+    """Masks passed as `mask=[query_mask, value_mask]`, the scores asked for by the model:
+    the structure `(output, scores)` kept; a query that may attend to no key (all values
+    masked) or to one key is left out, without NaN."""
+    query_in, value_in = keras.Input((5, 4)), keras.Input((6, 4))
+    query_mask_in = keras.Input((5,), dtype="bool")
+    value_mask_in = keras.Input((6,), dtype="bool")
+    attention = keras.layers.Attention(use_scale=True, name="luong")
+    output, scores = attention(
+        [query_in, value_in], mask=[query_mask_in, value_mask_in], return_attention_scores=True
+    )
+    model = keras.Model([query_in, value_in, query_mask_in, value_mask_in], [output, scores])
+    rng = np.random.default_rng(1)
+    q, v = (rng.normal(size=(4, t, 4)).astype("float32") for t in (5, 6))
+    query_mask, value_mask = np.ones((4, 5), bool), np.ones((4, 6), bool)
+    query_mask[0, 3:] = False
+    value_mask[1] = False  # no key for any query of sample 1
+    value_mask[2, 1:] = False  # one key: nothing to spread over
+    value_mask[3, 4:] = False
+    x = [q, v, query_mask, value_mask]
+    expected = [keras.ops.convert_to_numpy(t) for t in model(x)]
+    runner = probe.Probe(model, [probe.AttentionEntropy()])
+    outputs, _ = runner.forward(x, False)
+    assert isinstance(outputs, (list, tuple)) and len(outputs) == 2
+    for got, want in zip(outputs, expected):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
+    values = runner.run(x).metrics["luong"]
+    assert np.isfinite(values["attention_entropy_by_head"]).all()
+    allowed = np.broadcast_to(value_mask[:, None, :], (4, 5, 6))
+    entropy, top = _entropy_reference(_logits(attention, q, v), allowed, query_mask)
+    assert values["attention_entropy"] == pytest.approx(entropy, abs=1e-4)
+    assert values["attention_max_weight"] == pytest.approx(top, abs=1e-4)
+
+
+def test_call_attention_binds_positional_masks_and_keeps_each_output_form():
+    """The probe sees the arguments as given to `call`: a mask or
+    `return_attention_scores` may come positionally, and the result has the form asked for."""
+    layer = keras.layers.AdditiveAttention(name="bahdanau")
+    rng = np.random.default_rng(2)
+    q, v = (keras.ops.convert_to_tensor(rng.normal(size=(2, t, 4)), "float32") for t in (3, 5))
+    mask_values = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    value_mask = keras.ops.convert_to_tensor(mask_values)
+    layer([q, v])
+    masks = [None, value_mask]
+    plain = keras.ops.convert_to_numpy(layer.call([q, v], mask=masks, use_causal_mask=True))
+    both = layer.call([q, v], mask=masks, use_causal_mask=True, return_attention_scores=True)
+    both = [keras.ops.convert_to_numpy(t) for t in both]
+    forms = {
+        "keywords": (([q, v],), {"mask": masks, "use_causal_mask": True}),
+        "positional": (([q, v], masks), {"use_causal_mask": True}),
+        "scores positional": (([q, v], masks, False, True), {"use_causal_mask": True}),
+    }
+    for form, (args, kwargs) in forms.items():
+        weights, result = probe.attention.call_attention(layer, layer.call, args, kwargs)
+        if form == "scores positional":
+            assert isinstance(result, tuple) and len(result) == 2, form
+            for got, want in zip(result, both):
+                np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
+        else:
+            assert keras.ops.is_tensor(result), form
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(result), plain)
+        assert tuple(weights.scores.shape) == (2, 1, 3, 5), form
+        allowed = np.broadcast_to(keras.ops.convert_to_numpy(weights.key_mask), (2, 3, 5))
+        causal = np.tril(np.ones((3, 5), bool))
+        np.testing.assert_array_equal(allowed, causal & mask_values[:, None, :], form)
+        assert weights.query_mask is None, form
+
+
+def test_single_head_attention_over_leading_batch_axes():
+    """Inputs `(batch, groups, steps, dim)`: the weights `(batch, groups, queries, keys)`
+    are measured as `batch * groups` sequences."""
+    inputs = keras.Input((3, 6), dtype="int32")
+    embed = keras.layers.Embedding(
+        20,
+        4,
+        mask_zero=True,
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=0),
+    )
+    h = embed(inputs)
+    attention = keras.layers.Attention(name="luong")
+    h = attention([h, h], use_causal_mask=True)
+    model = keras.Model(inputs, keras.layers.Dense(1)(h))
+    x = np.random.default_rng(3).integers(1, 20, (4, 3, 6))
+    x[0, 1, 3:] = 0
+    x[2, :, 4:] = 0
+    values = probe.Probe(model, [probe.AttentionEntropy()]).run(x).metrics["luong"]
+    e = _numpy(embed.embeddings)[x]
+    valid = x != 0
+    allowed = valid[..., None, :] & np.tril(np.ones((6, 6), bool))
+    entropy, top = _entropy_reference(_logits(attention, e, e), allowed, valid)
+    assert values["attention_entropy"] == pytest.approx(entropy, abs=1e-4)
+    assert values["attention_max_weight"] == pytest.approx(top, abs=1e-4)
+
+
+@pytest.mark.parametrize("cls", SINGLE_HEAD, ids=lambda c: c.__name__)
+def test_diagnose_has_a_row_for_luong_and_bahdanau_attention(cls):
+    """Large logits (Luong: large embeddings; Bahdanau: a large scale, its logits being
+    bounded by it): both layers' attention has collapsed onto single keys, and
+    `diagnose` (forward and gradient pass) says so in their rows."""
+    additive = cls is keras.layers.AdditiveAttention
+    model = _seq2seq(cls, stddev=3.0 if additive else 30.0)
+    if additive:
+        for name in ("self_attention", "cross_attention"):
+            model.get_layer(name).scale.assign(np.full((8,), 100.0, "float32"))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = _seq2seq_tokens()
+    y = np.arange(6) % 2
+    report = keras_initkit.diagnose(model, x, y)
+    rows = {line.split()[0]: line for line in str(report).splitlines() if line.split()}
+    for name in ("self_attention", "cross_attention"):
+        assert report.metrics[name]["attention_entropy"] < 0.05
+        assert "!" in rows[name]
+    collapsed = {f.layer for f in report.findings if f.rule == "attention_entropy"}
+    assert collapsed == {"self_attention", "cross_attention"}
+
+
+@pytest.mark.parametrize("cls", SINGLE_HEAD, ids=lambda c: c.__name__)
+def test_single_head_attention_in_float16_with_a_sample_without_keys(cls):
+    """In float16 a row whose every key is masked can be NaN (torch: the masked logits
+    overflow to -inf); it is left out, and the other rows measured."""
+    model = _seq2seq(cls, dtype="mixed_float16")
+    x = _seq2seq_tokens()  # encoder sample 3: all padding
+    metrics = probe.Probe(model, [probe.AttentionEntropy()]).run(x).metrics
+    for name, (entropy, top) in _seq2seq_reference(model, x).items():
+        assert np.isfinite(metrics[name]["attention_entropy_by_head"]).all(), name
+        assert metrics[name]["attention_entropy"] == pytest.approx(entropy, abs=1e-2), name
+        assert metrics[name]["attention_max_weight"] == pytest.approx(top, abs=1e-2), name
+
+
+def test_left_out_rows_do_not_count_whatever_their_weights():
+    """`entropy` on weights whose left-out rows hold NaN: a padded query, a query that may
+    attend to no key (one head, as for `Attention`, and two heads)."""
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(2, 2, 3, 4)) * 2.0
+    p = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    allowed = np.ones((2, 3, 4), bool)
+    allowed[1, 2] = False  # sample 1, query 2: no key
+    queries = np.array([[True, True, False], [True, True, True]])  # sample 0, query 2: padded
+    p[1, :, 2] = np.nan
+    p[0, :, 2] = np.nan
+    rows = queries & allowed.any(axis=-1)
+    expected = [
+        -(p[:, k][rows] * np.log(p[:, k][rows])).sum(axis=-1).mean() / np.log(4) for k in range(2)
+    ]
+    for heads in (slice(0, 1), slice(0, 2)):
+        weights = probe.attention.Weights(
+            keras.ops.convert_to_tensor(p[:, heads], "float32"),
+            keras.ops.convert_to_tensor(queries),
+            keras.ops.convert_to_tensor(allowed),
+        )
+        h, top, valid = (keras.ops.convert_to_numpy(t) for t in probe.attention.entropy(weights))
+        assert np.isfinite(h).all() and np.isfinite(top).all()
+        np.testing.assert_allclose(valid, rows.mean())
+        np.testing.assert_allclose(h / valid, expected[heads], atol=1e-5)

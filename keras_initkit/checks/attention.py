@@ -31,7 +31,8 @@ COLLAPSED = Rule(
 
 
 class AttentionCheck(Check):
-    """Per-head attention entropy of `MultiHeadAttention` layers (and subclasses).
+    """Per-head attention entropy of `MultiHeadAttention` layers (and subclasses), and of
+    `Attention` and `AdditiveAttention` layers (one head).
 
     Args:
         entropy_threshold: see the `attention_entropy` rule. Defaults to `0.05`.

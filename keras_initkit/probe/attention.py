@@ -5,6 +5,11 @@ runs a fused dot-product kernel when it can, so its weights exist nowhere. The p
 calls such a layer with `return_attention_scores=True` (public API: the layer then
 computes the weights explicitly, the same attention up to float rounding), keeps the
 weights for its statistics and hands on exactly what the original call returns.
+
+Keras' single-head `Attention` (Luong, dot product) and `AdditiveAttention` (Bahdanau)
+always compute their weights explicitly; with `return_attention_scores=True` the same
+ops return them beside the very same output. Their weights, `(batch, queries, keys)`,
+get a heads axis of one, so that one `entropy` measures both kinds of layer.
 """
 
 import dataclasses
@@ -17,8 +22,9 @@ from keras_initkit.probe import backend
 
 
 def is_attention(layer):
-    """A `MultiHeadAttention` (or subclass) whose call can return its weights."""
-    return isinstance(layer, keras.layers.MultiHeadAttention) and (
+    """A `MultiHeadAttention`, `Attention` or `AdditiveAttention` (or subclass) whose call
+    can return its weights."""
+    return isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.Attention)) and (
         "return_attention_scores" in inspect.signature(layer.call).parameters
     )
 
@@ -28,11 +34,12 @@ class Weights:
     """The attention weights of one call.
 
     Attributes:
-        scores: `(batch, heads, queries, keys)` softmax weights.
+        scores: `(batch, heads, queries, keys)` softmax weights (one head for a
+            single-head layer).
         query_mask: `(batch, queries)` booleans (padded queries excluded), or None.
         key_mask: booleans broadcasting to `(batch, queries, keys)`: the keys each
-            query may attend to (the keys' Keras mask, `attention_mask`, causal), or
-            None for every key.
+            query may attend to (the keys' Keras mask or `Attention`'s value mask,
+            `attention_mask`, causal), or None for every key.
     """
 
     scores: object
@@ -59,6 +66,8 @@ def _allowed_keys(query, value, key, kwargs):
 
 def call_attention(layer, call, args, kwargs):
     """Run `call` with the attention weights returned; `(Weights, original output)`."""
+    if isinstance(layer, keras.layers.Attention):
+        return _call_single_head(layer, call, args, kwargs)
     query, value, key = (
         args[i] if len(args) > i else kwargs.get(name)
         for i, name in enumerate(("query", "value", "key"))
@@ -68,20 +77,73 @@ def call_attention(layer, call, args, kwargs):
     allowed = _allowed_keys(query, value, key, kwargs)
     wanted = kwargs.get("return_attention_scores", False)
     result = call(*args, **{**kwargs, "return_attention_scores": True})
+    return Weights(result[1], query_mask, allowed), _as_called(result, wanted)
+
+
+def _as_called(result, wanted):
+    """What the call would have returned: `result`, the scores (its second element) left
+    out unless the caller asked for them."""
+    if wanted:
+        return result
+    rest = [result[0], *result[2:]]
+    return rest[0] if len(rest) == 1 else tuple(rest)
+
+
+def _call_single_head(layer, call, args, kwargs):
+    """`call_attention` for an `Attention` or `AdditiveAttention` layer, with the masks
+    the layer itself applies; its arguments are bound by name (`mask` and
+    `return_attention_scores` may come positionally). Its `mask` is
+    `[query_mask, value_mask]` (Keras fills it from its inputs' masks). A masked value
+    and the causal mask hide keys (their weights underflow to 0; a query left with no
+    key gets meaningless weights, `entropy` leaves its row out); a masked query only
+    has its output zeroed, and is left out. A key's own mask is not used by the layer,
+    nor here."""
+    signature = inspect.signature(type(layer).call)
+    bound = signature.bind(layer, *args, **kwargs)
+    given = {
+        **{name: p.default for name, p in signature.parameters.items()},
+        **bound.arguments,
+    }
+    masks = list(given.get("mask") or ()) + [None, None]
+    query_mask, value_mask = masks[0], masks[1]
+    wanted = given.get("return_attention_scores", False)
+    bound.arguments["return_attention_scores"] = True
+    result = call(*bound.args[1:], **bound.kwargs)
     scores = result[1]
-    if not wanted:  # what the call would have returned: the scores left out
-        rest = [result[0], *result[2:]]
-        result = rest[0] if len(rest) == 1 else tuple(rest)
-    return Weights(scores, query_mask, allowed), result
+    shape = keras.ops.shape(scores)
+    queries, keys = shape[-2], shape[-1]
+    allowed = None
+    if value_mask is not None:
+        allowed = keras.ops.expand_dims(keras.ops.cast(value_mask, "bool"), -2)
+    if given.get("use_causal_mask"):
+        causal = keras.ops.arange(queries)[:, None] >= keras.ops.arange(keys)[None, :]
+        allowed = causal if allowed is None else keras.ops.logical_and(allowed, causal)
+    if query_mask is not None:
+        query_mask = keras.ops.cast(query_mask, "bool")
+    if len(scores.shape) == 3:
+        if allowed is not None and len(allowed.shape) == 2:  # causal alone
+            allowed = allowed[None]
+        weights = Weights(keras.ops.expand_dims(scores, 1), query_mask, allowed)
+    else:  # inputs `(batch, ..., steps, dim)`: the leading axes are one batch axis
+        if allowed is not None:
+            allowed = keras.ops.logical_and(allowed, keras.ops.ones_like(scores, "bool"))
+            allowed = keras.ops.reshape(allowed, (-1, queries, keys))
+        if query_mask is not None:
+            query_mask = keras.ops.reshape(query_mask, (-1, queries))
+        weights = Weights(keras.ops.reshape(scores, (-1, 1, queries, keys)), query_mask, allowed)
+    return weights, _as_called(result, wanted)
 
 
 def entropy(weights):
     """Per head: mean normalized entropy and mean largest weight over valid query rows,
-    and the share of valid rows: three `(heads,)` / scalar tensors.
+    and the share of valid rows: three `(heads,)` tensors (one head for a single-head
+    layer).
 
     A row's normalized entropy is `-Σ p log p / log n`, n the number of keys it may
     attend to (`Weights.key_mask`): 1 for uniform attention, 0 for one-hot. Rows of padded queries and
-    rows attending to fewer than two keys are left out.
+    rows attending to fewer than two keys are left out, whatever their weights: a row
+    with every key masked holds no distribution (Keras' `Attention` in float16 on torch
+    gives it NaN).
     """
     p = keras.ops.cast(weights.scores, "float32")
     rows = keras.ops.zeros_like(p[..., 0])  # (B, N, Tq): also where a dimension is unknown
@@ -101,8 +163,9 @@ def entropy(weights):
     top = keras.ops.max(p, axis=-1)
     axes = (0, 2)
     count = keras.ops.mean(valid, axis=axes)  # (N,) share of valid rows per head
+    kept = valid > 0  # not `* valid`: a left-out row's weights may be NaN
     return (
-        keras.ops.mean(h * valid, axis=axes),
-        keras.ops.mean(top * valid, axis=axes),
+        keras.ops.mean(keras.ops.where(kept, h, 0.0), axis=axes),
+        keras.ops.mean(keras.ops.where(kept, top, 0.0), axis=axes),
         count,
     )

@@ -322,7 +322,8 @@ class RecurrentGates(Reducer):
 
 
 class AttentionEntropy(Reducer):
-    """Per-head entropy of the attention weights of `MultiHeadAttention` layers.
+    """Per-head entropy of the attention weights of `MultiHeadAttention` layers (and of
+    `Attention` and `AdditiveAttention`, as one head).
 
     The weights come from the layer's own call (`probe.attention.call_attention`:
     `return_attention_scores=True`, the output handed on unchanged). A query row's
