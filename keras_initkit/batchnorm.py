@@ -159,6 +159,24 @@ def _finite(values):
     )
 
 
+def _progress(passes, measured):
+    """One pass's line, in the table's units: the layers with the largest mean shift
+    and the std ratio farthest from 1 (per-channel |d| and |log r| decide when the
+    chain stops, `_worst`; printed, they read unlike the table's figures)."""
+    summaries = {name: _summary(values) for name, values in measured.items()}
+
+    def off(ratio):
+        return abs(math.log(ratio)) if ratio > 0 and math.isfinite(ratio) else math.inf
+
+    shift = max(summaries, key=lambda n: abs(summaries[n]["bn_mean_shift"]))
+    ratio = max(summaries, key=lambda n: off(summaries[n]["bn_std_ratio"]))
+    return (
+        f"recalibrate_batchnorm pass {passes}: largest bn_mean_shift "
+        f"{summaries[shift]['bn_mean_shift']:.3g} ({shift}), bn_std_ratio farthest from 1 "
+        f"{summaries[ratio]['bn_std_ratio']:.3g} ({ratio})"
+    )
+
+
 def _summary(values):
     return {
         "bn_mean_shift": float(values["bn_mean_shift"]),
@@ -216,7 +234,8 @@ def recalibrate_batchnorm(
             (the variance of all samples together). Defaults to `"batch_average"`.
             Batches of one sample give no variance where batch norm reduces over the
             batch axis alone (after a `Dense` layer): `"batch_average"` raises then.
-        verbose: `0` silent, `1` one line per pass; `"auto"` is `1`. Defaults to
+        verbose: `0` silent, `1` one line per pass (the largest mismatch before the
+            pass, in the table's units); `"auto"` is `1`. Defaults to
             `"auto"`.
 
     Returns:
@@ -322,8 +341,7 @@ def _one_pass(probe, batches, source, verbose, single=False):
     sites = {site.name: site for site in probe.sites}
     before = {name: _summary(v) for name, v in measured.items()}
     if verbose:
-        worst = max(_worst(v) for v in measured.values())
-        print(f"recalibrate_batchnorm pass 1: largest mismatch {worst:.3g}")
+        print(_progress(1, measured))
     after = {}
     for name, values in measured.items():
         layer = sites[name].layer
@@ -354,7 +372,7 @@ def _chain(probe, batches, source, verbose, single=False):
             before = {name: _summary(v) for name, v in measured.items()}
         worst = max(_worst(v) for v in measured.values())
         if verbose:
-            print(f"recalibrate_batchnorm pass {passes}: largest mismatch {worst:.3g}")
+            print(_progress(passes, measured))
         if worst <= TOLERANCE or passes > len(measured):
             break
         for name, values in measured.items():

@@ -245,6 +245,13 @@ def test_report_is_printable_and_serializable(capsys):
     report = recalibrate_batchnorm(model, x, verbose=1)
     printed = capsys.readouterr().out
     assert printed.count("recalibrate_batchnorm pass") == report.passes
+    # In the table's units: it printed "largest mismatch 2.55" (per-channel |log r|)
+    # beside a table whose largest std ratio read 10.37.
+    shift = max(report.before, key=lambda n: abs(report.before[n]["bn_mean_shift"]))
+    ratio = max(report.before, key=lambda n: abs(np.log(report.before[n]["bn_std_ratio"])))
+    first = printed.splitlines()[0]
+    assert f"bn_mean_shift {report.before[shift]['bn_mean_shift']:.3g} ({shift})" in first, first
+    assert f"{report.before[ratio]['bn_std_ratio']:.3g} ({ratio})" in first, first
     assert isinstance(report, RecalibrationReport)
     text = str(report)
     assert all(name in text for name in report.layers)
