@@ -224,16 +224,16 @@ def render_summary(runs):
 def _trend_text(s):
     """A `summarize` entry's trend: "flat", or the direction and the relative change
     ("rising +42%"); beyond ±`RELATIVE` (a first value near 0) the factor ("rising
-    ×66667"), or the direction alone where the sign changed or the first is 0."""
+    ×66667"); the direction alone where the sign changed or the first is 0 (a signed
+    mean from 0.000115 to -0.00052 read "falling -552%": a share of a value that
+    crosses zero says nothing)."""
     change, first, last = s["change"], s["first"], s["last"]
-    if change is None or s["trend"] == "flat":
+    if change is None or s["trend"] == "flat" or first == 0 or first * last < 0:
         return s["trend"]
     if abs(change) <= RELATIVE:
         return f"{s['trend']} {change:+.0%}"
-    if first * last > 0:
-        factor = last / first  # above 1 + RELATIVE: "×34", "×66667", "×1.2e+07"
-        return f"{s['trend']} ×{round(factor) if factor < 1e6 else format(factor, '.2g')}"
-    return s["trend"]
+    factor = last / first  # above 1 + RELATIVE: "×34", "×66667", "×1.2e+07"
+    return f"{s['trend']} ×{round(factor) if factor < 1e6 else format(factor, '.2g')}"
 
 
 def _rows(summary):

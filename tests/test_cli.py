@@ -349,6 +349,7 @@ def test_report_trend_of_a_value_from_near_zero_is_a_factor_or_its_direction(tmp
     writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
     first = {"a": (6.9e-8, 0.0046), "b": (-1e-6, 0.5), "c": (0.0, 0.5), "d": (0.1, 0.9)}
     first |= {"e": (0.1, 0.142), "f": (-7.7e-6, -0.0594), "g": (1e-9, 0.5), "h": (0.5, 0.001)}
+    first |= {"i": (0.000115, -0.0005192)}  # a signed mean across 0 read "falling -552%"
     for step, i in ((0, 0), (4, 1)):
         writer.write(step, scalars={f"bn_mean_shift/{k}": v[i] for k, v in first.items()})
     writer.close()
@@ -367,6 +368,7 @@ def test_report_trend_of_a_value_from_near_zero_is_a_factor_or_its_direction(tmp
         "f": "falling ×7714",
         "g": "rising ×5e+08",
         "h": "falling -100%",
+        "i": "falling",
     }
     # The JSON keeps the relative change itself.
     data = json.loads(cli.report(str(tmp_path), "json"))["runs"]["initkit"]
