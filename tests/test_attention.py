@@ -10,7 +10,16 @@ from keras_initkit import probe
 pytestmark = pytest.mark.backend_agnostic
 
 
-def _model(stddev, dropout=0.0):
+def _mha(**kwargs):
+    return keras.layers.MultiHeadAttention(4, **kwargs)
+
+
+def _gqa(key_dim, **kwargs):
+    """4 query heads of `key_dim` sharing 2 key-value heads, where `_mha` has 4 heads."""
+    return keras.layers.GroupQueryAttention(key_dim, 4, 2, **kwargs)
+
+
+def _model(stddev, dropout=0.0, layer=_mha):
     inputs = keras.Input((10,), dtype="int32")
     embed = keras.layers.Embedding(
         30,
@@ -19,9 +28,8 @@ def _model(stddev, dropout=0.0):
         embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=0),
         name="embed",
     )
-    mha = keras.layers.MultiHeadAttention(
-        4,
-        8,
+    mha = layer(
+        key_dim=8,
         dropout=dropout,
         kernel_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=1),
         name="mha",
@@ -67,6 +75,36 @@ def test_entropy_per_head_matches_numpy_with_padded_queries_and_keys_left_out(st
         assert values["attention_entropy"] < 0.6
     for old, v in zip(weights, model.variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), old)
+
+
+def test_group_query_attention_is_measured_per_query_head():
+    """`GroupQueryAttention` (4 query heads sharing 2 key-value heads) had no row: only
+    `MultiHeadAttention` and its subclasses were recognised."""
+    model, embed, gqa = _model(1.0, dropout=0.3, layer=_gqa)
+    x = _tokens()
+    values = probe.Probe(model, [probe.AttentionEntropy()]).run(x).metrics["mha"]
+    entropy, top = _reference(embed, gqa, x)
+    assert len(entropy) == 4
+    np.testing.assert_allclose(values["attention_entropy_by_head"], entropy, rtol=1e-4)
+    np.testing.assert_allclose(values["attention_max_weight_by_head"], top, rtol=1e-4)
+    assert "mha" in keras_initkit.diagnose(model, x).metrics
+
+
+def test_masks_passed_as_arguments_are_those_the_entropy_honours():
+    """`mha(q, v, query_mask=..., value_mask=...)` on unmasked tensors: the masks Keras
+    applied were not read (only tensors' own Keras masks were), so padded keys counted."""
+    tokens = _tokens()
+    inputs = keras.Input((10,), dtype="int32")
+    embed = keras.layers.Embedding(30, 16, name="embed")  # no mask_zero: no Keras mask
+    mha = keras.layers.MultiHeadAttention(4, 8, name="mha")
+    h = embed(inputs)
+    mask = keras.ops.not_equal(inputs, 0)
+    pooled = keras.layers.GlobalAveragePooling1D()(mha(h, h, query_mask=mask, value_mask=mask))
+    model = keras.Model(inputs, pooled)
+    values = probe.Probe(model, [probe.AttentionEntropy()]).run(tokens).metrics["mha"]
+    entropy, top = _reference(embed, mha, tokens)
+    np.testing.assert_allclose(values["attention_entropy_by_head"], entropy, rtol=1e-4)
+    np.testing.assert_allclose(values["attention_max_weight_by_head"], top, rtol=1e-4)
 
 
 def test_probe_hands_on_the_layers_output_and_keeps_a_requested_scores_output():

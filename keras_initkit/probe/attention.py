@@ -20,11 +20,15 @@ import keras
 from keras_initkit import _keras_private
 from keras_initkit.probe import backend
 
+# Layers whose call takes query, value, key and their masks as `MultiHeadAttention`'s
+# does, and returns `(batch, heads, queries, keys)` weights beside the output.
+_MULTI_HEAD = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
+
 
 def is_attention(layer):
-    """A `MultiHeadAttention`, `Attention` or `AdditiveAttention` (or subclass) whose call
-    can return its weights."""
-    return isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.Attention)) and (
+    """A `MultiHeadAttention`, `GroupQueryAttention`, `Attention` or `AdditiveAttention`
+    (or subclass) whose call can return its weights."""
+    return isinstance(layer, (*_MULTI_HEAD, keras.layers.Attention)) and (
         "return_attention_scores" in inspect.signature(layer.call).parameters
     )
 
@@ -47,9 +51,17 @@ class Weights:
     key_mask: object
 
 
+def _mask(kwargs, name, tensor):
+    """The mask passed as `name=`, else the Keras mask of `tensor` (Keras' default)."""
+    given = kwargs.get(name)
+    if given is not None or tensor is None:
+        return given
+    return _keras_private.keras_mask(tensor)
+
+
 def _allowed_keys(query, value, key, kwargs):
     """The keys each query may attend to, as `MultiHeadAttention` masks them."""
-    masks = [_keras_private.keras_mask(t) for t in (value, key) if t is not None]
+    masks = [_mask(kwargs, f"{n}_mask", t) for n, t in (("value", value), ("key", key))]
     masks = [keras.ops.cast(m, "bool")[:, None, :] for m in masks if m is not None]
     if kwargs.get("attention_mask") is not None:
         masks.append(keras.ops.cast(kwargs["attention_mask"], "bool"))
@@ -73,7 +85,8 @@ def call_attention(layer, call, args, kwargs):
         for i, name in enumerate(("query", "value", "key"))
     )
     # Read the masks first: the layer clears its inputs' masks when called.
-    query_mask = _keras_private.keras_mask(query)
+    query_mask = _mask(kwargs, "query_mask", query)
+    query_mask = None if query_mask is None else keras.ops.cast(query_mask, "bool")
     allowed = _allowed_keys(query, value, key, kwargs)
     wanted = kwargs.get("return_attention_scores", False)
     result = call(*args, **{**kwargs, "return_attention_scores": True})

@@ -45,7 +45,7 @@ class Site:
             or `None` for a linear output.
         kind: `"bounded"`, `"dead"`, `"inactive"`, `"recurrent"` (a `keras.layers.RNN`:
             SimpleRNN, LSTM, GRU, `RNN(cell)`), `"attention"` (a `MultiHeadAttention`,
-            `Attention` or `AdditiveAttention`, or subclass) or `None` (not judged).
+            `GroupQueryAttention`, `Attention` or `AdditiveAttention`, or subclass) or `None` (not judged).
         channel_axis: the unit axis of the output (last axis, or 1 for
             `channels_first` layers).
         role: `"attention_scores"` for the query and key projections of an
