@@ -60,9 +60,11 @@ class CandidateResult:
             `inf` when disqualified.
         activation_drift: decades the hidden layers' output std moves away from the
             first hidden layer's: `max |log10(std_l / std_1)|` (`inf` when a layer
-            outputs a constant).
+            outputs a constant; `None` with fewer than two hidden kernel layers).
         gradient_ratio: gradient norm of the first kernel layer (not an attention
-            query or key projection) over the last one's, or `None` without targets.
+            query or key projection) over the last one's, or `None` without targets
+            or with fewer than two kernel layers. A recurrent layer counts as a
+            kernel layer, with the gradient over its own weights (as `diagnose`).
         sensitivity: how much a small step of the input moves the last hidden
             representation, relative to their typical sizes: the geometric mean over
             samples of `(‖f(x + εu) − f(x)‖ / ‖εu‖) / (rms ‖f(x)‖ / rms ‖x‖)`. 1 keeps
@@ -132,6 +134,9 @@ class SuggestionReport:
         steps: the training steps each candidate got (0: signal propagation only).
         source: the data that was used.
         applied: True when the user's model was re-initialized with `best`.
+        notes: what the table alone does not say: a term of the score that could not
+            be measured on this model (its column shows `-` and it counts 0), and
+            candidates that tie on the score (how they were ranked).
     """
 
     candidates: tuple
@@ -139,6 +144,7 @@ class SuggestionReport:
     steps: int
     source: str
     applied: bool = False
+    notes: tuple = ()
 
     @property
     def best(self):
@@ -168,6 +174,7 @@ class SuggestionReport:
             "applied": self.applied,
             "candidates": [c.to_dict() for c in self.candidates],
             "skipped": [list(s) for s in self.skipped],
+            "notes": list(self.notes),
         }
 
     def _table(self, markdown):
@@ -199,6 +206,8 @@ class SuggestionReport:
         text = table.render(header, rows, markdown=markdown, title=title)
         if self.skipped:
             text += "\n" + "\n".join(f"skipped {n}: {why}" for n, why in self.skipped)
+        if self.notes:
+            text += "\n" + "\n".join(f"note: {note}" for note in self.notes)
         return text
 
     def __str__(self):
@@ -563,17 +572,23 @@ class _Trial:
     def _sensitivity_setup(self):
         """The last hidden representation as a function of `x`, and a perturbation."""
         self.features = None
+        # why the sensitivity is not measured (a note of the report), until it is
+        self.no_sensitivity = "the model has several inputs"
         x = self.x
         if not (isinstance(x, np.ndarray) or keras.ops.is_tensor(x)):
             return  # several inputs: not measured
         x = to_numpy(x)
         if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2 or x.shape[0] < 2:
-            return  # token ids and the like: no small step to take
+            # token ids and the like: no small step to take
+            self.no_sensitivity = "the input is not floating-point data (token ids?)"
+            return
         try:
             (inputs,) = self.copy.inputs  # one input (checked above)
             self.features = keras.Model(inputs, self.pairs[-1][1].input)
         except Exception:  # a subclassed or shared layer has no single symbolic input
+            self.no_sensitivity = "the last kernel layer has no single symbolic input"
             return
+        self.no_sensitivity = None
         rng = np.random.default_rng(self.seed)
         flat = x.reshape(len(x), -1).astype("float64")
         u = rng.standard_normal(flat.shape)
@@ -622,13 +637,31 @@ class _Trial:
         return float(self.gradients.run((self.x, self.y)).loss)
 
 
+def _target_sites(sites, copy_ids):
+    """The probe's sites of the re-initialized layers, in forward order.
+
+    A recurrent layer's kernels are its cell's (`LSTM` -> `LSTMCell`, `RNN` over
+    `StackedRNNCells`, each direction of a `Bidirectional`): the cells are the targets,
+    while the probe watches (and `diagnose` judges) the recurrent layer that runs them.
+    Such a layer stands for its cells here, as in `diagnose`'s gradient ratio."""
+    out = []
+    for site in sites:
+        if id(site.layer) in copy_ids or (
+            site.kind == "recurrent"
+            and any(id(inner) in copy_ids for inner in _keras_private.sublayers(site.layer))
+        ):
+            out.append(site)
+    return out
+
+
 def _activation_drift(result, hidden_kernels):
     """`(drift, reasons)`: how many decades the hidden kernel layers' output std moves
-    away from the first one's, and why it is infinite (no finite or no varying signal)."""
+    away from the first one's (None: fewer than two measured, nothing to compare), and
+    why it is infinite (no finite or no varying signal)."""
     stds = [result.metrics[s.name].get("activation_std") for s in hidden_kernels]
     stds = [s for s in stds if s is not None]
     if not stds:
-        return 0.0, []
+        return None, []
     if not all(math.isfinite(s) for s in stds):
         return math.inf, ["non-finite activations"]
     if min(stds) <= 0:
@@ -636,6 +669,8 @@ def _activation_drift(result, hidden_kernels):
             s.name for s in hidden_kernels if result.metrics[s.name].get("activation_std", 1.0) <= 0
         )
         return math.inf, [f"no signal: {flat} outputs a constant"]
+    if len(stds) < 2:
+        return None, []
     return max(abs(math.log10(s / stds[0])) for s in stds), []
 
 
@@ -647,14 +682,16 @@ def _mean_metric(result, sites, *keys):
 
 def _gradient_terms(grads, copy_ids):
     """`(ratio, loss, gradient_term, reasons)` from a gradient pass (None: no targets):
-    the first kernel layer's gradient norm over the last one's, and its score term."""
+    the first kernel layer's gradient norm over the last one's, and its score term.
+    A recurrent layer counts with the gradient over its own weights (its cells'), as in
+    `diagnose`."""
     if grads is None:
         return None, None, 0.0, []
     ratio, loss, gradient_term, reasons = None, float(grads.loss), 0.0, []
     norms = [  # forward order; the first layer is not a query or key projection
         grads.metrics[s.name]["gradient_norm"]
-        for s in grads.sites
-        if id(s.layer) in copy_ids and s.name in grads.metrics and not shapes_attention_scores(s)
+        for s in _target_sites(grads.sites, copy_ids)
+        if "gradient_norm" in grads.metrics.get(s.name, {}) and not shapes_attention_scores(s)
     ]
     if len(norms) >= 2:
         first, last_norm = norms[0], norms[-1]
@@ -685,7 +722,7 @@ def _score(trial, result, grads, sensitivity):
     """The candidate's numbers: drift, gradient ratio, dead, saturated, symmetric, reason."""
     copy_ids = {id(layer) for _, layer in trial.pairs}
     sites = [s for s in result.sites if s.name in result.metrics]
-    kernel_sites = [s for s in sites if id(s.layer) in copy_ids]
+    kernel_sites = _target_sites(sites, copy_ids)
     last = sites.index(kernel_sites[-1]) if kernel_sites else len(sites)
     hidden_sites = sites[:last] if last > 0 else sites
     hidden_kernels = kernel_sites[:-1] or kernel_sites
@@ -703,7 +740,7 @@ def _score(trial, result, grads, sensitivity):
     sensitivity_term = 0.0 if log_gain is None else abs(log_gain) + spread
     if log_gain is not None and not math.isfinite(sensitivity_term):
         reasons.append("no sensitivity to the input")
-    score = drift + gradient_term + sensitivity_term + (dead or 0.0) + (saturated or 0.0)
+    score = (drift or 0.0) + gradient_term + sensitivity_term + (dead or 0.0) + (saturated or 0.0)
     return {
         "activation_drift": drift,
         "gradient_ratio": ratio,
@@ -804,7 +841,10 @@ def suggest_initializer(
       `drift + |log10(gradient_ratio)| + |log10(sensitivity)| + spread + dead + saturated`:
         - `drift = max_l |log10(std_l / std_1)|`: how many decades the output std of
           a hidden kernel layer `l` (every kernel layer but the last) moves away from
-          the first one's (forward signal vanishing or exploding);
+          the first one's (forward signal vanishing or exploding); 0 (shown `-`) with
+          fewer than two hidden kernel layers. A recurrent layer (LSTM, GRU, `RNN`,
+          each direction of a `Bidirectional`) is a kernel layer here and for the
+          gradient ratio: its cells' kernels are the ones drawn;
         - `gradient_ratio`: the gradient norm of the first kernel layer over the last
           one's (backward signal; a term only when `y` is given). Attention's query and
           key projections are not the first layer here: their gradients are tiny while
@@ -833,7 +873,9 @@ def suggest_initializer(
     hidden kernel layer has symmetric units (incoming weights and bias equal to
     another unit's: they would stay equal, e.g. zero initialization), when a hidden
     layer outputs a constant, or when an activation, gradient or loss is not finite.
-    Ties keep the candidates' order.
+    Ties on the score go to the lower loss at initialization (with `y`), then keep the
+    candidates' order. `report.notes` (the `note:` lines under the table) says which
+    ties there were and which terms could not be measured on this model.
 
     **Candidates** (`candidates=None`), in order:
 
@@ -1050,13 +1092,77 @@ def _run(trial, specs, verbose, started, keep_winner):
         source = measured[0].source
         candidate = _candidate_result(trial, spec, (used, own, fallback), notes, measured)
         results.append(candidate)
-        key = (candidate.disqualified is not None, candidate.score, index)
+        key = _rank_key(candidate, index)
         if keep_winner and (winner_key is None or key < winner_key):
             winner_key, winner = key, (kernels, used)
         bar = _progress_bar(bar, verbose, started, len(specs))
         if bar is not None:
             bar.update(index + 1)
     rank = {id(c): i for i, c in enumerate(results)}
-    ranked = sorted(results, key=lambda c: (c.disqualified is not None, c.score, rank[id(c)]))
+    ranked = sorted(results, key=lambda c: _rank_key(c, rank[id(c)]))
     source = source or f"{_num_samples(trial.x)} samples"
-    return SuggestionReport(tuple(ranked), tuple(skipped), trial.steps, source), winner
+    notes = _unmeasured_notes(trial, ranked) + _tie_notes(ranked)
+    report = SuggestionReport(tuple(ranked), tuple(skipped), trial.steps, source, notes=notes)
+    return report, winner
+
+
+def _rank_key(candidate, index):
+    """Disqualified last; then by score; a tie on the score goes to the lower loss at
+    initialization (where measured), then to the candidates' order."""
+    loss = candidate.loss if candidate.loss is not None and math.isfinite(candidate.loss) else None
+    return (
+        candidate.disqualified is not None,
+        candidate.score,
+        math.inf if loss is None else loss,
+        index,
+    )
+
+
+def _unmeasured_notes(trial, ranked):
+    """A note for each term of the score that no candidate could measure on this model
+    (its column shows `-` and the term counts 0), and why."""
+    measured = [c for c in ranked if c.disqualified is None] or list(ranked)
+    if not measured:
+        return ()
+
+    def unmeasured(field):
+        return all(getattr(c, field) is None for c in measured)
+
+    notes = []
+    if unmeasured("activation_drift"):
+        notes.append(
+            "drift not measured: fewer than two hidden kernel or recurrent layers (it "
+            "compares their output std with the first one's); it counts 0"
+        )
+    if unmeasured("gradient_ratio"):
+        why = (
+            "no targets `y`"
+            if trial.y is None
+            else "fewer than two kernel or recurrent layers get a gradient"
+        )
+        notes.append(f"grad ratio not measured: {why}; it counts 0")
+    if unmeasured("sensitivity") and trial.no_sensitivity:
+        notes.append(f"sensitivity and spread not measured: {trial.no_sensitivity}; they count 0")
+    return tuple(notes)
+
+
+def _tie_notes(ranked):
+    """A note for each group of candidates (not disqualified) with the same score: how
+    they were ranked, or that nothing told them apart."""
+    notes, groups = [], {}
+    for c in ranked:
+        if c.disqualified is None:
+            groups.setdefault(c.score, []).append(c)
+    for score, group in groups.items():
+        if len(group) < 2:
+            continue
+        names = ", ".join(c.name for c in group)
+        losses = {c.loss for c in group}
+        if None not in losses and len(losses) == len(group):
+            how = "ranked by their loss at initialization"
+        elif None not in losses and len(losses) > 1:
+            how = "ranked by their loss at initialization, then in the candidates' order"
+        else:
+            how = "nothing measured tells them apart: ranked in the candidates' order"
+        notes.append(f"{names} tie at score {score:.3f}: {how}")
+    return tuple(notes)

@@ -224,6 +224,138 @@ def test_recurrent_models_get_every_default_candidate_ranked():
         assert report["lsuv"].disqualified is None, report
 
 
+def _recurrent_stack():
+    """The user trial's model: LSTM -> GRU -> Dense softmax on float sequences."""
+    model = keras.Sequential(
+        [
+            keras.Input((12, 8)),
+            keras.layers.LSTM(16, return_sequences=True),
+            keras.layers.GRU(16),
+            keras.layers.Dense(5, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def _seq2seq():
+    """Embedding(mask_zero) -> LSTM -> Attention -> GRU -> Dense softmax on token ids."""
+    inputs = keras.Input((12,), dtype="int32")
+    h = keras.layers.LSTM(16, return_sequences=True)(
+        keras.layers.Embedding(50, 8, mask_zero=True)(inputs)
+    )
+    h = keras.layers.GRU(16)(keras.layers.Attention()([h, h]))
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def _score_terms(c):
+    terms = [c.activation_drift or 0.0, abs(np.log10(c.gradient_ratio))]
+    if c.sensitivity is not None:
+        terms += [abs(np.log10(c.sensitivity)), c.sensitivity_spread]
+    return terms + [c.dead_fraction or 0.0, c.saturated_fraction or 0.0]
+
+
+@agnostic
+def test_recurrent_layers_count_in_drift_and_gradient_ratio():
+    """The targets of a recurrent layer are its cell's kernels, but the probe watches the
+    LSTM/GRU layer itself: drift and gradient ratio were taken over the Dense head alone,
+    `drift 0.00` and `grad ratio -` for every candidate (while `diagnose` reported a
+    first/last ratio), and the ranking came from the sensitivity only."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 12, 8)).astype("float32")
+    y = np.arange(64) % 5
+    model = _recurrent_stack()
+    report = suggest_initializer(model, x, y, apply=True, verbose=0)
+    for c in report.candidates:
+        assert c.disqualified is None, report
+        assert c.gradient_ratio is not None and c.gradient_ratio > 0, report
+        assert c.activation_drift is not None, report
+        assert c.score == pytest.approx(sum(_score_terms(c)), rel=1e-6)
+    assert max(c.activation_drift for c in report.candidates) > 0.01, report
+    assert len({round(c.score, 6) for c in report.candidates}) == len(report.candidates)
+    assert not any("not measured" in note for note in report.notes), report.notes
+    # the same ratio as `diagnose` on the model re-initialized with the winner: the LSTM's
+    # gradient (over its own weights) over the Dense head's
+    health = ik.diagnose(model, x, y)
+    assert health.gradient_ratio == pytest.approx(report.best.gradient_ratio, rel=1e-3)
+
+
+@agnostic
+def test_bidirectional_and_stacked_cells_count_as_their_recurrent_layer():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 6, 4)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 4)),
+            keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=True)),
+            keras.layers.RNN([keras.layers.SimpleRNNCell(6), keras.layers.GRUCell(6)]),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    report = suggest_initializer(model, x, y, candidates=["he_normal", "orthogonal"], verbose=0)
+    for c in report.candidates:
+        assert c.gradient_ratio is not None and c.activation_drift is not None, report
+
+
+@agnostic
+def test_seq2seq_candidates_are_told_apart_and_what_is_not_measured_is_said():
+    """On token ids the sensitivity cannot be measured, and with the recurrent layers
+    left out of drift and gradient ratio every score was 0.000: `current` won a complete
+    tie, and `lsuv` tied `orthogonal` although its loss was far higher."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 50, (64, 12))
+    x[:, 9:] = 0  # padding, masked
+    y = np.arange(64) % 5
+    report = suggest_initializer(_seq2seq(), x, y, verbose=0)
+    for c in report.candidates:
+        assert c.disqualified is None, report
+        assert c.gradient_ratio is not None and c.activation_drift is not None, report
+        assert c.sensitivity is None and c.score == pytest.approx(sum(_score_terms(c)), rel=1e-6)
+    assert len({round(c.score, 6) for c in report.candidates}) == len(report.candidates), report
+    assert report["lsuv"].score > report["orthogonal"].score
+    assert any(n.startswith("sensitivity and spread not measured") for n in report.notes)
+    assert "note: sensitivity and spread not measured: the input is not floating-point" in str(
+        report
+    )
+    assert report.to_dict()["notes"] == list(report.notes)
+
+
+@agnostic
+def test_ties_go_to_the_lower_loss_and_are_reported():
+    """Re-initializing the head alone: no hidden kernel layer to compare (drift), one
+    kernel layer (no gradient ratio), the sensitivity and the hidden layers do not see the
+    head: every score is equal. The loss at initialization was measured but ignored, and
+    the tie kept the candidates' order silently, showing a drift of 0.00."""
+    x, y = _data()
+    candidates = {
+        "wide": keras.initializers.RandomNormal(stddev=3.0),
+        "narrow": keras.initializers.RandomNormal(stddev=0.01),
+    }
+    report = suggest_initializer(
+        _compiled(), x, y, candidates=candidates, layers=["head"], verbose=0
+    )
+    wide, narrow = report["wide"], report["narrow"]
+    assert wide.score == narrow.score and narrow.loss < wide.loss
+    assert report.names == ["narrow", "wide"]
+    assert wide.activation_drift is None and wide.gradient_ratio is None
+    assert any(n.startswith("drift not measured") for n in report.notes), report.notes
+    assert any(n.startswith("grad ratio not measured: fewer than two") for n in report.notes)
+    assert any(
+        n.startswith("narrow, wide tie at score") and "loss at initialization" in n
+        for n in report.notes
+    ), report.notes
+    assert "drift" in str(report) and "0.00" not in str(report).splitlines()[2]
+    # without targets nothing tells them apart: said, and the candidates' order kept
+    blind = suggest_initializer(_mlp(), x, candidates=candidates, layers=["head"], verbose=0)
+    assert blind.names == ["wide", "narrow"]
+    assert any("nothing measured tells them apart" in n for n in blind.notes), blind.notes
+    assert any(n.startswith("grad ratio not measured: no targets") for n in blind.notes)
+
+
 @agnostic
 def test_delta_orthogonal_is_tried_on_convolutions():
     rng = np.random.default_rng(0)
