@@ -77,6 +77,48 @@ def test_entropy_per_head_matches_numpy_with_padded_queries_and_keys_left_out(st
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), old)
 
 
+class _Lengths(keras.utils.PyDataset):
+    """Token batches of growing length (sequences padded per batch, as a text pipeline
+    does), no targets."""
+
+    def __init__(self, lengths):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.batches = [rng.integers(1, 50, (8, n)) for n in lengths]
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+def test_a_causal_mask_over_batches_of_different_lengths():
+    """TensorFlow traces the probe once lengths vary (`reduce_retracing`), the sequence
+    axis unknown: the causal mask read `query.shape[1]` (None) and `diagnose` raised
+    "Expected int32, but got None"."""
+    inputs = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(50, 16, name="embed")(inputs)
+    mha = keras.layers.MultiHeadAttention(
+        2, 8, kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=1), name="mha"
+    )
+    h = keras.layers.GlobalAveragePooling1D()(mha(h, h, use_causal_mask=True))
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    data = _Lengths((5, 7, 9, 11, 13))
+    pooled = keras_initkit.diagnose(model, data).metrics["mha"]["attention_entropy"]
+    each = [
+        keras_initkit.diagnose(model, b).metrics["mha"]["attention_entropy"] for b in data.batches
+    ]
+    for batch, value in zip(data.batches, each):  # one batch: against NumPy
+        e = model.get_layer("embed")(batch)
+        _, scores = mha(e, e, use_causal_mask=True, return_attention_scores=True)
+        p = keras.ops.convert_to_numpy(scores).astype(np.float64)[:, :, 1:]  # rows of >= 2 keys
+        n = np.arange(2, batch.shape[1] + 1)[None, None, :]
+        h = -(p * np.log(np.maximum(p, 1e-30))).sum(axis=-1) / np.log(n)
+        assert value == pytest.approx(h.mean(axis=(0, 2)).min(), rel=1e-4)
+    assert min(each) - 1e-6 <= pooled <= max(each) + 1e-6
+
+
 # Keras' own: GroupQueryAttention's projections drop its inputs' masks (it reads them first).
 @pytest.mark.filterwarnings("ignore:Layer '(query|key|value)' .* mask attached:UserWarning")
 def test_group_query_attention_is_measured_per_query_head():

@@ -59,6 +59,12 @@ def _mask(kwargs, name, tensor):
     return _keras_private.keras_mask(tensor)
 
 
+def _causal(queries, keys):
+    """`(queries, keys)` booleans: query i may attend to keys 0..i. From the lengths as
+    tensors where a traced pass does not know them (variable-length batches)."""
+    return keras.ops.arange(queries)[:, None] >= keras.ops.arange(keys)[None, :]
+
+
 def _allowed_keys(query, value, key, kwargs):
     """The keys each query may attend to, as `MultiHeadAttention` masks them."""
     masks = [_mask(kwargs, f"{n}_mask", t) for n, t in (("value", value), ("key", key))]
@@ -66,8 +72,8 @@ def _allowed_keys(query, value, key, kwargs):
     if kwargs.get("attention_mask") is not None:
         masks.append(keras.ops.cast(kwargs["attention_mask"], "bool"))
     if kwargs.get("use_causal_mask"):
-        queries, keys = query.shape[1], (value if key is None else key).shape[1]
-        masks.append(keras.ops.tril(keras.ops.ones((queries, keys), "bool"))[None])
+        keys = keras.ops.shape(value if key is None else key)[1]
+        masks.append(_causal(keras.ops.shape(query)[1], keys)[None])
     if not masks:
         return None
     allowed = masks[0]
@@ -129,7 +135,7 @@ def _call_single_head(layer, call, args, kwargs):
     if value_mask is not None:
         allowed = keras.ops.expand_dims(keras.ops.cast(value_mask, "bool"), -2)
     if given.get("use_causal_mask"):
-        causal = keras.ops.arange(queries)[:, None] >= keras.ops.arange(keys)[None, :]
+        causal = _causal(queries, keys)
         allowed = causal if allowed is None else keras.ops.logical_and(allowed, causal)
     if query_mask is not None:
         query_mask = keras.ops.cast(query_mask, "bool")
