@@ -261,30 +261,30 @@ class ActivationCheck(Check):
             if math.isfinite(scalars.get(s.name, {}).get("activation_std", math.nan))
         ]
         limit = self.thresholds["activation_std_ratio"]
+
+        def beyond(extreme):
+            return extreme is not None and not 1 / limit <= extreme[1] <= limit
+
         stds = [scalars[s.name]["activation_std"] for s in hidden]
-        extreme = depth_ratio(stds)
-        if extreme is not None and not 1 / limit <= extreme[1] <= limit:
+        judged, extreme, rest = hidden, depth_ratio(stds), None
+        if beyond(extreme):
             # The inputs' scale: read off every hidden layer (a batch norm after the
             # first is how it shows, see `first_layer_out_of_scale`).
             rest = first_layer_out_of_scale(stds, limit, vanishing=extreme[1] < 1)
-            if rest is not None:
-                site, ratio = hidden[extreme[0]], extreme[1]
-                rule = VANISHING_ACTIVATIONS if ratio < 1 else EXPLODING_ACTIVATIONS
-                context = {**scalars[site.name], "value": ratio, "reference": hidden[0].name}
-                context.update(reference_std=stds[0], rest_median=rest[0], rest_spread=rest[1])
-                rule = dataclasses.replace(rule, fix=_INPUT_FIX, fix_at_init=None)
-                yield site, rule, ratio, rule.observe(context)
+        if rest is None:
+            # Depth: only layers whose output scale reaches the next layer. One that runs
+            # straight into a normalization is normalized away (NASNet's separable convs:
+            # std 0.005, each into a batch norm, read "vanish through depth").
+            judged = [s for s in hidden if not s.normalized]
+            extreme = depth_ratio([scalars[s.name]["activation_std"] for s in judged])
+            if not beyond(extreme):
                 return
-        # Depth: only layers whose output scale reaches the next layer. One that runs
-        # straight into a normalization is normalized away (NASNet's separable convs:
-        # std 0.005, each into a batch norm, read "vanish through depth").
-        carried = [s for s in hidden if not s.normalized]
-        extreme = depth_ratio([scalars[s.name]["activation_std"] for s in carried])
-        if extreme is None or 1 / limit <= extreme[1] <= limit:
-            return
-        site, ratio = carried[extreme[0]], extreme[1]
+        site, ratio = judged[extreme[0]], extreme[1]
         rule = VANISHING_ACTIVATIONS if ratio < 1 else EXPLODING_ACTIVATIONS
-        context = {**scalars[site.name], "value": ratio, "reference": carried[0].name}
+        context = {**scalars[site.name], "value": ratio, "reference": judged[0].name}
+        if rest is not None:
+            context.update(reference_std=stds[0], rest_median=rest[0], rest_spread=rest[1])
+            rule = dataclasses.replace(rule, fix=_INPUT_FIX, fix_at_init=None)
         yield site, rule, ratio, rule.observe(context)
 
 

@@ -154,13 +154,13 @@ def _draws_unseeded(layer):
     """A leaf layer with a positive drop rate and a `training` argument. A layer that
     holds others (a Transformer block with a `dropout` setting) is not one: its own
     dropout layers are, and its normalization layers must keep the mode."""
+    rates = (getattr(layer, name, None) for name in _DROP_RATES)
+    if not any(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
+        return False  # most layers: no signature read, no sublayer walk
     call = getattr(type(layer), "call", None)
     if call is None or "training" not in inspect.signature(call).parameters:
         return False
-    if sublayers(layer):
-        return False
-    rates = (getattr(layer, name, None) for name in _DROP_RATES)
-    return any(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates)
+    return not sublayers(layer)
 
 
 def stochastic_layers(model):

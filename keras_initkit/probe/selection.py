@@ -45,7 +45,8 @@ class Site:
             or `None` for a linear output.
         kind: `"bounded"`, `"dead"`, `"inactive"`, `"recurrent"` (a `keras.layers.RNN`:
             SimpleRNN, LSTM, GRU, `RNN(cell)`), `"attention"` (a `MultiHeadAttention`,
-            `GroupQueryAttention`, `Attention` or `AdditiveAttention`, or subclass) or `None` (not judged).
+            `GroupQueryAttention`, `Attention` or `AdditiveAttention`, or subclass) or
+            `None` (not judged).
         channel_axis: the unit axis of the output (last axis, or 1 for
             `channels_first` layers).
         role: `"attention_scores"` for the query and key projections of an
@@ -288,8 +289,8 @@ _NORMALIZATIONS = tuple(
 
 
 def _graph_consumers(model):
-    """`(graph, nodes, {id(node): consumer nodes})` for each functional graph of `model`
-    (its own and nested functional models')."""
+    """`(nodes, {id(node): consumer nodes})` for each functional graph of `model` (its
+    own and nested functional models')."""
     for graph in [model, *all_layers(model)]:
         by_depth = getattr(graph, "_nodes_by_depth", None)
         if not isinstance(graph, keras.Model) or not by_depth:
@@ -299,7 +300,7 @@ def _graph_consumers(model):
         for node in nodes:
             for parent in node.parent_nodes:
                 consumers.setdefault(id(parent), []).append(node)
-        yield graph, nodes, consumers
+        yield nodes, consumers
 
 
 def normalized_outputs(model):
@@ -309,7 +310,7 @@ def normalized_outputs(model):
     whose output leaves its graph, or also feeds anything else, is absent; so are the
     layers of subclassed models (no graph to read)."""
     verdicts = {}
-    for _, nodes, consumers in _graph_consumers(model):
+    for nodes, consumers in _graph_consumers(model):
         for node in nodes:
             after = consumers.get(id(node), [])
             normalized = bool(after) and all(
@@ -329,7 +330,7 @@ def residual_gates(model):
     such a branch are absent; so is a layer called several times unless every call
     runs into the same gate."""
     gates = {}
-    for _, nodes, consumers in _graph_consumers(model):
+    for nodes, consumers in _graph_consumers(model):
         found = {}
         for node in nodes:
             found.setdefault(id(node.operation), []).append(_gate(node, consumers))
