@@ -314,6 +314,39 @@ def test_nested_model_reports_leaf_layers_once():
     assert again.metrics == result.metrics
 
 
+class _Unused(keras.layers.Layer):
+    """Passes its input on; its weight is never read (keras_hub's untied LM-head
+    embedding is such a weight)."""
+
+    def build(self, shape):
+        self.spare = self.add_weight(shape=(3,), initializer="ones", name="spare")
+
+    def call(self, x):
+        return x
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_weight_the_loss_never_reads_has_a_zero_gradient(monkeypatch, compiled):
+    # TensorFlow raised "'str' object has no attribute '_type_enum'": the zeros of an
+    # unconnected source took a Keras Variable's dtype, a string.
+    from keras_initkit.probe import backend
+
+    if compiled and backend.current().GRADIENT_EAGER_CALLS is None:
+        pytest.skip("this backend has no compiled gradient step")
+    monkeypatch.setattr(backend.current(), "GRADIENT_EAGER_CALLS", 0 if compiled else 100)
+    x, y = _data()
+    inputs = keras.Input((5,))
+    h = _Unused(name="unused")(keras.layers.Dense(4, name="hidden")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+    model.compile(optimizer="sgd", loss="mse")
+    result = layer_gradients(model, (x, y))
+    assert result.metrics["unused"]["gradient_norm"] == 0.0
+    assert result.metrics["hidden"]["gradient_norm"] > 0.0
+    report = ik.diagnose(model, x, y)
+    assert report.loss == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-5)
+
+
 @pytest.mark.backend_agnostic
 def test_frozen_layers_and_layer_selection():
     x, y = _data()

@@ -118,7 +118,10 @@ def value_and_grad(loss_of, model, variables):
             mapping = [(v, v.value) for v in variables]
             with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
                 loss, aux = loss_of(x, y)
-        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # With respect to the tf.Variables: the zeros of an unconnected one (a weight the
+        # loss never reads) take the source's dtype, a string on a Keras Variable.
+        sources = [value for _, value in mapping]
+        grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         # An embedding's gradient comes as IndexedSlices: make every gradient dense.
         return loss, [tf.convert_to_tensor(g) for g in grads], aux
 
