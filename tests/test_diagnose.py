@@ -99,6 +99,23 @@ def test_constant_kernel_is_symmetric_but_output_layer_is_not_judged():
     assert "symmetric_fraction" not in report.metrics["out"]
 
 
+@pytest.mark.backend_agnostic
+def test_one_initializer_instance_for_every_layer_is_a_finding():
+    shared = keras.initializers.RandomNormal(stddev=0.3)
+    model = _mlp(kernel=shared)
+    report = diagnose(model, X)
+    found = {f.layer: f for f in report.findings if f.rule == "identical_kernels"}
+    assert set(found) == {"dense_1", "dense_2"}  # (16, 16); dense_0 (12, 16) and out differ
+    for name, finding in found.items():
+        assert report.metrics[name]["identical_kernels"] == len(found) - 1
+        assert finding.kind == "symmetric"
+        assert all(f"`{other}`" in finding.observation for other in set(found) - {name})
+        assert "RandomNormal" in finding.observation and "own initializer" in finding.fix
+    assert "identical_kernels" not in report.metrics["out"]
+    fresh = diagnose(_mlp(kernel="glorot_uniform"), X)
+    assert not [f for f in fresh.findings if f.rule == "identical_kernels"]
+
+
 def test_symmetry_counts_identical_columns_and_biases():
     layer = keras.layers.Dense(4)
     layer.build((None, 3))

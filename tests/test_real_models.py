@@ -156,6 +156,41 @@ def test_a_keras_hub_gpt2_backbone_built_from_a_config():
 
 
 @pytest.mark.slow
+def test_a_keras_hub_llama_backbone_with_a_language_model_head():
+    """keras_hub's LlamaAttention passes one initializer instance to its four
+    projections: its key and value kernels are equal, and diagnose says so. The backbone
+    holds a weight the loss never reads (the untied `reverse_embeddings`): the gradient
+    pass gives it a zero gradient (TensorFlow raised)."""
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=100,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+    )
+    inputs = {
+        "token_ids": keras.Input((12,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input((12,), dtype="int32", name="padding_mask"),
+    }
+    logits = keras.layers.Dense(100, name="lm_head")(backbone(inputs))
+    model = keras.Model(inputs, logits)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    tokens = RNG.integers(1, 100, (8, 12))
+    mask = np.ones_like(tokens)
+    mask[:3, 9:] = 0
+    x, y = {"token_ids": tokens, "padding_mask": mask}, RNG.integers(0, 100, (8, 12))
+    report = ik.diagnose(model, x, y)
+    twins = {f.layer for f in report.findings if f.rule == "identical_kernels"}
+    assert twins == {
+        f"transformer_layer_{i}/self_attention/{p}" for i in (0, 1) for p in ("key", "value")
+    }, str(report)
+    assert report.loss == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-4)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["EfficientNetB0"])  # ResNet50 passes too (45 s more)
 def test_every_feature_on_a_keras_application(name, tmp_path):
     """diagnose, a monitored fit, lsuv_init and recalibrate_batchnorm on a real

@@ -218,3 +218,61 @@ def test_colliding_fingerprints_are_judged_exactly(monkeypatch, count):
     kernel[:, 3] = kernel[:, 0]
     assert count(_dense(kernel)) == (4, 5)
     assert count(_dense(kernel, bias=[0, 0, 0, 1, 0])) == (2, 5)
+
+
+def _stack(initializers, widths=(6, 6, 6), names=("a", "b", "c")):
+    """A functional stack of Dense layers (inputs of width 6), one initializer each."""
+    inputs = keras.Input((6,))
+    h = inputs
+    for width, initializer, name in zip(widths, initializers, names):
+        h = keras.layers.Dense(width, kernel_initializer=initializer, name=name)(h)
+    return keras.Model(inputs, h)
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("seed", [None, 7])
+@pytest.mark.parametrize("on_device", [True, False], ids=["device", "host"])
+def test_one_random_initializer_instance_gives_identical_kernels(seed, on_device):
+    shared = keras.initializers.RandomNormal(seed=seed)
+    model = _stack([shared, shared, shared], widths=(6, 6, 4))
+    groups = symmetry.identical_kernels(model.layers[1:], on_device=on_device)
+    # c's kernel is (6, 4): another shape, another draw
+    assert [[layer.name for layer in group] for group in groups] == [["a", "b"]]
+
+
+@pytest.mark.backend_agnostic
+def test_kernels_that_are_not_identical_kernels():
+    layers = _stack(["he_normal", "he_normal", "he_normal"]).layers[1:]  # a new instance each
+    assert symmetry.identical_kernels(layers) == []
+    identity = keras.initializers.Identity()  # equal by design: no seed, not judged
+    assert symmetry.identical_kernels(_stack([identity] * 3).layers[1:]) == []
+    shared = keras.initializers.GlorotUniform()
+    model = _stack([shared, shared, "zeros"])
+    b = model.get_layer("b")
+    assert len(symmetry.identical_kernels(model.layers[1:])) == 1
+    kernel = keras.ops.convert_to_numpy(b.kernel).copy()
+    kernel[0, 0] = np.nextafter(kernel[0, 0], np.float32(2))
+    b.kernel.assign(kernel)  # one value a float32 step apart: not equal
+    assert symmetry.identical_kernels(model.layers[1:]) == []
+
+
+@pytest.mark.backend_agnostic
+def test_a_layer_called_twice_is_one_kernel():
+    dense = keras.layers.Dense(6, kernel_initializer=keras.initializers.RandomNormal())
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, dense(dense(inputs)))
+    assert symmetry.identical_kernels([dense, dense]) == []
+    assert symmetry.identical_kernels(model.layers[1:]) == []
+
+
+def test_colliding_kernel_fingerprints_are_compared_exactly(monkeypatch):
+    # every kernel gets one fingerprint: only the exact comparison tells them apart
+    monkeypatch.setattr(
+        symmetry,
+        "_host_fingerprints",
+        lambda kernel, axis, bias: np.zeros((3, kernel.shape[axis]), np.int32),
+    )
+    shared = keras.initializers.RandomNormal()
+    model = _stack([shared, shared, keras.initializers.RandomNormal()])
+    groups = symmetry.identical_kernels(model.layers[1:], on_device=False)
+    assert [[layer.name for layer in group] for group in groups] == [["a", "b"]]

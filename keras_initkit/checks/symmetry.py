@@ -30,6 +30,38 @@ SYMMETRIC = Rule(
     argument="symmetric_threshold",
 )
 
+
+def _twins_text(context):
+    twins = context["twins"]
+    named = ", ".join(f"`{name}`" for name in twins[:3])
+    more = f" and {len(twins) - 3} more layers'" if len(twins) > 3 else "'s"
+    return (
+        f"its kernel, drawn by {context['initializer']}, equals {named}{more} value for value: "
+        "one initializer instance drew them (a Keras random initializer returns the same "
+        "values at every call, seeded or not); layers fed the same input compute the same "
+        "function, and a stack of them multiplies by the same matrix at every layer"
+    )
+
+
+IDENTICAL = Rule(
+    name="identical_kernels",
+    kind="symmetric",
+    metric="identical_kernels",
+    definition=(
+        "a kernel layer's kernel, drawn by a random initializer (one with a `seed`), equals "
+        "another layer's kernel value for value; `identical_kernels` counts those other "
+        "layers (identity, zeros, constant and ZerO kernels are equal by design and not "
+        "judged)"
+    ),
+    observation=_twins_text,
+    fix=(
+        'give each layer its own initializer: a name (`kernel_initializer="he_normal"`), '
+        "a new instance per layer, or a different seed per layer; in a model built for you "
+        "(a keras_hub backbone), assign each such kernel a fresh draw."
+    ),
+)
+
+
 _TRANSPOSED = (
     keras.layers.Conv1DTranspose,
     keras.layers.Conv2DTranspose,
@@ -181,6 +213,40 @@ def _all_fingerprints(present, values, on_device):
     )
 
 
+def _fingerprinted(layers, on_device=None):
+    """`[(judged, (3, units) host fingerprints) or None]` for `layers` (see
+    `symmetric_units_batch`): every judged layer's fingerprints computed together, read
+    back in one transfer."""
+    judged = [_judged(layer) for layer in layers]
+    present = [j for j in judged if j is not None]
+    if not present:
+        return [None] * len(judged)
+    tensor = keras.ops.convert_to_tensor
+    values = [
+        (tensor(kernel), None if bias is None else tensor(bias)) for kernel, _, bias in present
+    ]
+    if on_device is None:
+        on_device = not all(backend.current().on_host(kernel) for kernel, _ in values)
+    host = _all_fingerprints(present, values, on_device)
+    result, start = [], 0
+    for j in judged:
+        if j is None:
+            result.append(None)
+            continue
+        units = j[0].shape[j[1]]
+        result.append((j, host[:, start : start + units]))
+        start += units
+    return result
+
+
+def _symmetric_count(fingerprinted):
+    """`(symmetric, units)` of one `_fingerprinted` entry."""
+    (kernel, axis, bias), fingerprints = fingerprinted
+    candidates = _candidates(fingerprints)
+    symmetric = _exact_count(kernel, axis, bias, candidates) if candidates.size else 0
+    return symmetric, kernel.shape[axis]
+
+
 def symmetric_units_batch(layers, on_device=None):
     """`symmetric_units` of each of `layers`, with one host transfer for all of them.
 
@@ -201,28 +267,79 @@ def symmetric_units_batch(layers, on_device=None):
         A list with, for each layer, `(symmetric, units)` (units whose incoming weights
         and bias equal another unit's, and units) or None if the layer is not judged.
     """
-    judged = [_judged(layer) for layer in layers]
-    present = [j for j in judged if j is not None]
-    if not present:
-        return [None] * len(judged)
-    tensor = keras.ops.convert_to_tensor
-    values = [
-        (tensor(kernel), None if bias is None else tensor(bias)) for kernel, _, bias in present
-    ]
-    if on_device is None:
-        on_device = not all(backend.current().on_host(kernel) for kernel, _ in values)
-    host = _all_fingerprints(present, values, on_device)
-    counted, start = [], 0
-    for j in judged:
-        if j is None:
-            counted.append(None)
+    return [None if f is None else _symmetric_count(f) for f in _fingerprinted(layers, on_device)]
+
+
+def _initializer(layer):
+    """The initializer of the kernel `_judged` reads (a separable convolution's pointwise
+    one), or None."""
+    separable = getattr(layer, "pointwise_kernel", None) is not None
+    return getattr(layer, "pointwise_initializer" if separable else "kernel_initializer", None)
+
+
+def _drawn(layer):
+    """Whether the layer's judged kernel was drawn by a random initializer (one with a
+    `seed`): identity, zeros, constant or ZerO kernels are equal by design."""
+    get_config = getattr(_initializer(layer), "get_config", None)
+    return get_config is not None and "seed" in get_config()
+
+
+def _identical(fingerprinted):
+    """Groups (lists of indices into `fingerprinted`, two or more) of entries whose
+    kernels are equal value for value: fingerprints select the candidates (same shape,
+    same kernel sums modulo 2**31, as `_candidates`), compared exactly on the host.
+    Entries holding the same variable (one layer called twice) count once."""
+    groups = {}
+    for i, entry in enumerate(fingerprinted):
+        if entry is None:
             continue
-        units = j[0].shape[j[1]]
-        candidates = _candidates(host[:, start : start + units])
-        start += units
-        symmetric = _exact_count(*j, candidates) if candidates.size else 0
-        counted.append((symmetric, units))
-    return counted
+        (kernel, _, _), fingerprints = entry
+        key = (
+            tuple(kernel.shape),
+            (fingerprints[:2].astype(np.int64) & 0x7FFFFFFF).tobytes(),
+        )
+        groups.setdefault(key, {}).setdefault(id(kernel), i)
+    found = []
+    for candidates in groups.values():
+        candidates = list(candidates.values())
+        while len(candidates) > 1:
+            first = to_numpy(fingerprinted[candidates[0]][0][0])
+            same = [
+                j for j in candidates[1:] if np.array_equal(first, to_numpy(fingerprinted[j][0][0]))
+            ]
+            if same:
+                found.append([candidates[0], *same])
+            candidates = [j for j in candidates[1:] if j not in same]
+    return found
+
+
+def identical_kernels(layers, on_device=None):
+    """Layers whose kernels were drawn by a random initializer and equal another
+    layer's, value for value.
+
+    Keras' random initializers draw from their seed: one instance (seeded or not)
+    returns the same values at every call, so one instance passed to several layers
+    gives every layer of the same kernel shape the same kernel (keras_hub's
+    LlamaAttention passes one to its four projections: its key and value kernels are
+    equal).
+
+    Args:
+        layers: the layers, in any order; judged as `symmetric_units` judges them, if
+            their kernel's initializer has a `seed` (identity, zeros, constant and ZerO
+            kernels are equal by design).
+        on_device: where to compute the fingerprints (see `symmetric_units_batch`).
+
+    Returns:
+        Groups of two or more of `layers` with equal kernels, each in `layers`' order.
+    """
+    return _identical_groups(layers, _fingerprinted(layers, on_device))
+
+
+def _identical_groups(layers, fingerprinted):
+    drawn = [
+        f if f is not None and _drawn(layer) else None for layer, f in zip(layers, fingerprinted)
+    ]
+    return [[layers[i] for i in group] for group in _identical(drawn)]
 
 
 def symmetric_units(layer, on_device=None):
@@ -240,7 +357,8 @@ def symmetric_units(layer, on_device=None):
 
 
 class SymmetryCheck(Check):
-    """Symmetric units of hidden kernel layers (`symmetric_fraction`), from the weights.
+    """Symmetric units of hidden kernel layers (`symmetric_fraction`) and kernels equal to
+    another layer's (`identical_kernels`), from the weights.
 
     It reads every kernel (fingerprints, on the device with one host transfer for all
     layers, or on the host where the weights live there; kernels whose fingerprints
@@ -249,16 +367,33 @@ class SymmetryCheck(Check):
     matters.
     """
 
-    rules = (SYMMETRIC,)
+    rules = (SYMMETRIC, IDENTICAL)
+
+    def __init__(self, **thresholds):
+        super().__init__(**thresholds)
+        self._twins = {}  # {site name: (names of the layers with its kernel, initializer)}
 
     def applies(self, site):
         return site.has_kernel
 
     def complete(self, sites, scalars):
-        hidden = sites[:-1]  # the output layer's units are told apart by the loss
-        for site, counted in zip(hidden, symmetric_units_batch([s.layer for s in hidden])):
-            if counted is not None:
-                symmetric, units = counted
+        fingerprinted = _fingerprinted([s.layer for s in sites])
+        # The output layer's units are told apart by the loss: hidden layers only.
+        for site, entry in zip(sites[:-1], fingerprinted[:-1]):
+            if entry is not None:
+                symmetric, units = _symmetric_count(entry)
                 scalars.setdefault(site.name, {}).update(
                     symmetric_units=symmetric, units=units, symmetric_fraction=symmetric / units
                 )
+        by_layer = {id(s.layer): s for s in sites}
+        for group in _identical_groups([s.layer for s in sites], fingerprinted):
+            names = [by_layer[id(layer)].name for layer in group]
+            for layer, name in zip(group, names):
+                twins = [n for n in names if n != name]
+                initializer = type(_initializer(layer)).__name__
+                self._twins[name] = (twins, initializer)
+                scalars.setdefault(name, {})["identical_kernels"] = len(twins)
+
+    def context(self, site, scalars, step):
+        twins, initializer = self._twins.get(site.name, ([], ""))
+        return {"twins": twins, "initializer": initializer}
