@@ -535,3 +535,128 @@ def test_left_out_rows_do_not_count_whatever_their_weights():
         assert np.isfinite(h).all() and np.isfinite(top).all()
         np.testing.assert_allclose(valid, rows.mean())
         np.testing.assert_allclose(h / valid, expected[heads], atol=1e-5)
+
+
+class _HubStyle(keras.layers.Layer):
+    """An attention layer as keras_hub writes them (LlamaAttention, GemmaAttention):
+    query, key and value projections, grouped-query heads, a `Softmax` layer, and no
+    weights returned. `fused`: `keras.ops.dot_product_attention` computes it instead
+    (keras_hub on JAX and torch), with the padding mask or a causal mask."""
+
+    def __init__(self, fused=False, causal=False, stddev=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.fused, self.causal, self.stddev = fused, causal, stddev
+
+    def build(self, shape):
+        def projection(equation, out, name, seed):
+            init = keras.initializers.RandomNormal(stddev=self.stddev, seed=seed)
+            layer = keras.layers.EinsumDense(equation, out, kernel_initializer=init, name=name)
+            layer.build(shape)
+            return layer
+
+        self._query_dense = projection("btd,dnh->btnh", (None, 4, 8), "query", 1)
+        self._key_dense = projection("btd,dnh->btnh", (None, 2, 8), "key", 2)
+        self._value_dense = projection("btd,dnh->btnh", (None, 2, 8), "value", 3)
+        self._softmax = keras.layers.Softmax(axis=-1, name="attention_softmax")
+        self._output_dense = keras.layers.EinsumDense("btnh,nhd->btd", (None, shape[-1]))
+        self._output_dense.build((None, None, 4, 8))
+
+    def call(self, x, padding_mask=None):
+        q, k, v = self._query_dense(x), self._key_dense(x), self._value_dense(x)
+        mask = None
+        if padding_mask is not None:  # (B, 1, T, S): the keys each query may attend to
+            mask = keras.ops.cast(padding_mask, "bool")[:, None, None, :]
+            mask = keras.ops.logical_and(mask, keras.ops.ones((1, 1, x.shape[1], 1), "bool"))
+        if self.fused:
+            out = keras.ops.dot_product_attention(q, k, v, mask=mask, is_causal=self.causal)
+        else:
+            k, v = keras.ops.repeat(k, 2, axis=2), keras.ops.repeat(v, 2, axis=2)
+            scores = keras.ops.einsum("btnh,bsnh->bnts", q, k) / 8**0.5
+            out = keras.ops.einsum("bnts,bsnh->btnh", self._softmax(scores, mask), v)
+        return self._output_dense(out)
+
+
+def _hub_style_model(**kwargs):
+    tokens = keras.Input((10,), dtype="int32")
+    padding = keras.Input((10,), dtype="int32")
+    unit = keras.initializers.RandomNormal(stddev=1.0, seed=0)
+    h = keras.layers.Embedding(30, 16, embeddings_initializer=unit, name="embed")(tokens)
+    h = _HubStyle(name="attention", **kwargs)(h, padding_mask=padding)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling1D()(h))
+    return keras.Model([tokens, padding], outputs)
+
+
+def _hub_style_reference(model, x, causal):
+    layer = model.get_layer("attention")
+    e = model.get_layer("embed")(x[0])
+    q = _numpy(layer._query_dense(e)).astype(np.float64)
+    k = np.repeat(_numpy(layer._key_dense(e)).astype(np.float64), 2, axis=2)
+    allowed = np.broadcast_to((x[1] != 0)[:, None, :], (len(x[0]), 10, 10))
+    if causal:
+        allowed = allowed & np.tril(np.ones((10, 10), bool))
+    logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(8)
+    p = _softmax(logits, allowed[:, None])
+    n = allowed.sum(-1)[:, None]  # (B, 1, T): keys each query row attends to
+    h = -(p * np.log(np.maximum(p, 1e-30))).sum(-1) / np.log(np.maximum(n, 2))
+    rows = np.broadcast_to(n >= 2, h.shape)
+    return np.array([h[:, i][rows[:, i]].mean() for i in range(4)])
+
+
+@pytest.mark.parametrize(
+    "fused, causal",
+    [(False, False), (True, False), (True, True)],
+    ids=["softmax", "fused", "causal"],
+)
+def test_an_attention_layer_returning_no_weights_is_measured_from_its_softmax(fused, causal):
+    model = _hub_style_model(fused=fused, causal=causal)
+    tokens = np.random.default_rng(0).integers(1, 30, (8, 10))
+    padding = np.ones_like(tokens)
+    padding[:3, 6:] = 0
+    x = [tokens, padding]
+    seen = {}
+
+    class Last(probe.Reducer):
+        name = "last"
+        merge = {"out": "last"}
+
+        def applies(self, site):
+            return site.name == "head"
+
+        def reduce(self, site, inputs, pre, outputs):
+            return {"out": outputs}
+
+        def finalize(self, site, stats):
+            seen["out"] = stats["out"]
+            return {}
+
+    result = probe.Probe(model, [probe.AttentionEntropy(), Last()], mode="inference").run(x)
+    values = result.metrics["attention"]
+    entropy = _hub_style_reference(model, x, causal)
+    np.testing.assert_allclose(values["attention_entropy_by_head"], entropy, atol=1e-4)
+    assert values["attention_entropy"] < 0.8  # peaked heads (stddev 1): not a uniform default
+    # the layer's own computation gives the output: bit-identical to an unprobed call
+    np.testing.assert_array_equal(seen["out"], _numpy(model(x, training=False)))
+    report = keras_initkit.diagnose(model, x)
+    sites = {s.layer.name: s for s in probe.make_sites(model, probe.all_layers(model))}
+    assert sites["attention"].kind == "attention"
+    assert sites["query"].role == sites["key"].role == "attention_scores"
+    assert sites["value"].role is None
+    assert sites["attention_softmax"].role == "attention_weights"
+    assert report.metrics["attention"]["attention_entropy"] == pytest.approx(
+        entropy.min(), abs=1e-4
+    )
+
+
+def test_a_layer_with_a_softmax_and_no_query_is_no_attention_layer():
+    class Classifier(keras.layers.Layer):
+        def build(self, shape):
+            self.logits = keras.layers.Dense(3, name="logits")
+            self.probabilities = keras.layers.Softmax()
+
+        def call(self, x):
+            return self.probabilities(self.logits(x))
+
+    layer = Classifier()
+    layer(np.ones((2, 4), "float32"))
+    assert not probe.attention.is_attention(layer)
+    assert not probe.attention.is_attention(keras.layers.Softmax())

@@ -158,7 +158,8 @@ def test_a_keras_hub_gpt2_backbone_built_from_a_config():
 @pytest.mark.slow
 def test_a_keras_hub_llama_backbone_with_a_language_model_head():
     """keras_hub's LlamaAttention passes one initializer instance to its four
-    projections: its key and value kernels are equal, and diagnose says so. The backbone
+    projections: its key and value kernels are equal, and diagnose says so. It returns
+    no attention weights; they are measured all the same. The backbone
     holds a weight the loss never reads (the untied `reverse_embeddings`): the gradient
     pass gives it a zero gradient (TensorFlow raised)."""
     keras_hub = pytest.importorskip("keras_hub")
@@ -187,6 +188,12 @@ def test_a_keras_hub_llama_backbone_with_a_language_model_head():
     assert twins == {
         f"transformer_layer_{i}/self_attention/{p}" for i in (0, 1) for p in ("key", "value")
     }, str(report)
+    # its attention returns no weights: measured from its Softmax layer (TensorFlow) or
+    # beside its keras.ops.dot_product_attention call (JAX, torch)
+    entropies = [
+        v["attention_entropy"] for v in report.metrics.values() if "attention_entropy" in v
+    ]
+    assert len(entropies) == 2 and all(0 < e <= 1 for e in entropies), str(report)
     assert report.loss == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-4)
 
 

@@ -10,6 +10,14 @@ Keras' single-head `Attention` (Luong, dot product) and `AdditiveAttention` (Bah
 always compute their weights explicitly; with `return_attention_scores=True` the same
 ops return them beside the very same output. Their weights, `(batch, queries, keys)`,
 get a heads axis of one, so that one `entropy` measures both kinds of layer.
+
+Other attention layers (keras_hub's `LlamaAttention`, `GemmaAttention`, `Qwen3Attention`,
+`MistralAttention`, `Phi3Attention`, ...) return no weights. A layer that tracks a
+`Softmax` layer and a query projection (a sublayer named `query...`) is measured as one:
+its weights are what its `Softmax` returns, or, where it calls
+`keras.ops.dot_product_attention` instead (keras_hub does on JAX and torch), computed
+beside that call from its own query, key, mask, bias and scale. The fused call still
+computes the output: the layer returns exactly what it returns unprobed.
 """
 
 import dataclasses
@@ -18,6 +26,7 @@ import inspect
 import keras
 
 from keras_initkit import _keras_private
+from keras_initkit._keras_private import shadowing, sublayers
 from keras_initkit.probe import backend
 
 # Layers whose call takes query, value, key and their masks as `MultiHeadAttention`'s
@@ -27,10 +36,24 @@ _MULTI_HEAD = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention
 
 def is_attention(layer):
     """A `MultiHeadAttention`, `GroupQueryAttention`, `Attention` or `AdditiveAttention`
-    (or subclass) whose call can return its weights."""
-    return isinstance(layer, (*_MULTI_HEAD, keras.layers.Attention)) and (
-        "return_attention_scores" in inspect.signature(layer.call).parameters
-    )
+    (or subclass) whose call can return its weights, or another attention layer (see
+    `_softmax_of`)."""
+    if isinstance(layer, (*_MULTI_HEAD, keras.layers.Attention)):
+        return "return_attention_scores" in inspect.signature(layer.call).parameters
+    return _softmax_of(layer) is not None
+
+
+def _softmax_of(layer):
+    """The `Softmax` layer of an attention layer that returns no weights: a layer that
+    tracks exactly one `Softmax` and a query projection (a sublayer named `query...`,
+    keras_hub's `_query_dense`); None for any other layer."""
+    if isinstance(layer, (keras.Model, keras.layers.RNN, *_MULTI_HEAD, keras.layers.Attention)):
+        return None
+    own = sublayers(layer, recursive=False)
+    softmaxes = [s for s in own if isinstance(s, keras.layers.Softmax)]
+    if len(softmaxes) != 1 or not any(s.name.startswith("query") for s in own):
+        return None
+    return softmaxes[0]
 
 
 @dataclasses.dataclass
@@ -86,6 +109,8 @@ def call_attention(layer, call, args, kwargs):
     """Run `call` with the attention weights returned; `(Weights, original output)`."""
     if isinstance(layer, keras.layers.Attention):
         return _call_single_head(layer, call, args, kwargs)
+    if not isinstance(layer, _MULTI_HEAD):
+        return _call_watched(layer, call, args, kwargs)
     query, value, key = (
         args[i] if len(args) > i else kwargs.get(name)
         for i, name in enumerate(("query", "value", "key"))
@@ -151,6 +176,74 @@ def _call_single_head(layer, call, args, kwargs):
             query_mask = keras.ops.reshape(query_mask, (-1, queries))
         weights = Weights(keras.ops.reshape(scores, (-1, 1, queries, keys)), query_mask, allowed)
     return weights, _as_called(result, wanted)
+
+
+def _call_watched(layer, call, args, kwargs):
+    """`call_attention` for a layer that returns no weights (`_softmax_of`): its
+    `Softmax` layer's output, or the weights of its `keras.ops.dot_product_attention`
+    call, computed beside it (`_fused_weights`); `Weights(None, ...)` when the call ran
+    neither (its statistics are then absent)."""
+    seen = []
+    softmax = _softmax_of(layer)
+    softmax_call, fused = softmax.call, keras.ops.dot_product_attention
+
+    def watched_softmax(inputs, mask=None):
+        weights = softmax_call(inputs, mask=mask)
+        seen.append(_flattened(weights, None if mask is None else keras.ops.cast(mask, "bool")))
+        return weights
+
+    def watched_fused(query, key, value, bias=None, mask=None, scale=None, is_causal=False, **kw):
+        seen.append(_fused_weights(query, key, bias, mask, scale, is_causal, kw))
+        return fused(query, key, value, bias, mask, scale, is_causal, **kw)
+
+    with (
+        shadowing(softmax, call=watched_softmax),
+        shadowing(keras.ops, dot_product_attention=watched_fused),
+    ):
+        output = call(*args, **kwargs)
+    return (seen[0] if seen else Weights(None, None, None)), output
+
+
+def _fused_weights(query, key, bias, mask, scale, is_causal, options):
+    """The softmax weights `keras.ops.dot_product_attention(query, key, ...)` attends
+    with, as `Weights`: query `(B, T, N, H)`, key `(B, S, K, H)` (grouped-query
+    attention where K < N: query head n reads key head n // (N / K)), in float32."""
+    ops = keras.ops
+    groups = query.shape[2] // key.shape[2]
+    if groups > 1:
+        key = ops.repeat(key, groups, axis=2)
+    logits = ops.einsum("btnh,bsnh->bnts", ops.cast(query, "float32"), ops.cast(key, "float32"))
+    logits = logits * (1.0 / float(query.shape[-1]) ** 0.5 if scale is None else scale)
+    if bias is not None:
+        logits = logits + ops.cast(bias, "float32")
+    cap = options.get("attn_logits_soft_cap")
+    if cap is not None:
+        logits = cap * ops.tanh(logits / cap)
+    allowed = None if mask is None else ops.cast(mask, "bool")
+    if is_causal:
+        shape = ops.shape(logits)
+        causal = _causal(shape[2], shape[3])
+        allowed = causal if allowed is None else ops.logical_and(allowed, causal)
+    if allowed is not None:
+        allowed = ops.logical_and(allowed, ops.ones_like(logits, "bool"))
+        logits = ops.where(allowed, logits, -1e30)
+    return _flattened(ops.softmax(logits, axis=-1), allowed)
+
+
+def _flattened(scores, allowed):
+    """`Weights` of softmax weights `(B, ..., queries, keys)`: the axes between batch and
+    queries become the heads (keras_hub's Gemma has `(B, K, G, T, S)`); the allowed keys
+    (a mask broadcasting to the scores) are the first head's."""
+    ops = keras.ops
+    shape = ops.shape(scores)
+    queries, keys = shape[-2], shape[-1]
+    if len(scores.shape) == 3:
+        scores = ops.expand_dims(scores, 1)
+    flat = ops.reshape(scores, (shape[0], -1, queries, keys))
+    if allowed is not None:
+        allowed = ops.logical_and(allowed, ops.ones_like(scores, "bool"))
+        allowed = ops.reshape(allowed, (shape[0], -1, queries, keys))[:, 0]
+    return Weights(flat, None, allowed)
 
 
 def entropy(weights):

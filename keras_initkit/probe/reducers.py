@@ -344,6 +344,9 @@ class AttentionEntropy(Reducer):
         return site.kind == "attention"
 
     def reduce(self, site, inputs, pre, outputs):
+        if pre.scores is None:  # the layer computed no weights this call: not measured
+            none = keras.ops.zeros((1,))
+            return {"entropy": none, "top": none, "valid": none}
         h, top, valid = attention.entropy(pre)
         return {"entropy": h, "top": top, "valid": valid}
 

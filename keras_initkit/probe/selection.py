@@ -381,7 +381,8 @@ def _attention_role(layer, parent):
     `"attention_weights"` for its softmax, else None."""
     if parent is None or not is_attention(parent):
         return None
-    if layer is getattr(parent, "query_dense", None) or layer is getattr(parent, "key_dense", None):
+    projections = ("query_dense", "key_dense", "_query_dense", "_key_dense")  # keras_hub: _
+    if any(layer is getattr(parent, name, None) for name in projections):
         return "attention_scores"
     return "attention_weights" if isinstance(layer, keras.layers.Softmax) else None
 
