@@ -369,7 +369,7 @@ def diagnose(
         None,
     )
     loss_value = None if gradients is None else gradients.loss
-    notes = _notes(metrics) + _branch_notes(sites, metrics)
+    notes = _notes(metrics) + _branch_notes(sites, metrics) + _unused_notes(sites, metrics)
     steps = _keras_private.optimizer_steps(model)
     return HealthReport(metrics, findings, gradient_ratio, loss_value, source, t, notes, steps)
 
@@ -392,6 +392,18 @@ def _branch_notes(sites, metrics):
         "(a LayerScale, a batch-norm γ or a last layer near zero): their gradients are that "
         "much smaller by design, and the vanishing rule judges their gradient ratio divided "
         "by the scale (not at all where it is 0).",
+    )
+
+
+def _unused_notes(sites, metrics):
+    """Which layers the gradient rules left out: the loss does not depend on them."""
+    unused = [s.name for s in sites if s.unused and "gradient_norm" in metrics.get(s.name, {})]
+    if not unused:
+        return ()
+    named = ", ".join(unused[:4]) + (f" and {len(unused) - 4} more" if len(unused) > 4 else "")
+    return (
+        f"{len(unused)} layer(s) reach none of the model's outputs, so the loss does not "
+        f"depend on them (gradient 0, not judged): {named}.",
     )
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_initkit as ik
+from keras_initkit import probe
 from keras_initkit.probe import stochastic_layers
 from keras_initkit.probe.gradients import GradientProbe, layer_gradients
 
@@ -451,3 +452,59 @@ def test_fused_pass_rejects_a_probe_of_another_model_or_mode():
         GradientProbe(model, forward="moments")
     with pytest.raises(ValueError, match="same model and mode.*'inference'"):
         GradientProbe(model, forward=Probe(model, [Saturation()], mode="inference"))
+
+
+def _two_headed(name="inner"):
+    """A functional model with outputs `a` (through `used_*`) and `b` (through `spare_*`)."""
+    inputs = keras.Input((5,))
+    a = keras.layers.Dense(4, activation="relu", name=f"used_{name}")(inputs)
+    b = keras.layers.Dense(4, activation="relu", name=f"spare_{name}")(inputs)
+    return keras.Model(inputs, {"b": b, "a": a}, name=name)
+
+
+@pytest.mark.backend_agnostic
+def test_a_layer_the_loss_does_not_depend_on_is_not_judged_vanishing():
+    # BERT under a token-level head: its pooled_dense reaches no output, its gradient is 0
+    x, y = _data()
+    inner = _two_headed()
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(inner(inputs)["a"]))
+    model.compile(optimizer="sgd", loss="mse")
+    sites = {s.layer.name: s for s in probe.make_sites(model, probe.all_layers(model))}
+    assert [n for n, s in sites.items() if s.unused] == ["spare_inner"]
+    report = ik.diagnose(model, x, y)
+    assert report.metrics["spare_inner"]["gradient_norm"] == 0.0
+    assert "gradient_ratio" not in report.metrics["spare_inner"]
+    assert report.metrics["used_inner"]["gradient_ratio"] > 0
+    assert not [f for f in report.findings if f.layer == "spare_inner"], str(report)
+    assert any("spare_inner" in note and "not judged" in note for note in report.notes)
+
+
+@pytest.mark.backend_agnostic
+def test_unused_layers_follows_the_outputs_used_into_nested_models():
+    inner = _two_headed()
+    inputs = keras.Input((5,))
+    both = inner(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([both["a"], both["b"]]))
+    assert probe.selection.unused_layers(model) == set()
+    # one nested model inside another: only `b` of the innermost is used
+    deepest = _two_headed("deepest")
+    middle_in = keras.Input((5,))
+    middle = keras.Model(
+        middle_in, [deepest(middle_in)["b"], keras.layers.Dense(2, name="m")(middle_in)]
+    )
+    outer_in = keras.Input((5,))
+    outer = keras.Model(outer_in, middle(outer_in)[0])
+    unused = probe.selection.unused_layers(outer)
+    names = {layer.name for layer in probe.all_layers(outer) if id(layer) in unused}
+    assert names == {"used_deepest", "m"}
+
+    class Subclassed(keras.Model):  # no graph to read: every layer counts as used
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    assert probe.selection.unused_layers(Subclassed()) == set()

@@ -103,7 +103,8 @@ VANISHING = Rule(
         "closed by a scale below 0.1 (a LayerScale, a batch-norm γ or a last layer "
         "initialized near zero: ConvNeXt, Fixup), the ratio is first divided by that "
         "scale, which makes the branch's gradients small by design; a zero scale: not "
-        "judged"
+        "judged. Nor is a layer no path connects to the model's outputs (BERT's "
+        "`pooled_dense` under a head on `sequence_output`): the loss does not depend on it"
     ),
     observation=_vanishing_observation,
     fix=(
@@ -188,6 +189,7 @@ class GradientCheck(Check):
             s
             for s in sites
             if (s.has_kernel or s.kind == "recurrent")
+            and not s.unused  # the loss does not depend on it: its gradient is 0
             and "gradient_norm" in scalars.get(s.name, {})
         ]
         kernels = [s for s in judged if s.has_kernel]

@@ -60,6 +60,8 @@ class Site:
         closes_branch: this layer is the gate of some residual branch.
         normalized: in a functional graph, the layer's output runs only into
             normalization layers (`normalized_outputs`): its scale is normalized away.
+        unused: in a functional graph, no path runs from the layer's output to the
+            model's outputs (`unused_layers`): the loss does not depend on it.
     """
 
     layer: keras.layers.Layer
@@ -71,6 +73,7 @@ class Site:
     gate: keras.layers.Layer | None = None
     closes_branch: bool = False
     normalized: bool = False
+    unused: bool = False
 
     @property
     def bounds(self):
@@ -252,6 +255,7 @@ def make_sites(model, layers):
     gates = residual_gates(model)
     closing = {id(gate) for gate in gates.values()}
     normalized = normalized_outputs(model)
+    unused = unused_layers(model)
     sites = []
     for layer, name in zip(layers, site_names(model, layers)):
         parent = parents.get(id(layer))
@@ -268,7 +272,18 @@ def make_sites(model, layers):
         role = _attention_role(layer, parent)
         axis = 1 if channels_first else -1
         gate, closes = gates.get(id(layer)), id(layer) in closing
-        site = Site(layer, name, act, kind, axis, role, gate, closes, id(layer) in normalized)
+        site = Site(
+            layer,
+            name,
+            act,
+            kind,
+            axis,
+            role,
+            gate,
+            closes,
+            id(layer) in normalized,
+            id(layer) in unused,
+        )
         sites.append(site)
     return sites
 
@@ -318,6 +333,53 @@ def normalized_outputs(model):
             )
             verdicts.setdefault(id(node.operation), []).append(normalized)
     return {key for key, calls in verdicts.items() if all(calls)}
+
+
+def unused_layers(model):
+    """`{id(layer)}` of the layers no path connects to `model`'s outputs: a functional
+    graph's layers that none of the outputs it must compute depend on (BERT's
+    `pooled_dense` under a token-level head on `sequence_output`), and every layer
+    inside them. Read off the functional graphs, from the model's outputs back, into
+    a nested functional model through the outputs used of it; a layer of a subclassed
+    model or custom block (no graph to read) counts as used wherever its block is.
+    A model that is not functional has none."""
+    if not getattr(model, "_nodes_by_depth", None):
+        return set()
+    used = {}  # {id(functional model): its flat output indices something depends on}
+    reached = set()
+
+    def walk(graph, indices):
+        outputs = keras.tree.flatten(graph._outputs_struct)
+        stack = [outputs[i] for i in indices]
+        seen = set()
+        while stack:
+            history = getattr(stack.pop(), "_keras_history", None)
+            if history is None:
+                continue
+            operation, node_index, tensor_index = history
+            reached.add(id(operation))
+            if getattr(operation, "_nodes_by_depth", None):
+                used.setdefault(id(operation), (operation, set()))[1].add(tensor_index)
+            node = operation._inbound_nodes[node_index]
+            if id(node) not in seen:
+                seen.add(id(node))
+                stack.extend(node.arguments.keras_tensors)
+
+    walk(model, range(len(keras.tree.flatten(model._outputs_struct))))
+    done = {}
+    while any(done.get(key) != indices for key, (_, indices) in used.items()):
+        for key, (graph, indices) in list(used.items()):
+            if done.get(key) != indices:
+                done[key] = set(indices)
+                walk(graph, sorted(indices))
+    unused = set()
+    for nodes, _ in _graph_consumers(model):
+        for node in nodes:
+            operation = node.operation
+            if id(operation) not in reached and isinstance(operation, keras.layers.Layer):
+                unused.add(id(operation))
+                unused.update(id(sub) for sub in sublayers(operation))
+    return unused
 
 
 def residual_gates(model):
