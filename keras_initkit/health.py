@@ -94,7 +94,9 @@ class HealthReport:
             or `None` when gradients were not measured. The first kernel layer is the
             first one the vanishing-gradient rule judges: attention's query and key
             projections are skipped (see `docs/health.md`).
-        loss: the mean loss on the data, or `None` without gradients.
+        loss: the mean loss on the data as a training step computes it (batch norm
+            with each batch's statistics, dropout off; `model.evaluate` normalizes
+            with the moving statistics), or `None` without gradients.
         source: which data was used.
         thresholds: the thresholds that were applied.
         notes: information that is not a finding (e.g. batch-norm layers whose moving

@@ -27,6 +27,7 @@ from keras_initkit.probe import (
     BOUNDED,
     KERNEL_LAYERS,
     MODES,
+    all_layers,
     as_batches,
     backend,
     call_linear,
@@ -112,6 +113,8 @@ class LSUVReport:
         tolerance: the relative tolerance: a layer converged when
             `|variance - target_variance| <= tolerance * target_variance`.
         measure: `"pre_activation"` or `"post_activation"`.
+        notes: information that is not a result (batch-norm moving statistics that
+            describe the kernels before the rescale).
     """
 
     layers: list
@@ -119,6 +122,7 @@ class LSUVReport:
     target_variance: float
     tolerance: float
     measure: str
+    notes: tuple = ()
 
     @property
     def converged(self):
@@ -142,6 +146,7 @@ class LSUVReport:
             "measure": self.measure,
             "converged": self.converged,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "notes": list(self.notes),
         }
 
     def __str__(self):
@@ -184,7 +189,8 @@ class LSUVReport:
         ]
         failed = [r.name for r in self.layers if not r.converged and r.skipped != RECURRENT]
         last = "All layers converged." if not failed else f"Not converged: {', '.join(failed)}"
-        return "\n".join([render(header, rows, title=title), *footnotes, last])
+        notes = [textwrap.fill(f"note: {note}", width=88) for note in self.notes]
+        return "\n".join([render(header, rows, title=title), *footnotes, last, *notes])
 
 
 def check_arguments(**arguments):
@@ -663,7 +669,25 @@ def lsuv_init(
     if bar is not None and len(run.results) < steps:
         bar.update(steps, finalize=True)
     _warn_results(results, target_variance, tolerance, max_iterations)
-    return LSUVReport(results, source, float(target_variance), float(tolerance), measure)
+    notes = _stale_statistics(model, results)
+    return LSUVReport(results, source, float(target_variance), float(tolerance), measure, notes)
+
+
+def _stale_statistics(model, results):
+    """A note when rescaled kernels feed batch-norm layers whose moving statistics
+    were measured before: `predict` and `evaluate` normalize with them."""
+    rescaled = any(not r.skipped and r.scale != 1.0 for r in results)
+    norms = [
+        layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    if not rescaled or not norms:
+        return ()
+    return (
+        f"the model's {len(norms)} batch-norm layer(s) keep moving statistics measured "
+        "before the rescale: predict and evaluate normalize with them until training "
+        "updates them; run keras_initkit.recalibrate_batchnorm(model, x) to evaluate "
+        "before training (training normalizes with each batch's statistics).",
+    )
 
 
 def _prepare(model, batch, layers):

@@ -553,6 +553,20 @@ def test_report_table_and_dict():
 
 
 @pytest.mark.backend_agnostic
+def test_report_notes_the_batch_norm_statistics_it_leaves_stale():
+    model, x = cnn_bn_residual()
+    report = ik.lsuv_init(model, x, verbose=0)
+    assert report.notes and "recalibrate_batchnorm" in report.notes[0]
+    assert "3 batch-norm layer(s)" in report.notes[0]
+    assert "note: the model's 3 batch-norm" in str(report)
+    assert report.to_dict()["notes"] == list(report.notes)
+    without = ik.lsuv_init(*nested(), verbose=0)  # no batch norm: nothing to note
+    assert without.notes == () and "note:" not in str(without)
+    again = ik.lsuv_init(model, x, verbose=0, tolerance=0.5)  # converged: nothing rescaled
+    assert all(r.scale == 1.0 for r in again.layers if not r.skipped) and again.notes == ()
+
+
+@pytest.mark.backend_agnostic
 def test_progress_bar(capsys):
     model, x = tanh_mlp(12, 8), data((32, 8))
     ik.lsuv_init(model, x, verbose=0)
