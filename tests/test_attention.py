@@ -151,9 +151,9 @@ def test_masks_passed_as_arguments_are_those_the_entropy_honours():
     np.testing.assert_allclose(values["attention_max_weight_by_head"], top, rtol=1e-4)
 
 
-def test_probe_hands_on_the_layers_output_and_keeps_a_requested_scores_output():
-    model, _, _ = _model(1.0)
-    x = _tokens()
+def _probed_output(model, x):
+    """`(probe result, the "head" layer's output)` of an inference-mode probe pass that
+    measures attention entropy: what the probed model computes."""
     seen = {}
 
     class Last(probe.Reducer):
@@ -164,15 +164,22 @@ def test_probe_hands_on_the_layers_output_and_keeps_a_requested_scores_output():
             return site.name == "head"
 
         def reduce(self, site, inputs, pre, outputs):
-            return {"out": keras.ops.cast(outputs, "float32")}
+            return {"out": outputs}
 
         def finalize(self, site, stats):
             seen["out"] = stats["out"]
             return {}
 
-    probe.Probe(model, [probe.AttentionEntropy(), Last()], mode="inference").run(x)
+    result = probe.Probe(model, [probe.AttentionEntropy(), Last()], mode="inference").run(x)
+    return result, seen["out"]
+
+
+def test_probe_hands_on_the_layers_output_and_keeps_a_requested_scores_output():
+    model, _, _ = _model(1.0)
+    x = _tokens()
+    _, out = _probed_output(model, x)
     expected = keras.ops.convert_to_numpy(model(x, training=False))
-    np.testing.assert_allclose(seen["out"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
     inputs = keras.Input((5, 8))
     mha = keras.layers.MultiHeadAttention(2, 4, name="mha2")
@@ -613,29 +620,13 @@ def test_an_attention_layer_returning_no_weights_is_measured_from_its_softmax(fu
     padding = np.ones_like(tokens)
     padding[:3, 6:] = 0
     x = [tokens, padding]
-    seen = {}
-
-    class Last(probe.Reducer):
-        name = "last"
-        merge = {"out": "last"}
-
-        def applies(self, site):
-            return site.name == "head"
-
-        def reduce(self, site, inputs, pre, outputs):
-            return {"out": outputs}
-
-        def finalize(self, site, stats):
-            seen["out"] = stats["out"]
-            return {}
-
-    result = probe.Probe(model, [probe.AttentionEntropy(), Last()], mode="inference").run(x)
+    result, out = _probed_output(model, x)
     values = result.metrics["attention"]
     entropy = _hub_style_reference(model, x, causal)
     np.testing.assert_allclose(values["attention_entropy_by_head"], entropy, atol=1e-4)
     assert values["attention_entropy"] < 0.8  # peaked heads (stddev 1): not a uniform default
     # the layer's own computation gives the output: bit-identical to an unprobed call
-    np.testing.assert_array_equal(seen["out"], _numpy(model(x, training=False)))
+    np.testing.assert_array_equal(out, _numpy(model(x, training=False)))
     report = keras_initkit.diagnose(model, x)
     sites = {s.layer.name: s for s in probe.make_sites(model, probe.all_layers(model))}
     assert sites["attention"].kind == "attention"
