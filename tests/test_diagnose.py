@@ -116,6 +116,22 @@ def test_one_initializer_instance_for_every_layer_is_a_finding():
     assert not [f for f in fresh.findings if f.rule == "identical_kernels"]
 
 
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("seed", [1, None])
+def test_multi_head_attention_with_a_seeded_initializer_has_equal_projections(seed):
+    # Keras clones the initializer's config, seed included, for query, key and value
+    inputs = keras.Input((10, 16))
+    init = keras.initializers.RandomNormal(stddev=0.1, seed=seed)
+    attended = keras.layers.MultiHeadAttention(4, 8, kernel_initializer=init)(inputs, inputs)
+    pooled = keras.layers.GlobalAveragePooling1D()(attended)
+    model = keras.Model(inputs, keras.layers.Dense(2)(pooled))
+    report = diagnose(model, RNG.normal(size=(8, 10, 16)).astype("float32"))
+    found = sorted(
+        f.layer.rsplit("/", 1)[-1] for f in report.findings if f.rule == "identical_kernels"
+    )
+    assert found == (["key", "query", "value"] if seed is not None else []), str(report)
+
+
 def test_symmetry_counts_identical_columns_and_biases():
     layer = keras.layers.Dense(4)
     layer.build((None, 3))
