@@ -22,7 +22,14 @@ from keras_initkit import _keras_private, initializers, table, validation
 from keras_initkit.checks.gradients import shapes_attention_scores
 from keras_initkit.checks.symmetry import symmetric_units_batch
 from keras_initkit.lsuv import lsuv_init
-from keras_initkit.probe import ActivationMoments, DeadUnits, Probe, Saturation, backend
+from keras_initkit.probe import (
+    KERNEL_LAYERS,
+    ActivationMoments,
+    DeadUnits,
+    Probe,
+    Saturation,
+    backend,
+)
 from keras_initkit.probe.backend import to_numpy
 from keras_initkit.probe.gradients import GradientProbe
 from keras_initkit.probe.selection import named_layer, site_names
@@ -250,7 +257,79 @@ def _reseeded(initializer, seed, keep_int=False):
 def _in_out(shape, layer):
     if isinstance(layer, _TRANSPOSE_CONVS):
         return shape[-1], shape[-2]
+    view = _einsum_view(layer, shape)
+    if view is not None:
+        return view[1], view[2]
     return shape[-2], shape[-1]
+
+
+def _einsum_view(layer, shape):
+    """`(input axes, fan_in, fan_out)` of an `EinsumDense` kernel of `shape`: the axes
+    contracted with the layer's input, and the products of those and of the others
+    (attention's query projection `btd,dnh->btnh`: axes (0,), 64 by 4 × 16); None for
+    another layer, or a kernel axis that is neither (a per-head weight)."""
+    if not isinstance(layer, keras.layers.EinsumDense) or "..." in layer.equation:
+        return None
+    given, rest = layer.equation.split(",")
+    kernel, output = rest.split("->")
+    if len(kernel) != len(shape):
+        return None
+    ins = [i for i, c in enumerate(kernel) if c in given and c not in output]
+    outs = [i for i, c in enumerate(kernel) if c in output and c not in given]
+    if not ins or not outs or len(ins) + len(outs) != len(kernel):
+        return None
+    return tuple(ins), math.prod(shape[i] for i in ins), math.prod(shape[i] for i in outs)
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit", name="EinsumMatrix")
+class _EinsumMatrix(keras.initializers.Initializer):
+    """`initializer` drawn on an `EinsumDense` kernel's matrix view, `(fan_in,
+    fan_out)` (`_einsum_view`), then laid out as the kernel.
+
+    Keras' initializers read a kernel of rank 3 or more as a convolution's (receptive
+    field × channels): for attention's `(hidden, heads, head_dim)` projections they
+    draw He at half its intended std, an "orthogonal" kernel that is no orthogonal map,
+    and a delta or identity kernel that reads one input feature.
+    """
+
+    def __init__(self, initializer, input_axes):
+        self.initializer = keras.initializers.get(initializer)
+        self.input_axes = tuple(int(a) for a in input_axes)
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(shape)
+        order = [*self.input_axes, *(i for i in range(len(shape)) if i not in self.input_axes)]
+        fan_in = math.prod(shape[i] for i in self.input_axes)
+        matrix = self.initializer((fan_in, math.prod(shape) // fan_in), dtype=dtype)
+        laid = keras.ops.reshape(matrix, [shape[i] for i in order])
+        return keras.ops.transpose(laid, [int(i) for i in np.argsort(order)])
+
+    def get_config(self):
+        return {
+            "initializer": keras.initializers.serialize(self.initializer),
+            "input_axes": list(self.input_axes),
+        }
+
+
+def _as_matrix(initializer, layer, shape):
+    """`initializer` for `layer`'s kernel: drawn on its matrix view where that is not
+    the kernel itself (an `EinsumDense` kernel of rank 3 or more, or one whose input
+    axis comes second)."""
+    view = _einsum_view(layer, shape)
+    if view is None or (len(shape) == 2 and view[0] == (0,)):
+        return initializer
+    return _EinsumMatrix(initializer, view[0])
+
+
+def _convolution(layer):
+    """A convolution with one group (not a Dense or EinsumDense, not grouped): what
+    the convolution-only candidates apply to."""
+    kernel_layers = (keras.layers.Dense, keras.layers.EinsumDense)
+    return (
+        isinstance(layer, KERNEL_LAYERS)
+        and not isinstance(layer, kernel_layers)
+        and getattr(layer, "groups", 1) == 1
+    )
 
 
 def _orthogonal_gain(layer):
@@ -301,13 +380,15 @@ def _builtin(name):
 
         def identity(layer, shape, seed):
             fan_in, units = _in_out(shape, layer)
+            if getattr(layer, "groups", 1) != 1:  # a grouped kernel maps within groups
+                return None
             return initializers.Identity() if fan_in == units else None
 
         return _Candidate("identity", "Identity (square kernels)", identity)
 
     def delta_orthogonal(layer, shape, seed):
         fan_in, units = _in_out(shape, layer)
-        if len(shape) < 3 or isinstance(layer, _TRANSPOSE_CONVS) or fan_in > units:
+        if not _convolution(layer) or isinstance(layer, _TRANSPOSE_CONVS) or fan_in > units:
             return None
         return initializers.DeltaOrthogonal(seed=seed)
 
@@ -553,6 +634,8 @@ class _Trial:
             shape = tuple(layer.kernel.shape)
             seed = _layer_seed(self.seed, index)
             initializer = candidate.make(user_layer, shape, seed)
+            if initializer is not None and candidate.name != "current":
+                initializer = _as_matrix(initializer, user_layer, shape)
             values = None
             if initializer is not None:
                 try:
@@ -998,7 +1081,7 @@ def _applicable(trial, specs):
     of those that cannot (convolution-only candidates for a model without one)."""
     specs = list(specs)
     skipped = []
-    if not any(len(layer.kernel.shape) >= 3 for _, layer in trial.pairs):
+    if not any(_convolution(layer) for _, layer in trial.pairs):
         for spec in [s for s in specs if s.convolutions_only]:
             skipped.append((spec.name, "no convolution in the model"))
             specs.remove(spec)

@@ -380,6 +380,55 @@ def test_delta_orthogonal_is_tried_on_convolutions():
     assert report["he_normal"].gradient_ratio is None  # no targets: no gradient term
 
 
+def _matrix(kernel, input_axes):
+    """An EinsumDense kernel as its `(fan_in, fan_out)` matrix."""
+    k = keras.ops.convert_to_numpy(kernel)
+    rest = [i for i in range(k.ndim) if i not in input_axes]
+    fan_in = int(np.prod([k.shape[i] for i in input_axes]))
+    return np.transpose(k, [*input_axes, *rest]).reshape(fan_in, -1)
+
+
+@agnostic
+@pytest.mark.parametrize(
+    "equation, shape, input_axes",
+    [("btd,dnh->btnh", (64, 4, 16), (0,)), ("btnh,nhd->btd", (4, 16, 64), (0, 1))],
+    ids=["query", "output"],
+)
+def test_attention_kernels_are_drawn_on_their_matrix(equation, shape, input_axes):
+    # Keras' initializers read a rank-3 kernel as a convolution's: He at half its std,
+    # an "orthogonal" kernel that is no orthogonal map, identity reading one feature
+    from keras_initkit import suggest
+
+    layer = keras.layers.EinsumDense(equation, (None, *shape[len(input_axes) :]))
+    layer.build((None, 8, *shape[: len(input_axes)]))
+    assert tuple(layer.kernel.shape) == shape
+    draws = {}
+    for name in ("orthogonal", "he_normal", "identity"):
+        initializer = suggest._as_matrix(suggest._builtin(name).make(layer, shape, 3), layer, shape)
+        draws[name] = _matrix(initializer(shape), input_axes)
+        restored = keras.initializers.deserialize(keras.initializers.serialize(initializer))
+        np.testing.assert_array_equal(_matrix(restored(shape), input_axes), draws[name])
+    np.testing.assert_allclose(draws["orthogonal"].T @ draws["orthogonal"], np.eye(64), atol=1e-5)
+    np.testing.assert_array_equal(draws["identity"], np.eye(64))
+    assert draws["he_normal"].std() == pytest.approx(np.sqrt(2 / 64), rel=0.1)
+    assert suggest._builtin("delta_orthogonal").make(layer, shape, 3) is None
+
+
+@agnostic
+def test_attention_and_grouped_convolutions_get_no_convolution_candidate():
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6, 16))
+    h = keras.layers.MultiHeadAttention(4, 4, name="mha")(inputs, inputs)
+    h = keras.layers.Conv1D(16, 3, padding="same", groups=4, name="grouped")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+    x = rng.standard_normal((16, 6, 16)).astype("float32")
+    report = suggest_initializer(model, x, candidates=["identity", "delta_orthogonal"], verbose=0)
+    assert report.skipped == (("delta_orthogonal", "no convolution in the model"),)
+    identity = report["identity"]
+    assert "grouped" in identity.fallback_layers and "head" in identity.fallback_layers
+    assert {"query", "key", "value", "attention_output"} <= set(identity.layers)
+
+
 @agnostic
 def test_steps_rank_by_the_loss_after_training():
     x, y = _data()
