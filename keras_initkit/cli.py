@@ -342,12 +342,18 @@ def report(log_dir, fmt="text", everything=False, layers=False, html=None):
     if html:
         from keras_initkit.dashboard import html as html_report
 
-        html_report.write(
-            runs,
-            html,
-            title=f"keras_initkit: {log_dir}",
-            findings={run.label: findings(run) for run in runs},
-        )
+        try:
+            html_report.write(
+                runs,
+                html,
+                title=f"keras_initkit: {log_dir}",
+                findings={run.label: findings(run) for run in runs},
+            )
+        except OSError as error:  # a missing folder, a directory, no permission
+            raise UsageError(
+                "--html needs a file path it can write (its folder must exist). "
+                f"Received: --html {html} ({error.strerror})"
+            ) from error
     if fmt == "json":
         return render_json(runs, everything)
     if fmt == "markdown" or layers:

@@ -29,6 +29,7 @@ from keras_initkit.probe import (
     Probe,
     Saturation,
     backend,
+    check_inputs,
 )
 from keras_initkit.probe.backend import to_numpy
 from keras_initkit.probe.gradients import GradientProbe
@@ -506,12 +507,17 @@ def _copy(model):
             copy.build_from_config(model.get_build_config())
         copy.set_weights([to_numpy(w) for w in model.weights])  # get_weights: NumPy warns
     except Exception as error:  # clone_model raises TypeError, ValueError, ...
+        functional = isinstance(model, keras.Sequential) or getattr(model, "_nodes_by_depth", None)
+        hint = (
+            ""
+            if functional
+            else " Sequential and Functional models always work; a subclassed model needs "
+            "`get_config` and `from_config` (see the Keras guide on serialization)."
+        )
         raise ValueError(
             "`suggest_initializer` tries the candidates on a copy made with "
-            "`keras.models.clone_model`, which failed for this model. Sequential and "
-            "Functional models always work; a subclassed model needs `get_config` and "
-            "`from_config` (see the Keras guide on serialization). "
-            f"Received: model '{model.name}' of type {type(model).__name__} ({error})"
+            f"`keras.models.clone_model`, which failed for this model.{hint} Received: model "
+            f"'{model.name}' of type {type(model).__name__} ({type(error).__name__}: {error})"
         ) from error
     return copy
 
@@ -870,6 +876,13 @@ def _check_arguments(model, x, y, candidates, steps, apply, batch_size, seed, ve
                 "several inputs): a few hundred samples, used all at once. "
                 f"Received: {name} of type {type(data).__name__}"
             )
+    if isinstance(x, tuple) and len(x) == 2 and len(getattr(model, "inputs", None) or ()) == 1:
+        raise ValueError(
+            "Argument `x` must be the inputs alone; pass the targets as `y=` (the monitors "
+            "take `(x, y)`, suggest_initializer takes x and y apart). Received: a tuple of "
+            f"2 arrays for model '{model.name}', which has 1 input"
+        )
+    check_inputs(model, [(x, None)], argument="x")
     specs = _candidates(candidates)
     if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and steps == 0:
         steps = 0

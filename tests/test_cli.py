@@ -385,6 +385,16 @@ def test_report_html_writes_one_self_contained_file(fixture_logs, tmp_path, caps
     assert not re.search(r"""(src|href|url)[=(]["']?(https?:)?//""", text)  # nothing to fetch
 
 
+@pytest.mark.parametrize("where", ["missing/report.html", "."], ids=["no folder", "a folder"])
+def test_report_html_to_a_path_it_cannot_write_exits_2(fixture_logs, tmp_path, capsys, where):
+    log_dir, _ = fixture_logs
+    target = tmp_path / where
+    assert cli.main(["report", str(log_dir), "--html", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert "--html needs a file path it can write" in captured.err
+    assert f"Received: --html {target}" in captured.err and captured.out == ""
+
+
 def test_console_script_launcher_runs_the_report_without_keras(fixture_logs):
     log_dir, _ = fixture_logs
     root = str(Path(keras_initkit.__file__).resolve().parents[1])

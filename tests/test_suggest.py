@@ -66,6 +66,9 @@ BAD = [
     ({"y": np.zeros(5)}, r"same number of samples"),
     ({"x": [[0.0] * 6] * 8}, r"`x` must be an array or tensor.*Received: x of type list"),
     ({"y": [0, 1]}, r"`y` must be an array or tensor"),
+    ({"x": (_data()[0], _data()[1]), "y": None}, r"pass the targets as `y=`.*tuple of 2"),
+    ({"x": np.zeros((64, 5), "float32")}, r"Argument `x`.*\(None, 6\)"),
+    ({"x": [np.zeros((64, 6), "float32")] * 2}, r"one array per model input \(1\)"),
 ]
 
 
