@@ -140,7 +140,9 @@ class DeltaOrthogonal(keras.initializers.Initializer):
         if n_in > n_out:
             raise ValueError(
                 "`DeltaOrthogonal` needs at most as many input as output channels "
-                "(an orthogonal matrix has at most `out` orthonormal rows). "
+                "(an orthogonal matrix has at most `out` orthonormal rows), read as Conv* "
+                "lays its kernel out, (..., in, out); a Conv*Transpose kernel is "
+                "(..., out, in), a layout it does not take. "
                 f"Received: shape={shape} with in={n_in} > out={n_out}"
             )
         a = keras.random.normal((n_out, n_in), dtype=compute_dtype(dtype), seed=self.seed)
