@@ -543,6 +543,11 @@ def _targets(model, copy, layers):
                 "Argument `layers` must be a list of layer names or layers, or None. "
                 f"Received: layers={layers!r}"
             )
+        if not layers:
+            raise ValueError(
+                "Argument `layers` must name at least one layer with a kernel, or be None "
+                "(every one). Received: layers=[]"
+            )
         users, by_id = [a for a, _ in pairs], {id(pair[0]): pair for pair in pairs}
         what, names = "layers of the model that have a kernel", site_names(model, users)
         chosen = []

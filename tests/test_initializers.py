@@ -579,6 +579,9 @@ BAD_CALLS = {
     "Normalized rank 0": (Normalized(), ()),
     "ZerO rank 1": (ZerO(), (4,)),
     "ZerO rank 6": (ZerO(), (1, 1, 1, 1, 2, 2)),
+    "Identity unknown dimension": (Identity(), (None, 4)),
+    "DeltaOrthogonal unknown dimension": (DeltaOrthogonal(), (3, None, 4)),
+    "LSUV unknown dimension": (LSUV(), (None, 4)),
 }
 
 

@@ -62,6 +62,7 @@ BAD = [
     ({"verbose": "loud"}, r"`verbose` must be 0, 1 or \"auto\". Received: verbose='loud'"),
     ({"layers": ["nope"]}, r"`layers` must name layers.*Received: 'nope'"),
     ({"layers": "h0"}, r"`layers` must be a list"),
+    ({"layers": []}, r"`layers` must name at least one layer.*Received: layers=\[\]"),
     ({"y": None, "steps": 2}, r"`steps` > 0 .* needs targets"),
     ({"y": np.zeros(5)}, r"same number of samples"),
     ({"x": [[0.0] * 6] * 8}, r"`x` must be an array or tensor.*Received: x of type list"),

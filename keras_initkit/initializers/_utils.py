@@ -75,7 +75,12 @@ def compute_dtype(dtype):
 
 def check_shape(name, shape, min_rank, max_rank=None, hint=""):
     """Returns `shape` as a tuple of ints; raises if its rank is out of range."""
-    shape = tuple(int(d) for d in shape)
+    try:
+        shape = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` needs a kernel shape of known ints. Received: shape={shape!r}"
+        ) from None
     if any(d < 0 for d in shape):
         raise ValueError(f"`{name}` needs non-negative dimensions. Received: shape={shape}")
     if len(shape) < min_rank or (max_rank is not None and len(shape) > max_rank):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_initkit.initializers._utils import check_seed, compute_dtype, float_dtype
+from keras_initkit.initializers._utils import check_seed, check_shape, compute_dtype, float_dtype
 
 
 @keras.saving.register_keras_serializable(package="keras_initkit")
@@ -63,6 +63,7 @@ class LSUV(keras.initializers.Initializer):
 
     def __call__(self, shape, dtype=None):
         dtype = float_dtype(dtype)
+        shape = check_shape("LSUV", shape, 0)  # the base judges the rank
         # Half precisions are drawn in float32 and rounded: Keras' Orthogonal
         # cannot run its QR in bfloat16 on TensorFlow.
         return ops.cast(self.base(shape, dtype=compute_dtype(dtype)), dtype)
