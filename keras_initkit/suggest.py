@@ -674,7 +674,20 @@ class _Trial:
         x = to_numpy(x)
         if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2 or x.shape[0] < 2:
             # token ids and the like: no small step to take
-            self.no_sensitivity = "the input is not floating-point data (token ids?)"
+            if not np.issubdtype(x.dtype, np.floating):
+                self.no_sensitivity = "the input is not floating-point data (token ids?)"
+            elif x.ndim < 2:
+                self.no_sensitivity = "the input has no feature axis (one value per sample)"
+            else:
+                self.no_sensitivity = "the input holds fewer than two samples"
+            return
+        half = {layer.compute_dtype for layer in _keras_private.sublayers(self.copy)}
+        half &= {"float16", "bfloat16"}
+        if half:  # bfloat16 keeps 8 bits: a 1% step is within a few roundings
+            self.no_sensitivity = (
+                f"the model computes in {sorted(half)[0]}, whose rounding is of the order of "
+                "the 1% input step the sensitivity takes"
+            )
             return
         try:
             (inputs,) = self.copy.inputs  # one input (checked above)

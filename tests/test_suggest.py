@@ -434,6 +434,23 @@ def test_attention_and_grouped_convolutions_get_no_convolution_candidate():
 
 
 @agnostic
+def test_sensitivity_is_not_measured_where_rounding_swamps_its_step():
+    x, y = _data()
+    report = suggest_initializer(_compiled(), x[:1], y[:1], candidates=["he_normal"], verbose=0)
+    assert any("fewer than two samples" in note for note in report.notes), report.notes
+    assert report["he_normal"].sensitivity is None
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = _compiled()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    report = suggest_initializer(model, x, y, candidates=["he_normal", "orthogonal"], verbose=0)
+    assert any("computes in bfloat16" in note for note in report.notes), report.notes
+    assert all(c.sensitivity is None for c in report.candidates)
+
+
+@agnostic
 def test_steps_rank_by_the_loss_after_training():
     x, y = _data()
     report = suggest_initializer(
