@@ -229,6 +229,14 @@ def _kernel_of(layer):
     return kernel, getattr(layer, "kernel_initializer", None)
 
 
+def _marks(initializer):
+    """Whether `initializer` is an `LSUV` marker, or wraps one (`suggest_initializer`'s
+    `keras_initkit>EinsumMatrix`, which draws it on an EinsumDense kernel's matrix)."""
+    return isinstance(initializer, LSUV) or isinstance(
+        getattr(initializer, "initializer", None), LSUV
+    )
+
+
 def _is_linear(layer):
     """True when the layer's pre-activation is exactly `s·z + b` after scaling by s."""
     return (
@@ -248,7 +256,7 @@ def _targets(model, layers):
                     f"Received: layer '{layer.name}' of type {type(layer).__name__}"
                 )
         return chosen
-    marked = resolve_layers(model, where=lambda layer: isinstance(_kernel_of(layer)[1], LSUV))
+    marked = resolve_layers(model, where=lambda layer: _marks(_kernel_of(layer)[1]))
     marked = [layer for layer in marked if isinstance(_kernel_of(layer)[0], keras.Variable)]
     return marked or resolve_layers(model, where=lambda layer: isinstance(layer, KERNEL_LAYERS))
 

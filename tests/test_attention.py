@@ -651,3 +651,45 @@ def test_a_layer_with_a_softmax_and_no_query_is_no_attention_layer():
     layer(np.ones((2, 4), "float32"))
     assert not probe.attention.is_attention(layer)
     assert not probe.attention.is_attention(keras.layers.Softmax())
+
+
+class _OneHead(keras.layers.Layer):
+    """A single-head attention layer returning no weights: `(batch, queries, keys)`
+    scores and a `(batch, queries, keys)` mask into its `Softmax` layer."""
+
+    def build(self, shape):
+        init = keras.initializers.RandomNormal(stddev=1.0, seed=4)
+        self.query_dense = keras.layers.Dense(8, kernel_initializer=init, name="query")
+        self.key_dense = keras.layers.Dense(8, kernel_initializer="orthogonal", name="key")
+        self.softmax = keras.layers.Softmax()
+        self.query_dense.build(shape)
+        self.key_dense.build(shape)
+
+    def call(self, x, padding_mask):
+        q, k = self.query_dense(x), self.key_dense(x)
+        mask = keras.ops.cast(padding_mask, "bool")[:, None, :]
+        mask = keras.ops.logical_and(mask, keras.ops.ones((1, x.shape[1], 1), "bool"))
+        p = self.softmax(keras.ops.einsum("btd,bsd->bts", q, k), mask)
+        return keras.ops.einsum("bts,bsd->btd", p, x)
+
+
+def test_a_single_head_layer_returning_no_weights_with_a_mask_of_its_rank():
+    tokens = keras.Input((10,), dtype="int32")
+    padding = keras.Input((10,), dtype="int32")
+    unit = keras.initializers.RandomNormal(stddev=1.0, seed=0)
+    h = keras.layers.Embedding(30, 16, embeddings_initializer=unit, name="embed")(tokens)
+    h = _OneHead(name="attention")(h, padding_mask=padding)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling1D()(h))
+    model = keras.Model([tokens, padding], outputs)
+    x = [np.random.default_rng(0).integers(1, 30, (8, 10)), np.ones((8, 10), "int32")]
+    x[1][:3, 6:] = 0
+    result, out = _probed_output(model, x)
+    layer, e = model.get_layer("attention"), model.get_layer("embed")(x[0])
+    q, k = _numpy(layer.query_dense(e)), _numpy(layer.key_dense(e))
+    allowed = np.broadcast_to((x[1] != 0)[:, None, :], (8, 10, 10))
+    p = _softmax(np.einsum("btd,bsd->bts", q, k), allowed)
+    h = -(p * np.log(np.maximum(p, 1e-30))).sum(-1) / np.log(allowed.sum(-1))
+    values = result.metrics["attention"]
+    assert values["attention_entropy_by_head"].shape == (1,)
+    assert values["attention_entropy"] == pytest.approx(h.mean(), abs=1e-4)
+    np.testing.assert_array_equal(out, _numpy(model(x, training=False)))

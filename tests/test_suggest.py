@@ -434,6 +434,19 @@ def test_attention_and_grouped_convolutions_get_no_convolution_candidate():
 
 
 @agnostic
+def test_an_applied_lsuv_candidate_still_marks_attention_projections_for_lsuv_init():
+    inputs = keras.Input((6, 16))
+    h = keras.layers.MultiHeadAttention(4, 4, name="mha")(inputs, inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+    x = np.random.default_rng(0).standard_normal((16, 6, 16)).astype("float32")
+    suggest_initializer(model, x, candidates=["lsuv"], apply=True, verbose=0)
+    query = model.get_layer("mha")._query_dense
+    assert type(query.kernel_initializer).__name__ == "_EinsumMatrix"  # LSUV, drawn as a matrix
+    calibrated = {r.name for r in ik.lsuv_init(model, x, verbose=0).layers}
+    assert {"query", "key", "value", "attention_output", "head"} <= calibrated
+
+
+@agnostic
 def test_sensitivity_is_not_measured_where_rounding_swamps_its_step():
     x, y = _data()
     report = suggest_initializer(_compiled(), x[:1], y[:1], candidates=["he_normal"], verbose=0)

@@ -237,13 +237,10 @@ def _flattened(scores, allowed):
     ops = keras.ops
     shape = ops.shape(scores)
     queries, keys = shape[-2], shape[-1]
-    if len(scores.shape) == 3:
-        scores = ops.expand_dims(scores, 1)
-    flat = ops.reshape(scores, (shape[0], -1, queries, keys))
-    if allowed is not None:
+    if allowed is not None:  # broadcast against the scores as they are, then flattened
         allowed = ops.logical_and(allowed, ops.ones_like(scores, "bool"))
         allowed = ops.reshape(allowed, (shape[0], -1, queries, keys))[:, 0]
-    return Weights(flat, None, allowed)
+    return Weights(ops.reshape(scores, (shape[0], -1, queries, keys)), None, allowed)
 
 
 def entropy(weights):
