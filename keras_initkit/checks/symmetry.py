@@ -377,7 +377,8 @@ class SymmetryCheck(Check):
         return site.has_kernel
 
     def complete(self, sites, scalars):
-        fingerprinted = _fingerprinted([s.layer for s in sites])
+        layers = [s.layer for s in sites]
+        fingerprinted = _fingerprinted(layers)
         # The output layer's units are told apart by the loss: hidden layers only.
         for site, entry in zip(sites[:-1], fingerprinted[:-1]):
             if entry is not None:
@@ -386,7 +387,7 @@ class SymmetryCheck(Check):
                     symmetric_units=symmetric, units=units, symmetric_fraction=symmetric / units
                 )
         by_layer = {id(s.layer): s for s in sites}
-        for group in _identical_groups([s.layer for s in sites], fingerprinted):
+        for group in _identical_groups(layers, fingerprinted):
             names = [by_layer[id(layer)].name for layer in group]
             for layer, name in zip(group, names):
                 twins = [n for n in names if n != name]

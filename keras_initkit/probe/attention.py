@@ -224,8 +224,7 @@ def _fused_weights(query, key, bias, mask, scale, is_causal, options):
         shape = ops.shape(logits)
         causal = _causal(shape[2], shape[3])
         allowed = causal if allowed is None else ops.logical_and(allowed, causal)
-    if allowed is not None:
-        allowed = ops.logical_and(allowed, ops.ones_like(logits, "bool"))
+    if allowed is not None:  # `_flattened` broadcasts it against the weights
         logits = ops.where(allowed, logits, -1e30)
     return _flattened(ops.softmax(logits, axis=-1), allowed)
 

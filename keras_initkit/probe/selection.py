@@ -345,8 +345,8 @@ def unused_layers(model):
     A model that is not functional has none."""
     if not getattr(model, "_nodes_by_depth", None):
         return set()
-    used = {}  # {id(functional model): its flat output indices something depends on}
     reached = set()
+    walked = set()  # (id(nested functional model), flat output index) already followed
 
     def walk(graph, indices):
         outputs = keras.tree.flatten(graph._outputs_struct)
@@ -358,20 +358,16 @@ def unused_layers(model):
                 continue
             operation, node_index, tensor_index = history
             reached.add(id(operation))
-            if getattr(operation, "_nodes_by_depth", None):
-                used.setdefault(id(operation), (operation, set()))[1].add(tensor_index)
+            if getattr(operation, "_nodes_by_depth", None):  # into the output used
+                if (id(operation), tensor_index) not in walked:
+                    walked.add((id(operation), tensor_index))
+                    walk(operation, [tensor_index])
             node = operation._inbound_nodes[node_index]
             if id(node) not in seen:
                 seen.add(id(node))
                 stack.extend(node.arguments.keras_tensors)
 
     walk(model, range(len(keras.tree.flatten(model._outputs_struct))))
-    done = {}
-    while any(done.get(key) != indices for key, (_, indices) in used.items()):
-        for key, (graph, indices) in list(used.items()):
-            if done.get(key) != indices:
-                done[key] = set(indices)
-                walk(graph, sorted(indices))
     unused = set()
     for nodes, _ in _graph_consumers(model):
         for node in nodes:
