@@ -658,7 +658,8 @@ def lsuv_init(
 
                 stats, values = backend.current().compile_function(forward, model)(batch)
             else:
-                stats, values = run.forward(model, batch, mode)
+                with backend.current().eager_pass():
+                    stats, values = run.forward(model, batch, mode)
         run.read(stats, values)
         run.commit()
     except BaseException as e:

@@ -177,6 +177,50 @@ def test_no_numpy_copy_keyword_warnings_from_our_conversions(tmp_path):
     assert len(monitored) == len(copy_warnings(lambda: model.fit(**fit)))
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a TensorFlow warning")
+def test_no_retracing_warnings_from_keras_grouped_convolutions_in_eager_passes():
+    """Eagerly, Keras' TensorFlow grouped convolution builds a new `tf.function` per call,
+    and TensorFlow warns "triggered tf.function retracing" from the fifth: `lsuv_init`
+    and the first `diagnose(model, x, y)` on ConvNeXtTiny printed two such warnings about
+    code the user never called. Other TensorFlow warnings still show, retracing of other
+    functions included."""
+    import logging
+
+    import tensorflow as tf
+
+    inputs = keras.Input((8, 8, 4))
+    h = inputs
+    for _ in range(6):  # ConvNeXt's depthwise convolutions are grouped ones
+        h = keras.layers.Conv2D(4, 3, padding="same", groups=2, activation="relu")(h)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 4)).astype("float32")
+    y = np.arange(8) % 3
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    records = Records()
+    tf.get_logger().addHandler(records)
+    user_function = (
+        "5 out of the last 5 calls to <function step at 0x1> triggered tf.function retracing."
+    )
+    try:
+        ik.lsuv_init(model, x, verbose=0)
+        ik.diagnose(model, x, y)
+        with ik.probe.backend.current().eager_pass():
+            tf.get_logger().warning(user_function)
+    finally:
+        tf.get_logger().removeHandler(records)
+    assert records.messages == [user_function]
+
+
 @pytest.mark.backend_agnostic
 @pytest.mark.filterwarnings("ignore::keras_initkit.callbacks.InitkitWarning")
 def test_monitors_write_event_files_read_back_by_tensorboard(tmp_path):

@@ -26,6 +26,8 @@ rest of the package never asks which backend it runs on:
 - `plogp(p)`: `p · log p` elementwise for probabilities, 0 where `p` is 0.
 - `positive_rate(x, channel_axis)`: float32, the share of values > 0 in each channel.
 - `no_grad()`: a context in which eager forward passes record no gradients.
+- `eager_pass()`: a context around a pass run eagerly where it could be compiled
+  (TensorFlow: it drops the retracing warning Keras' grouped convolutions raise there).
 - `discarding_updates(model)`: a scope in which variable assignments are recorded and
   dropped (a probe in training mode changes no moving statistic or seed state).
 - `preserving_rng()`: a context that restores the backend's global random state
@@ -85,7 +87,10 @@ class Lazy:
             if max(self.calls + upcoming, self.planned) > limit:
                 self.compiled = self._compile()
         self.calls += 1
-        return (self.compiled or self.fn)(*args)
+        if self.compiled is not None:
+            return self.compiled(*args)
+        with current().eager_pass():
+            return self.fn(*args)
 
 
 _LOADED = {}

@@ -43,6 +43,11 @@ def no_grad():
     return contextlib.nullcontext()
 
 
+def eager_pass():
+    """A context around a pass this package runs eagerly (see the TensorFlow module's)."""
+    return contextlib.nullcontext()
+
+
 def run_after(fn, after, *args):
     """Eager code runs in program order and frees as it goes: nothing to chain."""
     return fn(*args)

@@ -6,6 +6,7 @@ from jax.extend.core import get_opaque_trace_state
 
 from keras_initkit.probe.backend import Lazy
 from keras_initkit.probe.backend.generic import (  # noqa: F401
+    eager_pass,
     histogram,
     identity,
     moments,

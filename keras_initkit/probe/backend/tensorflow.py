@@ -1,6 +1,7 @@
 """TensorFlow: `tf.function` tracing, a gradient tape, control dependencies."""
 
 import contextlib
+import logging
 import weakref
 
 import keras
@@ -95,6 +96,31 @@ def compile_function(fn, model):
             return concrete[key](*args)
 
     return call
+
+
+class _GroupedConvolutionRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning about Keras' grouped
+    convolution (`conv.<locals>._conv_xla`): eagerly, Keras builds a new `tf.function`
+    for it at every call, so an eager pass over a model with five such layers
+    (ConvNeXt's depthwise convolutions) warns of "excessive retracing" in code the
+    user neither wrote nor called."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("tf.function retracing" in message and "._conv_xla" in message)
+
+
+@contextlib.contextmanager
+def eager_pass():
+    """A context around a pass this package runs eagerly (`lsuv_init`'s, a gradient
+    step before it is compiled): TensorFlow's retracing warning about Keras' grouped
+    convolutions is dropped while it runs (see `_GroupedConvolutionRetracing`)."""
+    logger, quiet = tf.get_logger(), _GroupedConvolutionRetracing()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def to_numpy(x):

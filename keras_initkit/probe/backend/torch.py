@@ -14,6 +14,7 @@ from keras_initkit.probe.backend.generic import (  # noqa: F401
     compile_arrays,
     compile_function,
     discarding_updates,
+    eager_pass,
     histogram,
     identity,
     positive_rate,
