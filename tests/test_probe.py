@@ -459,6 +459,64 @@ def test_forced_dead_layer_is_exactly_dead_and_moments_match_numpy():
     assert result.metrics[dead.name]["activation_std"] == pytest.approx(float(out.std()), abs=1e-6)
 
 
+def test_channel_axes_follow_the_layer_whose_output_a_layer_receives():
+    """A layer that states no layout (a standalone ReLU, Dropout, Add) counts its units
+    on the axis of what it receives; layers with weights or a `data_format` state
+    their own, and a shape change (Flatten, Permute) ends the inheritance."""
+    layers = keras.layers
+    inputs = keras.Input((3, 6, 6))
+    conv = layers.Conv2D(4, 3, padding="same", data_format="channels_first")
+    relu, drop = layers.ReLU(), layers.Dropout(0.1)
+    norm, act = layers.BatchNormalization(axis=1), layers.Activation("relu")
+    add, permute, after_permute = layers.Add(), layers.Permute((2, 3, 1)), layers.ReLU()
+    flatten, dense, last = layers.Flatten(), layers.Dense(5), layers.ReLU()
+    h = drop(relu(conv(inputs)))
+    h = add([act(norm(h)), h])
+    h = after_permute(permute(h))
+    last(dense(flatten(h)))
+    axes = probe.selection.channel_axes(
+        [conv, relu, drop, norm, act, add, permute, after_permute, flatten, dense, last]
+    )
+    assert [axes[id(layer)] for layer in (conv, relu, drop, norm, act, add)] == [1] * 6
+    assert [axes[id(layer)] for layer in (permute, after_permute, flatten, dense, last)] == [-1] * 5
+    # Through a nested model's output, in a Sequential model, and a shared layer's calls.
+    block = keras.Sequential(
+        [keras.Input((3, 6, 6)), layers.Conv2D(4, 1, data_format="channels_first")]
+    )
+    inner, shared = layers.ReLU(), layers.ReLU()
+    shared(inner(block(inputs)))  # channels first
+    shared(layers.Conv2D(4, 1)(keras.Input((6, 6, 3))))  # channels last: the calls disagree
+    axes = probe.selection.channel_axes([inner, shared, block.layers[0]])
+    assert [axes[id(inner)], axes[id(shared)], axes[id(block.layers[0])]] == [1, -1, 1]
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("norm", [False, True])
+def test_dead_units_after_a_channels_first_layer_are_counted_per_channel(norm):
+    """Conv2D(channels_first) [-> BatchNormalization(axis=1)] -> ReLU with 4 of its 8
+    channels dead for every input: the ReLU's dead fraction is 50%, not the 0% of
+    counting "units" along the width."""
+    layers = keras.layers
+    inputs = keras.Input((3, 16, 16))
+    conv = layers.Conv2D(8, 3, padding="same", data_format="channels_first", name="conv")
+    h = conv(inputs)
+    if norm:
+        h = layers.BatchNormalization(axis=1, center=False, scale=False)(h)
+    h = layers.ReLU(name="relu")(h)
+    head = layers.Dense(5)(layers.GlobalAveragePooling2D(data_format="channels_first")(h))
+    model = keras.Model(inputs, head)
+    bias = np.zeros(8, "float32")
+    bias[:4] = -100.0  # channels 0-3 are negative for every input
+    conv.bias.assign(bias)
+    if norm:  # after a batch norm, a dead channel is a constant one (normalized to 0)
+        kernel = keras.ops.convert_to_numpy(conv.kernel).copy()
+        kernel[..., :4] = 0.0
+        conv.kernel.assign(kernel)
+    x = np.random.default_rng(0).normal(size=(16, 3, 16, 16)).astype("float32")
+    result = probe.Probe(model, [probe.DeadUnits()]).run(x)
+    assert result.metrics["relu"]["dead_fraction"] == 0.5
+
+
 @pytest.mark.backend_agnostic
 def test_saturation_counts_and_percentile():
     # An Activation layer applied to known values: sigmoid of +-10 saturates, of 0 does not.
@@ -703,6 +761,7 @@ BACKEND_INTERFACE = (
     "compile_function",
     "value_and_grad",
     "no_grad",
+    "eager_pass",
     "run_after",
     "identity",
     "scope",

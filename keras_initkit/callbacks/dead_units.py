@@ -8,7 +8,7 @@ class DeadUnitMonitor(Monitor):
     """Watch dead units of ReLU-family layers.
 
     A unit (a channel of the output's last axis, or axis 1 for `channels_first`
-    layers) is **dead** when its output is ≤ 0 for every sample and every spatial
+    layers and the layers they feed, see `probe.selection.channel_axes`) is **dead** when its output is ≤ 0 for every sample and every spatial
     position of the probe data; `dead_fraction` = dead units / units. A dead ReLU
     unit gets zero gradient and never recovers. For leaky variants (LeakyReLU, ELU,
     SELU, PReLU) the same rule on the sign of the output, which is the sign of the

@@ -171,7 +171,7 @@ DEAD = _rectifier_rule(
     "dead_fraction",
     "dead",
     "share of a ReLU or ReLU6 layer's units (channels of the output's last axis, axis 1 for "
-    "`channels_first`) whose output is ≤ 0 for every sample and position of the data is "
+    "`channels_first` and the layers they feed) whose output is ≤ 0 for every sample and position of the data is "
     "above the threshold",
     "{value:.0%} of units dead{count}",
 )

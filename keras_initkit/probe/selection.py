@@ -48,7 +48,7 @@ class Site:
             `GroupQueryAttention`, `Attention` or `AdditiveAttention`, or subclass) or
             `None` (not judged).
         channel_axis: the unit axis of the output (last axis, or 1 for
-            `channels_first` layers).
+            `channels_first` layers and the layers they feed: `channel_axes`).
         role: `"attention_scores"` for the query and key projections of an
             attention layer (they only shape the attention scores),
             `"attention_weights"` for its softmax (the attention probabilities: the
@@ -256,6 +256,7 @@ def make_sites(model, layers):
     closing = {id(gate) for gate in gates.values()}
     normalized = normalized_outputs(model)
     unused = unused_layers(model)
+    axes = channel_axes(layers)
     sites = []
     for layer, name in zip(layers, site_names(model, layers)):
         parent = parents.get(id(layer))
@@ -268,9 +269,8 @@ def make_sites(model, layers):
             kind = "bounded"
         else:
             kind = RECTIFIERS.get(act)
-        channels_first = getattr(layer, "data_format", None) == "channels_first"
         role = _attention_role(layer, parent)
-        axis = 1 if channels_first else -1
+        axis = axes.get(id(layer), -1)
         gate, closes = gates.get(id(layer)), id(layer) in closing
         site = Site(
             layer,
@@ -286,6 +286,72 @@ def make_sites(model, layers):
         )
         sites.append(site)
     return sites
+
+
+def _declared_axis(layer):
+    """The unit axis `layer` states for its output: 1 for a `channels_first` layer, a
+    batch or group normalization's `axis`, -1 for any other layer with a `data_format`
+    or weights (a Dense layer's units are its last axis whatever it is fed); None for a
+    layer that states none (an activation, a dropout, an addition)."""
+    data_format = getattr(layer, "data_format", None)
+    if data_format is not None:
+        return 1 if data_format == "channels_first" else -1
+    if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.GroupNormalization)):
+        return layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+    if layer.weights or isinstance(layer, keras.layers.Permute):
+        return -1
+    return None
+
+
+def _producer(tensor):
+    """The layer that computed the symbolic `tensor`, through nested functional and
+    Sequential models to the layer inside that computed it; None for a model input."""
+    history = getattr(tensor, "_keras_history", None)
+    while history is not None:
+        operation, _, index = history
+        graph = getattr(operation, "_functional", None) or operation  # a Sequential's graph
+        if not getattr(graph, "_nodes_by_depth", None):
+            return operation
+        output = keras.tree.flatten(graph._outputs_struct)[index]
+        history = getattr(output, "_keras_history", None)
+    return None
+
+
+def channel_axes(layers):
+    """`{id(layer): unit axis of its output}` for `layers`.
+
+    A layer that states no layout (`_declared_axis`: a standalone `ReLU`, `Dropout`,
+    `Add`) takes that of the layer whose output it receives, where its every call keeps
+    that output's shape: a `ReLU` after a `channels_first` convolution or a batch norm
+    of `axis=1` counts its units on axis 1, as they do. Read off the calls Keras
+    recorded (functional and Sequential models); elsewhere, and where the calls
+    disagree, the last axis.
+    """
+    axes = {}
+
+    def axis_of(layer):
+        chain = []
+        while id(layer) not in axes:
+            declared = _declared_axis(layer)
+            if declared is not None:
+                axes[id(layer)] = declared
+                break
+            chain.append(layer)
+            axes[id(layer)] = -1  # until resolved: a cycle ends here
+            sources = set()
+            for node in getattr(layer, "_inbound_nodes", []):
+                inputs, outputs = node.arguments.keras_tensors, node.outputs
+                same = inputs and all(tuple(o.shape) == tuple(inputs[0].shape) for o in outputs)
+                sources.add(_producer(inputs[0]) if same else None)
+            if len(sources) != 1 or None in sources:
+                break
+            layer = sources.pop()
+        resolved = axes[id(layer)]
+        for link in chain:
+            axes[id(link)] = resolved
+        return resolved
+
+    return {id(layer): axis_of(layer) for layer in layers}
 
 
 # Layers whose output does not depend on their input's scale (per sample, channel or
