@@ -32,7 +32,7 @@ from keras_initkit.checks import (
 )
 from keras_initkit.checks.gradients import branch_scale
 from keras_initkit.checks.summary import blocks
-from keras_initkit.probe import Probe, as_batches, cached, check_inputs
+from keras_initkit.probe import Probe, as_batches, build_on, cached, check_inputs
 from keras_initkit.probe.gradients import GradientProbe
 from keras_initkit.probe.selection import interleave
 from keras_initkit.table import render
@@ -237,8 +237,7 @@ def _batches(model, x, y, loss, batch_size, max_batches):
             "Argument `loss` needs targets: pass `y` or a dataset yielding `(x, y)`. "
             "Received: loss and no targets"
         )
-    if not model.built:
-        model(keras.tree.map_structure(lambda a: a[:2], batches[0][0]), training=False)
+    build_on(model, batches[0][0], argument="x")
     check_inputs(model, batches, argument="x")
     return batches, source, targets
 

@@ -30,6 +30,7 @@ from keras_initkit.probe import (
     all_layers,
     as_batches,
     backend,
+    build_on,
     call_linear,
     check_inputs,
     error_summary,
@@ -701,15 +702,7 @@ def _stale_statistics(model, results):
 
 def _prepare(model, batch, layers):
     """Build the model on `batch` if needed, check the batch fits, pick the target sites."""
-    if not model.built:
-        try:
-            model(batch, training=False)
-        except Exception as e:
-            raise ValueError(
-                f"Argument `x` does not fit the model: building it on `x` failed with "
-                f"{error_summary(e)}. Received: x of shape(s) "
-                f"{[tuple(a.shape) for a in keras.tree.flatten(batch)]}"
-            ) from e
+    build_on(model, batch, argument="x")
     check_inputs(model, [(batch, None)], argument="x")
     targets = _targets(model, layers)
     if not targets:

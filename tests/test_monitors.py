@@ -809,6 +809,29 @@ def test_probe_data_that_fails_the_forward_pass_gets_one_line_of_why():
     assert "\n" not in text and "\x1b" not in text and len(text) < 600, text
 
 
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize(
+    "make", [GradientMonitor, lambda data: TrainingMonitor(data, gradients=True)]
+)
+def test_an_unbuilt_subclassed_model_is_built_for_its_gradients(make):
+    """Keras' TensorFlow `fit` builds a subclassed model in its first step, after
+    `on_train_begin`: a monitor with gradients raised "The model must be built before
+    its gradients can be measured" at its first update. It builds the model on its data,
+    and data that cannot build it is a clear error naming `data`."""
+    x, y = _normal(16, 8), _normal(16, 1)
+    model = _Subclassed()
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = make((x, y))
+    monitor.verbose = 0
+    model.fit(x, y, callbacks=[monitor], verbose=0, epochs=1, batch_size=8)
+    assert len(monitor.latest) == 2, monitor.latest  # both Dense layers, measured
+    assert all(values["gradient_norm"] > 0 for values in monitor.latest.values())
+    unbuilt = _Subclassed()
+    unbuilt.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match=r"^Argument `data` does not fit the model: "):
+        unbuilt.fit(x, y, callbacks=[make(({"wrong": x}, y))], verbose=0)
+
+
 def test_targets_that_do_not_fit_the_loss_are_named():
     """One-hot targets for a sparse loss: `diagnose` raised Keras' error from deep in
     its ops, and the monitor blamed the inputs ("does not fit model ... Received: data

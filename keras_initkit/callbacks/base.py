@@ -22,7 +22,7 @@ from keras_initkit.checks.book import (
     judged_from,
     metric_limits,
 )
-from keras_initkit.probe import as_batches
+from keras_initkit.probe import as_batches, build_on
 
 # Custom Scalars categories, in display order.
 # Per-layer values `add_to_logs="auto"` adds to the epoch logs; beyond, each metric's
@@ -242,6 +242,10 @@ class Monitor(keras.callbacks.Callback):
         """Build the probes for `self.model` (once per model)."""
         if self._measurement is not None and self._measurement.model is self.model:
             return
+        # Keras' TensorFlow fit builds a subclassed model in its first step, after
+        # `on_train_begin` (JAX and torch build it before): the gradient probe needs its
+        # variables now.
+        build_on(self.model, self._batches[0][0], argument="data")
         measurement = Measurement(self.model, self._parts, self.layers, self.histograms)
         name = type(self).__name__
         for site in measurement.skipped:

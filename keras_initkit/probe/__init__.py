@@ -8,7 +8,13 @@ and `backend` (one module per Keras backend).
 """
 
 from keras_initkit.probe import backend
-from keras_initkit.probe.data import DataMismatch, as_batches, check_inputs, error_summary
+from keras_initkit.probe.data import (
+    DataMismatch,
+    as_batches,
+    build_on,
+    check_inputs,
+    error_summary,
+)
 from keras_initkit.probe.engine import (
     MODES,
     Probe,
@@ -73,6 +79,7 @@ __all__ = [
     "stochastic_layers",
     "training_semantics",
     "backend",
+    "build_on",
     "cached",
     "call_linear",
     "call_split",

@@ -198,6 +198,23 @@ def error_summary(error, limit=300):
     return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
+def build_on(model, x, argument="data"):
+    """Build an unbuilt `model` (a subclassed one before its first call) by calling it
+    on the first two samples of the batch `x`, as its first training step would; a
+    `ValueError` naming `argument` where `x` does not fit it."""
+    if model.built:
+        return
+    sample = keras.tree.map_structure(lambda a: a[:2], x)
+    try:
+        model(sample, training=False)
+    except Exception as e:
+        raise DataMismatch(
+            f"Argument `{argument}` does not fit the model: building it on `{argument}` "
+            f"failed with {error_summary(e)}. Received: {argument} of shape(s) "
+            f"{[tuple(a.shape) for a in keras.tree.flatten(x)]}"
+        ) from e
+
+
 def check_inputs(model, batches, argument="data"):
     """Raise `ValueError` when a batch does not fit `model.inputs` (when it has them).
 
