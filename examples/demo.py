@@ -111,7 +111,9 @@ RUNS = [
 def common_callbacks(data):
     """Callbacks every run gets, logging to `data.log_dir`."""
     return [
-        keras.callbacks.TensorBoard(log_dir=data.log_dir),
+        # Loss and accuracy per epoch, as keras.callbacks.TensorBoard writes them, on any
+        # backend (Keras' own needs TensorFlow).
+        ik.callbacks.TensorBoardLogs(log_dir=data.log_dir),
         # Saturation, dead units, batch norm and gradient flow of every layer, on a
         # fixed probe set, every 5 batches: TensorBoard run `<run name>/initkit`.
         ik.callbacks.TrainingMonitor(

@@ -54,9 +54,9 @@ HISTOGRAM_BUCKETS = 30
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 
 
-def run_dir(log_dir):
-    """The directory our event files go to: `<log_dir>/initkit`."""
-    return os.path.join(os.fspath(log_dir), RUN_NAME)
+def run_dir(log_dir, run=RUN_NAME):
+    """The directory a run's event files go to: `<log_dir>/initkit` for the monitors."""
+    return os.path.join(os.fspath(log_dir), run)
 
 
 def check_log_dir(log_dir, argument="log_dir"):
@@ -461,10 +461,10 @@ def is_chief(tf_config=None):
     return kind == "worker" and index == 0 and "chief" not in (config.get("cluster") or {})
 
 
-def create_writer(log_dir):
-    """The writer for `<log_dir>/initkit` that fits the running Keras backend."""
+def create_writer(log_dir, run=RUN_NAME):
+    """The writer for `<log_dir>/<run>` that fits the running Keras backend."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        return TFSummaryWriter(run_dir(log_dir))
-    return EventFileSummaryWriter(run_dir(log_dir))
+        return TFSummaryWriter(run_dir(log_dir, run))
+    return EventFileSummaryWriter(run_dir(log_dir, run))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.util import tensor_util
 
 import keras_initkit
 from keras_initkit.callbacks import (
@@ -20,6 +21,7 @@ from keras_initkit.callbacks import (
     GradientMonitor,
     InitkitWarning,
     SaturationMonitor,
+    TensorBoardLogs,
     TrainingMonitor,
 )
 from keras_initkit.dashboard import events
@@ -995,3 +997,76 @@ def test_the_layer_record_lists_gradient_only_layers_in_forward_order(tmp_path):
     assert "norm" in monitor.latest and "gradient_norm" in monitor.latest["norm"]
     run = events.read_run(str(tmp_path / "initkit"))
     assert [n.split("/")[-1] for n in run.layers] == ["a", "norm", "b", "head"]
+
+
+# Keras' epoch logs ---------------------------------------------------------------------
+
+
+def _run_series(log_dir, run):
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(str(log_dir), run), size_guidance={"tensors": 0}
+    )
+    acc.Reload()
+
+    def value(event):  # Keras' own scalars hold tensor_content, not float_val
+        return float(tensor_util.make_ndarray(event.tensor_proto))
+
+    tags = [tag for tag in acc.Tags()["tensors"] if tag.startswith("epoch_")]
+    return {tag: [(e.step, value(e)) for e in acc.Tensors(tag)] for tag in tags}
+
+
+def test_tensorboard_logs_writes_keras_epoch_logs_in_keras_layout_on_every_backend(tmp_path):
+    """`keras.callbacks.TensorBoard` needs TensorFlow (the README's fit and the demo
+    failed on JAX and torch without it). `TensorBoardLogs` writes the epoch logs as it
+    does: `train` and `validation` runs, `epoch_<key>` at step = epoch, the learning
+    rate; the monitors' `<metric>/<layer>` keys stay in their own run."""
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax")]
+    model = keras.Sequential([keras.Input((8,)), *layers])
+    model.compile(
+        keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    x, y = _normal(48, 8), np.arange(48) % 3
+    monitor = DeadUnitMonitor(x[:16], add_to_logs=True, verbose=0)
+    history = model.fit(
+        x,
+        y,
+        validation_split=0.25,
+        epochs=3,
+        verbose=0,
+        callbacks=[monitor, TensorBoardLogs(tmp_path)],
+    )
+    train, validation = _run_series(tmp_path, "train"), _run_series(tmp_path, "validation")
+    assert set(train) == {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
+    assert set(validation) == {"epoch_loss", "epoch_accuracy"}
+    for key, run, tag in [
+        ("loss", train, "epoch_loss"),
+        ("accuracy", train, "epoch_accuracy"),
+        ("val_loss", validation, "epoch_loss"),
+        ("val_accuracy", validation, "epoch_accuracy"),
+    ]:
+        assert [step for step, _ in run[tag]] == [0, 1, 2]
+        np.testing.assert_allclose([v for _, v in run[tag]], history.history[key], rtol=1e-6)
+    assert [v for _, v in train["epoch_learning_rate"]] == pytest.approx([0.05] * 3)
+    assert any("/" in key for key in history.history)  # the monitor's keys were there
+    if keras.backend.backend() == "tensorflow":  # the same tags as Keras' own callback
+        model.fit(
+            x,
+            y,
+            validation_split=0.25,
+            epochs=1,
+            verbose=0,
+            callbacks=[keras.callbacks.TensorBoard(tmp_path / "keras")],
+        )
+        for run, ours in (("train", train), ("validation", validation)):
+            assert set(_run_series(tmp_path / "keras", run)) == set(ours)
+
+
+def test_tensorboard_logs_rejects_a_bad_log_dir(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"must be a directory path\. Received: log_dir=None"):
+        TensorBoardLogs(None)
+    with pytest.raises(ValueError, match=r"is a file, not a directory"):
+        TensorBoardLogs(tmp_path / "file" / "logs")
+    with pytest.raises(ValueError, match=r"Received: log_dir=3"):
+        TensorBoardLogs(3)

@@ -1,9 +1,11 @@
-"""`model.fit` callbacks: LSUV at train begin, and the training monitors."""
+"""`model.fit` callbacks: LSUV at train begin, the training monitors, and Keras' epoch
+logs to TensorBoard on every backend."""
 
 from keras_initkit.callbacks.base import Monitor
 from keras_initkit.callbacks.batchnorm import BatchNormMonitor
 from keras_initkit.callbacks.dead_units import DeadUnitMonitor
 from keras_initkit.callbacks.gradient import GradientMonitor
+from keras_initkit.callbacks.logs import TensorBoardLogs
 from keras_initkit.callbacks.lsuv import LSUVCallback
 from keras_initkit.callbacks.saturation import SaturationMonitor
 from keras_initkit.callbacks.training import TrainingMonitor
@@ -19,5 +21,6 @@ __all__ = [
     "LSUVCallback",
     "Monitor",
     "SaturationMonitor",
+    "TensorBoardLogs",
     "TrainingMonitor",
 ]

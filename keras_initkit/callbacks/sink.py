@@ -8,15 +8,16 @@ from keras_initkit.callbacks.warning import warn
 
 
 class Sink:
-    """Writes a monitor's summaries to `<log_dir>/initkit`, each step once.
+    """Writes a callback's summaries to `<log_dir>/<run>` (the monitors':
+    `<log_dir>/initkit`), each step once.
 
     Opened at every train begin (only the chief of a multi-worker job writes), flushed
     at epoch ends, closed at train end. The step last written survives across fits.
     """
 
-    def __init__(self, log_dir, owner):
-        self.log_dir = log_dir
-        self.owner = owner  # the monitor's class name, for warnings
+    def __init__(self, log_dir, owner, run=summary.RUN_NAME):
+        self.log_dir, self.run = log_dir, run
+        self.owner = owner  # the callback's class name, for warnings
         self.writer = None
         self.layout_written = False
         self.last_step = None
@@ -27,7 +28,7 @@ class Sink:
         if self.log_dir is None or not summary.is_chief():
             return
         try:
-            self.writer = summary.create_writer(self.log_dir)
+            self.writer = summary.create_writer(self.log_dir, self.run)
             os.makedirs(self.writer.logdir, exist_ok=True)
         except (OSError, ValueError) as error:
             raise ValueError(
@@ -109,7 +110,7 @@ class Sink:
             os.makedirs(logdir)
         except OSError:
             return False
-        self.writer = summary.create_writer(self.log_dir)
+        self.writer = summary.create_writer(self.log_dir, self.run)
         self.layout_written = False
         warn(
             f"{self.owner}: the TensorBoard log directory {logdir!r} was removed during "
