@@ -508,3 +508,78 @@ def test_unused_layers_follows_the_outputs_used_into_nested_models():
             return self.dense(x)
 
     assert probe.selection.unused_layers(Subclassed()) == set()
+
+
+@pytest.mark.backend_agnostic
+def test_each_output_head_is_the_reference_of_the_layers_that_feed_it():
+    """A trunk with a classifier and a regressor on unscaled targets (1000-3000): every
+    gradient ratio was taken against the last kernel layer in forward order, so the
+    regressor head, fed directly by its own loss, "exploded" 1e4 × through no depth. A
+    head is its own reference; the trunk's is the head it feeds with the largest ‖g‖."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 16)).astype("float32")
+    y = {"cls": np.arange(64) % 3, "price": rng.uniform(1000, 3000, (64, 1)).astype("float32")}
+    inputs = keras.Input((16,))
+    trunk = keras.layers.Dense(32, activation="relu", name="trunk")(inputs)
+    heads = {"cls": keras.layers.Dense(3, name="cls")(trunk)}
+    heads["price"] = keras.layers.Dense(1, name="price")(trunk)
+    model = keras.Model(inputs, heads)
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("adam", loss={"cls": cross_entropy, "price": "mse"})
+    sites = {s.layer.name: s for s in probe.make_sites(model, probe.all_layers(model))}
+    assert {h.name for h in sites["trunk"].heads} == {"cls", "price"}
+    assert [h.name for h in sites["price"].heads] == ["price"]
+    report = ik.diagnose(model, x, y)
+    metrics = report.metrics
+    assert metrics["price"]["gradient_norm"] > 1e3 * metrics["cls"]["gradient_norm"]
+    assert metrics["price"]["gradient_ratio"] == metrics["cls"]["gradient_ratio"] == 1.0
+    expected = metrics["trunk"]["gradient_norm"] / metrics["price"]["gradient_norm"]
+    assert metrics["trunk"]["gradient_ratio"] == pytest.approx(expected)
+    assert report.ok, str(report)
+
+
+@pytest.mark.backend_agnostic
+def test_an_output_without_a_loss_is_no_reference():
+    """`loss={"cls": ..., "aux": None}`: the aux head (gradient 0) was the last kernel
+    layer, every ratio was undefined, and a vanishing trunk went unreported."""
+    keras.utils.set_random_seed(0)
+    small = keras.initializers.RandomNormal(stddev=0.05, seed=1)
+    inputs = keras.Input((8,))
+    h = inputs
+    for i in range(10):
+        h = keras.layers.Dense(16, activation="sigmoid", kernel_initializer=small, name=f"d{i}")(h)
+    cls = keras.layers.Dense(3, name="cls")(h)
+    aux = keras.layers.Dense(2, name="aux")(h)
+    model = keras.Model(inputs, {"cls": cls, "aux": aux})
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("sgd", loss={"cls": cross_entropy, "aux": None})
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    y = {"cls": np.arange(32) % 3, "aux": np.zeros((32, 2), "float32")}
+    report = ik.diagnose(model, x, y)
+    assert report.metrics["aux"]["gradient_norm"] == 0.0
+    assert "gradient_ratio" not in report.metrics["aux"]
+    ratio = report.metrics["d0"]["gradient_ratio"]
+    assert ratio == pytest.approx(
+        report.metrics["d0"]["gradient_norm"] / report.metrics["cls"]["gradient_norm"]
+    )
+    assert ("d0", "vanishing") in {(f.layer, f.rule) for f in report.findings}, str(report)
+
+
+@pytest.mark.backend_agnostic
+def test_output_heads_of_sequential_nested_and_custom_models():
+    layers = keras.layers
+    sequential = keras.Sequential(
+        [keras.Input((4,)), layers.Dense(3), layers.ReLU(), layers.Dense(2)]
+    )
+    heads = probe.selection.output_heads(sequential)
+    last = sequential.layers[-1]
+    assert all(heads[id(layer)] == {last} for layer in sequential.layers)
+    base = keras.Sequential([keras.Input((4,)), layers.Dense(3, name="inner")])
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(2, name="top")(base(inputs)))
+    heads = probe.selection.output_heads(model)
+    assert {h.name for h in heads[id(base.layers[0])]} == {"top"}  # inside a nested model
+    assert probe.selection.output_heads(keras.Model(inputs, base(inputs))) is None
+    norm_out = keras.Model(inputs, layers.LayerNormalization()(layers.Dense(2)(inputs)))
+    assert probe.selection.output_heads(norm_out) is None  # which of its layers is last?

@@ -18,7 +18,8 @@ class GradientMonitor(Monitor):
       step (rule of thumb: around 1e-3), under SGD only: absent for adaptive optimizers
       (Adam, RMSprop…), whose step does not scale with ‖g‖, and when ‖w‖ = 0;
     - `gradient_ratio` = ‖g‖ / ‖g‖ of the last kernel layer (kernel and recurrent
-      layers only).
+      layers only; with several output heads, of the heads the layer feeds, the one
+      with the largest ‖g‖).
 
     Finds the rules of `keras_initkit.checks.GradientCheck`, the one definition of
     vanishing and exploding gradients that `diagnose` applies too: **vanishing** when a

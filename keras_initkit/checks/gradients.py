@@ -96,7 +96,9 @@ VANISHING = Rule(
     metric="gradient_ratio",
     definition=(
         "`gradient_ratio` = ‖g‖ of a kernel or recurrent layer / ‖g‖ of the last kernel "
-        "layer (the output layer), ‖g‖ the norm of the gradient of the loss over the layer's own weights, is "
+        "layer (the output layer; in a model with several output heads, of the heads the "
+        "layer feeds, the one with the largest ‖g‖, an output without a loss none), ‖g‖ "
+        "the norm of the gradient of the loss over the layer's own weights, is "
         "below the threshold (1e-3: AutoTrainer's first-to-last rule, applied to every layer "
         "but the query and key projections of attention layers, whose gradients are "
         "expected to be small while the attention is near uniform). In a residual branch "
@@ -178,6 +180,7 @@ class GradientCheck(Check):
     def __init__(self, **thresholds):
         super().__init__(**thresholds)
         self.reference = None  # the last kernel layer, which gradient ratios compare with
+        self._references = {}  # where a model has several output heads: per layer
 
     def applies(self, site):
         return True  # the gradient probe's sites: every layer owning trainable weights
@@ -194,13 +197,38 @@ class GradientCheck(Check):
         ]
         kernels = [s for s in judged if s.has_kernel]
         self.reference = kernels[-1].name if kernels and len(judged) >= 2 else None
-        last = scalars[self.reference]["gradient_norm"] if self.reference else math.nan
-        if not (math.isfinite(last) and last > 0):
-            return
+        self._references = _head_references(judged, scalars) if self.reference else {}
         for site in judged:
+            reference = self._references.get(site.name, self.reference)
+            last = scalars[reference]["gradient_norm"] if reference else math.nan
             g = scalars[site.name]["gradient_norm"]
-            if math.isfinite(g):
+            if math.isfinite(g) and math.isfinite(last) and last > 0:
                 scalars[site.name]["gradient_ratio"] = g / last
 
     def context(self, site, scalars, step):
-        return {"reference": self.reference, "branch_scale": branch_scale(site)}
+        reference = self._references.get(site.name, self.reference)
+        return {"reference": reference, "branch_scale": branch_scale(site)}
+
+
+def _head_references(sites, scalars):
+    """`{site name: name of the output head its gradient ratio compares with}` where the
+    model has several heads (`Site.heads`): of the heads a layer's output reaches, the
+    one with the largest finite gradient norm, which drives its gradient most; a head
+    is its own. An output without a loss (gradient 0) or a head not measured is none.
+    Empty where the graph does not tell, or there is one head (the last kernel layer
+    then serves every layer, `GradientCheck.reference`)."""
+    if any(s.heads is None for s in sites) or len(set().union(*(s.heads for s in sites))) < 2:
+        return {}
+    names = {id(s.layer): s.name for s in sites}
+
+    def norm(name):
+        g = scalars[name]["gradient_norm"]
+        return g if math.isfinite(g) and g > 0 else None
+
+    references = {}
+    for site in sites:
+        heads = [names[id(h)] for h in site.heads if id(h) in names and norm(names[id(h)])]
+        if id(site.layer) in {id(h) for h in site.heads}:
+            heads = [site.name]
+        references[site.name] = max(heads, key=norm) if heads else None
+    return references

@@ -62,6 +62,9 @@ class Site:
             normalization layers (`normalized_outputs`): its scale is normalized away.
         unused: in a functional graph, no path runs from the layer's output to the
             model's outputs (`unused_layers`): the loss does not depend on it.
+        heads: the output heads the layer's output reaches (`output_heads`: the kernel
+            layers nearest to the model's outputs, the layer itself if it is one), or
+            None where the graph cannot tell (a subclassed model, custom blocks).
     """
 
     layer: keras.layers.Layer
@@ -74,6 +77,7 @@ class Site:
     closes_branch: bool = False
     normalized: bool = False
     unused: bool = False
+    heads: frozenset | None = None
 
     @property
     def bounds(self):
@@ -256,6 +260,7 @@ def make_sites(model, layers):
     closing = {id(gate) for gate in gates.values()}
     normalized = normalized_outputs(model)
     unused = unused_layers(model)
+    heads = output_heads(model)
     axes = channel_axes(layers)
     sites = []
     for layer, name in zip(layers, site_names(model, layers)):
@@ -283,6 +288,7 @@ def make_sites(model, layers):
             closes,
             id(layer) in normalized,
             id(layer) in unused,
+            None if heads is None else heads.get(id(layer), frozenset()),
         )
         sites.append(site)
     return sites
@@ -442,6 +448,76 @@ def unused_layers(model):
                 unused.add(id(operation))
                 unused.update(id(sub) for sub in sublayers(operation))
     return unused
+
+
+def _has_kernel(layer):
+    return getattr(layer, "kernel", None) is not None or isinstance(layer, KERNEL_LAYERS)
+
+
+def output_heads(model):
+    """`{id(layer): frozenset of head layers its output reaches}` for the layers of
+    `model`'s functional graph, or None where the graph cannot tell.
+
+    A head is a kernel layer nearest to one of the model's outputs: walking back from
+    the output through layers without weights (activations, reshapes, additions) to the
+    first kernel layer on each path. A two-headed model (a classifier and a regressor on
+    one trunk) has two; the trunk reaches both, each head only itself. The layers of a
+    nested model or block reach what it reaches. None for a model that is not
+    functional or Sequential, and where a walk from an output meets, before a kernel
+    layer, a nested model or a layer with weights that is no kernel layer (a custom
+    block, a normalization at the output): which of its own layers is last is not in
+    this graph.
+    """
+    graph = getattr(model, "_functional", None) or model  # a Sequential's graph
+    if not getattr(graph, "_nodes_by_depth", None):
+        return None
+    reaches = {}
+    for head, node_index in _producers(keras.tree.flatten(graph._outputs_struct)):
+        if not _has_kernel(head):
+            return None  # a nested model or a block with weights: its last layer is hidden
+        reaches.setdefault(id(head), set()).add(head)
+        for layer in _upstream(head._inbound_nodes[node_index].arguments.keras_tensors):
+            inside = sublayers(layer) if isinstance(layer, keras.layers.Layer) else []
+            for key in (id(layer), *(id(sub) for sub in inside)):
+                reaches.setdefault(key, set()).add(head)
+    return {key: frozenset(found) for key, found in reaches.items()}
+
+
+def _producers(tensors):
+    """`(operation, node index)` of the nearest layers with weights or nested models
+    behind the symbolic `tensors`, walking back through weightless layers."""
+    stack, seen, found = list(tensors), set(), []
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        if history is None:
+            continue
+        operation, node_index, _ = history
+        if (id(operation), node_index) in seen:
+            continue
+        seen.add((id(operation), node_index))
+        nested = getattr(operation, "_functional", None) or operation
+        if getattr(operation, "weights", None) or getattr(nested, "_nodes_by_depth", None):
+            found.append((operation, node_index))
+        else:
+            stack.extend(operation._inbound_nodes[node_index].arguments.keras_tensors)
+    return found
+
+
+def _upstream(tensors):
+    """Every layer whose output reaches the symbolic `tensors`, in this graph (a nested
+    model counts as one layer: the walk goes on from what it was called on)."""
+    stack, seen, found = list(tensors), set(), {}
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        if history is None:
+            continue
+        operation, node_index, _ = history
+        if (id(operation), node_index) in seen:
+            continue
+        seen.add((id(operation), node_index))
+        found[id(operation)] = operation
+        stack.extend(operation._inbound_nodes[node_index].arguments.keras_tensors)
+    return found.values()
 
 
 def residual_gates(model):
