@@ -728,7 +728,10 @@ def test_data_sources_agree(kind):
         (None, "Received: data=None"),
         ((np.zeros((4, 8)),) * 4, "tuple of length 4"),
         (np.float32(1.0), "Received"),
-        (([[0.5, 1.0], [2.0, 3.0]], [0, 1]), r"a scalar \(a Python list .*pass a NumPy array\)"),
+        (([[0.5, 1.0], [2.0, 3.0]], [0, 1]), r"Python list of numbers \(shape \(2, 2\)\)"),
+        (np.zeros((32, 8)).tolist(), r"one array per model input\. Received: a Python list of"),
+        # More targets than inputs: they were cut to the inputs' count without a word.
+        ((np.zeros((4, 8)), np.zeros((6, 1))), "Received: 4 inputs and 6 targets"),
     ],
 )
 def test_bad_data(data, match):

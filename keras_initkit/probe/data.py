@@ -73,6 +73,10 @@ def _numpy_pair(element):
     return _to_numpy(x), _to_numpy(y)
 
 
+def _python_number(value):
+    return isinstance(value, (int, float, complex))  # bool too
+
+
 def _check_batch(x, argument, where="", unbatched=""):
     """The number of samples of the batch `x`; raises where its arrays are not one
     batch. `unbatched`: what a scalar likely means, said with the error."""
@@ -138,14 +142,31 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
         source = f"{len(batches)} batch(es) of the tf.data.Dataset"
         unbatched = " (an unbatched dataset? Batch it: `dataset.batch(32)`)"
     elif isinstance(data, (list, tuple, dict)) or _is_array(data):
-        x, y = _numpy_pair(data)
         parts = data if isinstance(data, tuple) else (data,)  # `(x, y)` or `x`
+        for part in parts:
+            if (
+                isinstance(part, list)
+                and part
+                and all(_python_number(a) for a in keras.tree.flatten(part))
+            ):
+                shape = np.shape(part)
+                raise ValueError(
+                    f"Argument `{argument}` must hold arrays: a Python list holds one array "
+                    "per model input. Received: a Python list of numbers (shape "
+                    f"{shape}): pass `np.asarray(...)` of it"
+                )
+        x, y = _numpy_pair(data)
         unbatched = (
             " (a Python list holds one array per model input: pass a NumPy array)"
             if any(isinstance(part, list) for part in parts)
             else ""
         )
         n = _check_batch(x, argument, unbatched=unbatched)
+        if y is not None and (m := _check_batch(y, argument, " (targets)", unbatched)) != n:
+            raise ValueError(
+                f"Inputs and targets in `{argument}` must have the same number of samples. "
+                f"Received: {n} inputs and {m} targets"
+            )
         step = n if batch_size is None else batch_size
         batches = [
             keras.tree.map_structure(lambda a, i=i: a[i : i + step], (x, y), none_is_leaf=False)
