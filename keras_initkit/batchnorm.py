@@ -254,6 +254,7 @@ def recalibrate_batchnorm(
 
     - [Wu & Johnson, 2021. Rethinking "Batch" in BatchNorm](https://arxiv.org/abs/2105.07576)
     """
+    validation.model(model)
     verbose = validation.resolve_verbose(validation.verbose(verbose), auto=True)
     validation.one_of(method, "method", METHODS)
     reducer = BatchNormStatistics(variance)

@@ -14,7 +14,7 @@ import math
 import keras
 import numpy as np
 
-from keras_initkit import _keras_private
+from keras_initkit import _keras_private, validation
 from keras_initkit.checks import (
     DEFAULT_THRESHOLDS,
     RULES,
@@ -331,6 +331,7 @@ def diagnose(
     - [Zhang et al., 2021](https://arxiv.org/abs/2102.06878), AutoTrainer (the
       first-to-last gradient-norm ratio)
     """
+    validation.model(model)
     t = check_thresholds(thresholds)
     batches, source, targets = _batches(model, x, y, loss, batch_size, max_batches)
     assignment, sites, scalars, gradients = _run(

@@ -627,6 +627,7 @@ def lsuv_init(
 
     - [Mishkin & Matas, 2016. All you need is a good init](https://arxiv.org/abs/1511.06422)
     """
+    validation.model(model)
     check_arguments(
         target_variance=target_variance,
         tolerance=tolerance,

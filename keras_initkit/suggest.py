@@ -874,11 +874,7 @@ def _check_arguments(model, x, y, candidates, steps, apply, batch_size, seed, ve
 
     Returns `(specs, steps, apply, batch_size, verbose)`: the candidates to try and the
     normalized values of the other arguments."""
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"Argument `model` must be a `keras.Model`. Received: model of type "
-            f"{type(model).__name__}"
-        )
+    validation.model(model)
     if not model.built:
         raise ValueError(
             "Argument `model` must be built (call it on a batch, or give it an `Input`). "

@@ -25,6 +25,19 @@ def _fail(name, expected, value):
     raise ValueError(f"Argument `{name}` must be {expected}. Received: {name}={value!r}")
 
 
+def model(value, name="model"):
+    """`value` if it is a `keras.Model` (a string or None raised AttributeErrors deep
+    inside)."""
+    import keras  # lazily: the CLI reads logs without importing Keras
+
+    if not isinstance(value, keras.Model):
+        raise ValueError(
+            f"Argument `{name}` must be a `keras.Model`. Received: {name} of type "
+            f"{type(value).__name__}"
+        )
+    return value
+
+
 def positive_int(value, name, *, allow_none=True):
     """`value` if it is a positive int (or None where allowed)."""
     if value is None and allow_none:

@@ -226,6 +226,24 @@ def test_keras_hub_transformer_blocks_keep_their_output():
     assert report.loss == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("model", ["model", None, keras.layers.Dense(2)])
+def test_every_entry_point_rejects_what_is_not_a_model(model):
+    """`diagnose("model", x)`, `lsuv_init(None, x)`: AttributeError: 'str' object has no
+    attribute 'built'."""
+    x = np.zeros((4, 3), "float32")
+    for call in (
+        keras_initkit.diagnose,
+        keras_initkit.lsuv_init,
+        keras_initkit.recalibrate_batchnorm,
+        keras_initkit.suggest_initializer,
+    ):
+        with pytest.raises(
+            ValueError, match=r"^Argument `model` must be a `keras.Model`\. Received: model of type"
+        ):
+            call(model, x)
+
+
 @pytest.mark.parametrize("batch_size", [0, -3, 2.5, True, "8"])
 def test_every_entry_point_rejects_a_bad_batch_size(batch_size):
     """`diagnose` and `recalibrate_batchnorm` said "range() arg 3 must not be zero" for
