@@ -674,6 +674,10 @@ def lsuv_init(
             ) from e
         raise
     results = list(run.results.values())
+    if measure == "post_activation":  # within tolerance only by saturating every unit
+        unreachable = {site.name for site in sites if _unreachable(site, target_variance)}
+        for result in results:
+            result.converged = result.converged and result.name not in unreachable
     for site in sites:
         if id(site.layer) not in run.results:
             results.append(LayerResult(site.name, skipped="not called in the forward pass"))
@@ -719,14 +723,22 @@ def _prepare(model, batch, layers):
     return make_sites(model, targets + [r for r in recurrent if id(r) not in chosen])
 
 
+def _unreachable(site, target_variance):
+    """The bound on `site`'s output variance where the post-activation target is at or
+    above it (a bounded activation: 1 after tanh, 0.25 after sigmoid), else None."""
+    low, high = BOUNDED.get(site.activation, (None, None))
+    if low is not None and target_variance >= ((high - low) / 2) ** 2:
+        return ((high - low) / 2) ** 2
+    return None
+
+
 def _warn_unreachable(sites, target_variance):
     """Warn for each bounded activation whose output variance cannot reach the target."""
     for site in sites:
-        low, high = BOUNDED.get(site.activation, (None, None))
-        if low is not None and target_variance >= ((high - low) / 2) ** 2:
+        if (bound := _unreachable(site, target_variance)) is not None:
             warnings.warn(
                 f"Layer '{site.name}' ends with {site.activation}, whose output "
-                f"variance is below {((high - low) / 2) ** 2:g}: the post-activation "
+                f"variance is below {bound:g}: the post-activation "
                 f"target {target_variance:g} is unreachable and rescaling only "
                 "saturates the units. Use measure='pre_activation'.",
                 LSUVWarning,

@@ -285,6 +285,26 @@ def test_post_activation_unreachable_after_tanh_warns():
     assert not report.converged
 
 
+def test_post_activation_unreachable_is_not_converged_when_saturation_meets_the_tolerance():
+    """A wide base drives tanh outputs to variance 0.90, inside the 10% tolerance of 1, by
+    saturating ~77% of the units: "unreachable" was warned and "All layers converged"
+    reported. The layers whose target is unreachable are not converged."""
+    inputs = keras.Input((16,))
+    h = inputs
+    for i in range(4):
+        h = keras.layers.Dense(16, activation="tanh", kernel_initializer=normal(1.0, i))(h)
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    x = data((128, 16))
+    with pytest.warns(LSUVWarning) as records:
+        report = ik.lsuv_init(model, x, measure="post_activation", verbose=0)
+    messages = " ".join(str(r.message) for r in records)
+    assert "unreachable" in messages and "did not reach variance 1 ± 10%" in messages
+    tanh = [r for r in report.layers if r.name != model.layers[-1].name]
+    assert any(abs(r.variance_after - 1.0) <= 0.1 for r in tanh)  # within tolerance
+    assert not any(r.converged for r in tanh) and not report.converged
+    assert [r for r in report.layers if r.name == model.layers[-1].name][0].converged
+
+
 def test_center_zeroes_unit_means():
     inputs = keras.Input((8,))
     dense = keras.layers.Dense(16, kernel_initializer=normal(1.0), bias_initializer="ones")
