@@ -478,25 +478,29 @@ def test_forced_dead_layer_is_exactly_dead_and_moments_match_numpy():
 
 
 def test_channel_axes_follow_the_layer_whose_output_a_layer_receives():
-    """A layer that states no layout (a standalone ReLU, Dropout, Add) counts its units
-    on the axis of what it receives; layers with weights or a `data_format` state
-    their own, and a shape change (Flatten, Permute) ends the inheritance."""
+    """A layer that states no layout (a standalone ReLU, PReLU, Dropout, Add,
+    Concatenate) counts its units on the axis of what it receives; layers with weights or
+    a `data_format` state their own, and a layer moving axes (Permute, Reshape) or a
+    change of rank (Flatten) ends the inheritance."""
     layers = keras.layers
     inputs = keras.Input((3, 6, 6))
     conv = layers.Conv2D(4, 3, padding="same", data_format="channels_first")
     relu, drop = layers.ReLU(), layers.Dropout(0.1)
     norm, act = layers.BatchNormalization(axis=1), layers.Activation("relu")
-    add, permute, after_permute = layers.Add(), layers.Permute((2, 3, 1)), layers.ReLU()
+    add, concat, prelu = layers.Add(), layers.Concatenate(axis=1), layers.PReLU(shared_axes=[2, 3])
+    permute, after_permute = layers.Permute((2, 3, 1)), layers.ReLU()
+    reshape, after_reshape = layers.Reshape((6, 8, 6)), layers.ReLU()
     flatten, dense, last = layers.Flatten(), layers.Dense(5), layers.ReLU()
     h = drop(relu(conv(inputs)))
-    h = add([act(norm(h)), h])
+    h = prelu(concat([add([act(norm(h)), h]), h]))
+    after_reshape(reshape(h))
     h = after_permute(permute(h))
     last(dense(flatten(h)))
-    axes = probe.selection.channel_axes(
-        [conv, relu, drop, norm, act, add, permute, after_permute, flatten, dense, last]
-    )
-    assert [axes[id(layer)] for layer in (conv, relu, drop, norm, act, add)] == [1] * 6
-    assert [axes[id(layer)] for layer in (permute, after_permute, flatten, dense, last)] == [-1] * 5
+    first = [conv, relu, drop, norm, act, add, concat, prelu]
+    other = [permute, after_permute, reshape, after_reshape, flatten, dense, last]
+    axes = probe.selection.channel_axes(first + other)
+    assert [axes[id(layer)] for layer in first] == [1] * len(first)
+    assert [axes[id(layer)] for layer in other] == [-1] * len(other)
     # Through a nested model's output, in a Sequential model, and a shared layer's calls.
     block = keras.Sequential(
         [keras.Input((3, 6, 6)), layers.Conv2D(4, 1, data_format="channels_first")]

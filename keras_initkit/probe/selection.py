@@ -297,14 +297,17 @@ def make_sites(model, layers):
 def _declared_axis(layer):
     """The unit axis `layer` states for its output: 1 for a `channels_first` layer, a
     batch or group normalization's `axis`, -1 for any other layer with a `data_format`
-    or weights (a Dense layer's units are its last axis whatever it is fed); None for a
-    layer that states none (an activation, a dropout, an addition)."""
+    or weights (a Dense layer's units are its last axis whatever it is fed) and for one
+    that moves axes (`Permute`, `Reshape`); None for a layer that states none (an
+    activation, a `PReLU`, a dropout, an addition, a concatenation)."""
     data_format = getattr(layer, "data_format", None)
     if data_format is not None:
         return 1 if data_format == "channels_first" else -1
     if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.GroupNormalization)):
         return layer.axis if isinstance(layer.axis, int) else layer.axis[0]
-    if layer.weights or isinstance(layer, keras.layers.Permute):
+    if isinstance(layer, keras.layers.PReLU):  # its weights follow its input's layout
+        return None
+    if layer.weights or isinstance(layer, (keras.layers.Permute, keras.layers.Reshape)):
         return -1
     return None
 
@@ -327,9 +330,10 @@ def channel_axes(layers):
     """`{id(layer): unit axis of its output}` for `layers`.
 
     A layer that states no layout (`_declared_axis`: a standalone `ReLU`, `Dropout`,
-    `Add`) takes that of the layer whose output it receives, where its every call keeps
-    that output's shape: a `ReLU` after a `channels_first` convolution or a batch norm
-    of `axis=1` counts its units on axis 1, as they do. Read off the calls Keras
+    `Add`, `Concatenate`) takes that of the layer whose output it receives (its first
+    input), where its every call keeps that output's rank: a `ReLU` after a
+    `channels_first` convolution, a batch norm of `axis=1` or a concatenation of their
+    outputs counts its units on axis 1, as they do. Read off the calls Keras
     recorded (functional and Sequential models); elsewhere, and where the calls
     disagree, the last axis.
     """
@@ -347,7 +351,7 @@ def channel_axes(layers):
             sources = set()
             for node in getattr(layer, "_inbound_nodes", []):
                 inputs, outputs = node.arguments.keras_tensors, node.outputs
-                same = inputs and all(tuple(o.shape) == tuple(inputs[0].shape) for o in outputs)
+                same = inputs and all(len(o.shape) == len(inputs[0].shape) for o in outputs)
                 sources.add(_producer(inputs[0]) if same else None)
             if len(sources) != 1 or None in sources:
                 break
