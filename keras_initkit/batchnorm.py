@@ -88,7 +88,7 @@ class RecalibrationReport:
 
     def __str__(self):
         if not self.layers:
-            return "RecalibrationReport: no batch-norm layer; nothing was changed."
+            return "RecalibrationReport: no batch-norm layer recalibrated; nothing was changed."
         rows = [
             [
                 name,
@@ -226,7 +226,10 @@ def recalibrate_batchnorm(
         batch_size: split array data into chunks of this many samples (use the
             training batch size); datasets keep their own batches. Defaults to `32`.
         layers: batch-norm layer names or objects to recalibrate; `None` for all of
-            them. Defaults to `None`.
+            them but frozen ones (`trainable=False`, as when fine-tuning: Keras
+            normalizes with their moving statistics in training too, so changing them
+            changes what the model computes; a warning names them, and naming them here
+            recalibrates them, as AdaBN does). Defaults to `None`.
         method: `"one_pass"` (training-mode statistics, one pass) or `"chain"` (the
             inference-consistent fixpoint, D + 1 passes). Defaults to `"one_pass"`.
         variance: `"batch_average"` (the mean of per-batch variances: what training
@@ -272,6 +275,19 @@ def recalibrate_batchnorm(
             )
     batches, source = _take_samples(data, num_samples, batch_size)
     check_inputs(model, batches)
+    frozen = [layer for layer in chosen if not layer.trainable] if layers is None else []
+    if frozen:
+        chosen = [layer for layer in chosen if layer.trainable]
+        names = ", ".join(f"'{layer.name}'" for layer in frozen)
+        warnings.warn(
+            f"recalibrate_batchnorm leaves {len(frozen)} frozen batch-norm layer(s) as they "
+            f"are: {names}. With trainable=False Keras normalizes with their moving "
+            "statistics in training too, so changing them changes what the model "
+            "computes; name them in `layers=` to recalibrate them as well.",
+            stacklevel=2,
+        )
+        if not chosen:
+            return RecalibrationReport([], {}, {}, 0, source)
     if not chosen:
         warnings.warn(
             f"Model '{model.name}' has no BatchNormalization layer: nothing to recalibrate.",

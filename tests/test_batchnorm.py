@@ -220,6 +220,42 @@ def test_model_without_batchnorm_warns_and_changes_nothing():
         np.testing.assert_array_equal(_numpy(v), old)
 
 
+def _fine_tuned():
+    """A pretrained block frozen for fine-tuning, its batch norm's statistics off the data."""
+    layers = keras.layers
+    inputs = keras.Input((6, 6, 3))
+    norm = layers.BatchNormalization(name="frozen_bn")
+    h = layers.ReLU()(norm(layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)))
+    base = keras.Model(inputs, layers.GlobalAveragePooling2D()(h))
+    norm.moving_mean.assign(np.full(8, 3.0, "float32"))
+    norm.moving_variance.assign(np.full(8, 0.25, "float32"))
+    base.trainable = False
+    head = layers.BatchNormalization(name="head_bn")(base(inputs))
+    return keras.Model(inputs, layers.Dense(3)(head)), norm
+
+
+def test_frozen_batch_norm_is_left_as_it_is_unless_named():
+    """`trainable=False` (fine-tuning): Keras normalizes with the moving statistics in
+    training too. `diagnose` said "inference normalizes differently from training — run
+    recalibrate_batchnorm", which then overwrote the frozen statistics (mean by 3.6)."""
+    import keras_initkit
+
+    model, norm = _fine_tuned()
+    x = np.random.default_rng(0).normal(1.0, 2.0, size=(32, 6, 6, 3)).astype("float32")
+    rules = {(f.layer, f.rule) for f in keras_initkit.diagnose(model, x).findings}
+    assert ("frozen_bn", "frozen") in rules
+    assert not {r for layer, r in rules if layer == "frozen_bn"} - {"frozen"}
+    before = _numpy(norm.moving_mean).copy()
+    with pytest.warns(
+        UserWarning, match=r"leaves 1 frozen batch-norm layer\(s\) as they are: 'frozen_bn'"
+    ):
+        report = recalibrate_batchnorm(model, x, verbose=0)
+    np.testing.assert_array_equal(_numpy(norm.moving_mean), before)
+    assert report.layers == ["head_bn"]
+    report = recalibrate_batchnorm(model, x, layers=["frozen_bn"], verbose=0)  # AdaBN
+    assert np.abs(_numpy(norm.moving_mean) - before).max() > 1.0
+
+
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
 def test_interrupt_part_way_restores_statistics(monkeypatch, error):
     model, x = _stale_chain()

@@ -15,10 +15,13 @@ _RECALIBRATE = "run keras_initkit.recalibrate_batchnorm(model, data) before eval
 _MISMATCH = "inference normalizes differently from training"
 
 
-def _trained(scalars, metric):
+def _mismatch(site, scalars, metric):
     """A mismatch is judged once the moving statistics moved from their initial values
-    (mean 0, variance 1 exactly: a freshly built layer is information, not a finding)."""
-    return None if scalars.get("bn_untrained") == 1.0 else scalars.get(metric)
+    (mean 0, variance 1 exactly: a freshly built layer is information, not a finding),
+    and not for a frozen layer (`FROZEN`: training normalizes with them too)."""
+    if scalars.get("bn_untrained") == 1.0 or (site is not None and not site.layer.trainable):
+        return None
+    return scalars.get(metric)
 
 
 FROZEN = Rule(
@@ -27,7 +30,8 @@ FROZEN = Rule(
     metric="bn_mean_shift",
     definition=(
         "a batch-norm layer has `trainable=False`: Keras 3 then normalizes with its moving "
-        "statistics during training too (intended when fine-tuning)"
+        "statistics during training too (intended when fine-tuning); training and inference "
+        "then normalize alike, so the mismatch rules are not judged for it"
     ),
     observation=(
         "trainable=False, so it normalizes with its frozen moving statistics during training "
@@ -36,6 +40,7 @@ FROZEN = Rule(
     ),
     fix="intended when fine-tuning; otherwise set trainable=True.",
     value=lambda site, scalars: None if site.layer.trainable else scalars.get("bn_mean_shift"),
+    supersedes=("bn_init_weight",),
 )
 
 INIT_WEIGHT = Rule(
@@ -82,7 +87,7 @@ MEAN_SHIFT = Rule(
     valid=validation.positive,
     argument="mean_shift_threshold",
     epoch_end=True,
-    value=lambda site, scalars: _trained(scalars, "bn_mean_shift"),
+    value=lambda site, scalars: _mismatch(site, scalars, "bn_mean_shift"),
 )
 
 STD_RATIO = Rule(
@@ -104,7 +109,7 @@ STD_RATIO = Rule(
     valid=functools.partial(validation.positive, above=1.0),
     argument="std_ratio_threshold",
     epoch_end=True,
-    value=lambda site, scalars: _trained(scalars, "bn_std_ratio"),
+    value=lambda site, scalars: _mismatch(site, scalars, "bn_std_ratio"),
 )
 
 
