@@ -31,6 +31,10 @@ the layers' kernels, which event files do not record: `report` does not apply th
 The demo is not a subcommand: it is `examples/demo.py` of the source repository
 (`tox -e demo`), which needs scikit-learn and is not part of the installed package.
 
+A corrupt event file is read up to its first corrupt record, as TensorBoard reads it,
+and named on stderr (`keras-initkit: warning: corrupt event file ...`); the other files
+and runs are reported as usual.
+
 Exit codes: 0 success, 2 usage error, missing directory or no keras_initkit events.
 """
 
@@ -41,6 +45,7 @@ import json
 import math
 import os
 import sys
+import warnings
 
 from keras_initkit.dashboard import events, model
 
@@ -408,9 +413,24 @@ def _parser():
     return parser
 
 
+def _show_warning(default, message, category, *args, **kwargs):
+    """`warnings.showwarning` for the command: a corrupt event file as one line on stderr
+    (the line of our code that warned says nothing to the user); others by `default`."""
+    if issubclass(category, events.CorruptEventFileWarning):
+        print(f"keras-initkit: warning: {message}", file=sys.stderr)
+    else:
+        default(message, category, *args, **kwargs)
+
+
 def main(argv=None):
     """Entry point of `keras-initkit`; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+        return _main(argv)
+
+
+def _main(argv):
     try:
         if argv and argv[0] == "demo":
             raise UsageError(DEMO_MESSAGE)

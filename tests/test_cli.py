@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -393,6 +394,42 @@ def test_report_html_to_a_path_it_cannot_write_exits_2(fixture_logs, tmp_path, c
     captured = capsys.readouterr()
     assert "--html needs a file path it can write" in captured.err
     assert f"Received: --html {target}" in captured.err and captured.out == ""
+
+
+def test_report_names_a_corrupt_event_file_and_reports_every_good_run(tmp_path, capsys):
+    """`keras-initkit report` died with a traceback on a corrupt event file (a length of
+    2**40: MemoryError; a torn record: DecodeError; exit 1). It names each corrupt file
+    on stderr and reports every good run, with the records of a corrupt file before its
+    first corrupt one; a last record cut short (a run being written) is no warning."""
+    from keras_initkit.dashboard import events, fixtures
+
+    fixtures.write_logs(tmp_path, runs=("good", "torn", "broken", "live"), layers=3, steps=6)
+    (torn,) = (tmp_path / "torn" / "initkit").iterdir()
+    size, count = torn.stat().st_size, len(list(events.records(torn)))
+    with open(torn, "ab") as f:  # a record of garbage after the last one
+        f.write(struct.pack("<Q", 20) + bytes(4) + b"\xff" * 20 + bytes(4))
+    (broken,) = (tmp_path / "broken" / "initkit").iterdir()
+    broken.write_bytes(struct.pack("<Q", 2**40) + bytes(12))  # a length no writer wrote
+    (live,) = (tmp_path / "live" / "initkit").iterdir()
+    live.write_bytes(live.read_bytes()[:-9])  # the last record half written
+    out = tmp_path / "report.html"
+    assert cli.main(["report", str(tmp_path), "--html", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"keras-initkit: warning: corrupt event file {broken}: record 1, at byte 0: its length "
+        "fails its checksum (a length of 1099511627776 bytes, 8 left in the file); read the 0 "
+        "record(s) before it and skipped the rest of the file (as TensorBoard does)",
+        f"keras-initkit: warning: corrupt event file {torn}: record {count + 1}, at byte {size}: "
+        f"its length fails its checksum; read the {count} record(s) before it and skipped the "
+        "rest of the file (as TensorBoard does)",
+    ]
+    runs = [line.split(":")[0] for line in captured.out.splitlines() if line.startswith("Run ")]
+    assert runs == ["Run good/initkit", "Run live/initkit", "Run torn/initkit"]
+    assert "Run torn/initkit: 3 layer(s), steps 0..25, 6 updates" in captured.out
+    assert "Run live/initkit: 3 layer(s), steps 0..25, 6 updates" in captured.out
+    assert {'"run":"good/initkit"', '"run":"torn/initkit"'} < set(
+        re.findall(r'"run":"[^"]*"', out.read_text())
+    )
 
 
 def test_console_script_launcher_runs_the_report_without_keras(fixture_logs):

@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from werkzeug.test import Client
 
 import keras_initkit
 from keras_initkit import summary
-from keras_initkit.dashboard import events, fixtures, html, model
+from keras_initkit.dashboard import events, fixtures, html, model, tfrecord
 
 ROOT = Path(keras_initkit.__file__).resolve().parents[1]
 LAYERS, STEPS = 6, 7
@@ -111,6 +113,119 @@ def test_foreign_logs_are_not_a_run(tmp_path):
     assert events.read_run(str(tmp_path)) is None
     with pytest.raises(FileNotFoundError):
         events.find_runs(tmp_path / "missing")
+
+
+# -- corrupt and truncated event files ---------------------------------------------------
+
+
+def _frames(path):
+    """`(offset, length)` of each record of a TFRecord file, as its length fields say."""
+    data, out, offset = Path(path).read_bytes(), [], 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        out.append((offset, length))
+        offset += 16 + length
+    return out
+
+
+def _tensorboards_records(path):
+    """The records TensorBoard's TF-free reader reads of a file before it stops."""
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
+
+    reader, out = PyRecordReader_New(str(path)), []
+    while True:
+        try:
+            reader.GetNext()
+        except (errors.OutOfRangeError, errors.DataLossError):
+            return out
+        out.append(reader.record())
+
+
+def _damage(path, how):
+    """Damage the event file `path` as `how` says; returns the records left readable."""
+    data = bytearray(Path(path).read_bytes())
+    frames = _frames(path)
+    offset, length = frames[2]
+    if how == "huge length":  # the trial's: a length TensorBoard never wrote, no checksum
+        data += struct.pack("<Q", 2**40) + bytes(12)
+        keep = len(frames)
+    elif how == "torn record":  # the trial's: a record of garbage after the last one
+        data += struct.pack("<Q", 20) + bytes(4) + b"\xff" * 20 + bytes(4)
+        keep = len(frames)
+    elif how == "length bit flipped":
+        data[offset] ^= 0x04
+        keep = 2
+    elif how == "data bit flipped":
+        data[offset + 12 + length // 2] ^= 0x10
+        keep = 2
+    elif how == "data checksum flipped":
+        data[offset + 12 + length] ^= 0x01
+        keep = 2
+    else:  # "cut in the header", "cut in the data", "cut in the data checksum"
+        last_offset, last_length = frames[-1]
+        cut = {"header": 5, "data": 12 + last_length // 2, "data checksum": 14 + last_length}
+        data = data[: last_offset + cut[how.removeprefix("cut in the ")]]
+        keep = len(frames) - 1
+    Path(path).write_bytes(bytes(data))
+    return keep
+
+
+CORRUPT = ("huge length", "torn record", "length bit flipped", "data bit flipped")
+CUT = ("cut in the header", "cut in the data", "cut in the data checksum")
+
+
+@pytest.mark.parametrize("how", CORRUPT + ("data checksum flipped",) + CUT)
+def test_a_file_is_read_up_to_its_first_corrupt_record_as_tensorboard_reads_it(tmp_path, how):
+    """A corrupt event file made `keras-initkit report` die: a length of 2**40 read as
+    one `f.read` (MemoryError), a torn record parsed as an Event (DecodeError); no
+    checksum was verified. A corrupt record ends its file with a warning naming it; a
+    last record cut short is a file still being written, read silently up to it."""
+    fixtures.write_logs(tmp_path, runs=("a",), layers=3, steps=6)
+    (path,) = (tmp_path / "a" / "initkit").iterdir()
+    before = list(events.records(path))
+    keep = _damage(path, how)
+    if how in CUT:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            found = list(events.records(path))
+    else:
+        with pytest.warns(events.CorruptEventFileWarning, match=re.escape(str(path))) as caught:
+            found = list(events.records(path))
+        assert f"record {keep + 1}, at byte {_frames(path)[keep][0]}:" in str(caught[0].message)
+    assert found == before[:keep] == _tensorboards_records(path)
+
+
+def test_every_good_run_is_read_and_served_beside_a_corrupt_one(tmp_path):
+    """A run whose only event file is corrupt from its first record is no run (it was a
+    traceback); the others are read, drawn in the HTML report and served by the tab."""
+    fixtures.write_logs(tmp_path, runs=("good", "torn", "broken"), layers=3, steps=6)
+    (torn,) = (tmp_path / "torn" / "initkit").iterdir()
+    _damage(torn, "torn record")
+    (broken,) = (tmp_path / "broken" / "initkit").iterdir()
+    broken.write_bytes(struct.pack("<Q", 2**40) + bytes(12))
+    with pytest.warns(events.CorruptEventFileWarning) as caught:
+        runs = events.read_logdir(tmp_path)
+    assert sorted(str(w.message).split(":")[0] for w in caught) == [
+        f"corrupt event file {broken}",
+        f"corrupt event file {torn}",
+    ]
+    assert [run.label for run in runs] == ["good/initkit", "torn/initkit"]
+    assert runs[1].steps("dead_fraction").tolist() == [5 * k for k in range(6)]
+    assert [r["run"] for r in html.report_data(runs)["runs"]] == ["good/initkit", "torn/initkit"]
+    served = _get(Client(fixtures.tensorboard_app(tmp_path)[0]), "runs").json["runs"]
+    assert [r["run"] for r in served] == ["good/initkit", "torn/initkit"]
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 63, 64, 65, 200, 4096, 70_001])
+def test_record_checksums_are_tensorboards(length):
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    rng = np.random.default_rng(length)
+    buffer = rng.integers(0, 256, 3 * length + 10, dtype=np.uint8)
+    starts = [0, 5, length + 7]
+    got = tfrecord.masked_crc32cs(buffer, starts, [length] * 3)
+    assert got.tolist() == [masked_crc32c(buffer[s : s + length].tobytes()) for s in starts]
 
 
 def test_reading_imports_neither_tensorflow_nor_keras(logs):

@@ -643,6 +643,45 @@ def test_labels_fit_their_column_and_an_empty_selection_clears_the_page(driver, 
     driver.save_screenshot(str(tmp_path / "empty.png"))
 
 
+@pytest.mark.parametrize("row_height", [16, 12, 11, 10, 8, 4, 2])
+def test_row_labels_keep_their_underscores_at_every_row_height(driver, tmp_path, row_height):
+    """Rows 11 px high had labels with an 11 px line box and `overflow: hidden`: the
+    font's descent was cut off, and `block_0_conv_0` read "block 0 conv 0" (as did
+    every label of a 45-layer model in a 1000 px window). Every label's line box holds
+    its text (nothing clipped), starts at its row and ends before the next label."""
+    from keras_initkit import summary
+
+    # app.js: rows of max(360, 0.6 × window height) / depth px, 16 at most.
+    driver.get("about:blank")
+    room = max(360, 0.6 * driver.execute_script("return window.innerHeight"))
+    depth = int(room // row_height)
+    layers = [f"block_{i // 3}_conv_{i % 3}" for i in range(depth)]
+    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
+    writer.write_meta(0, layers=layers)
+    for step in (0, 10):
+        writer.write(step, scalars={f"activation_std/{n}": 1.0 + i for i, n in enumerate(layers)})
+    writer.close()
+    open_report(driver, tmp_path / "logs")
+    rows = driver.execute_script(
+        """return [...document.querySelectorAll('.ik-rowlabel')].map((row) => {
+          const text = row.querySelector('.ik-labeltext'), box = text.getBoundingClientRect();
+          return {text: text.textContent, row: row.getBoundingClientRect().top,
+                  height: row.getBoundingClientRect().height, top: box.top,
+                  bottom: box.bottom, scroll: text.scrollHeight, client: text.clientHeight,
+                  size: getComputedStyle(text).fontSize};
+        });"""
+    )
+    assert {row["height"] for row in rows} == {row_height}
+    labelled = [row for row in rows if row["text"]]
+    assert labelled[0]["text"] == "block_0_conv_0" and len(labelled) >= depth // 6
+    for label in labelled:
+        assert label["scroll"] <= label["client"], f"clipped: {label}"
+        assert label["top"] == label["row"], f"not at its row: {label}"
+    for label, below in zip(labelled, labelled[1:]):
+        assert label["bottom"] <= below["top"] + 0.01, f"{label} runs into {below}"
+    driver.save_screenshot(str(tmp_path / "labels.png"))
+
+
 def test_a_diverged_layer_is_black_not_grey(driver, tmp_path):
     """NaN and inf were drawn grey, as a value not logged; they are a diverged layer."""
     from selenium.webdriver.common.by import By

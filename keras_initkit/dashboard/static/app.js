@@ -281,6 +281,23 @@ function placeTip(tip, event) {
 // The width of one character of the 11px axis labels, a little generous.
 const AXIS_CHAR_PX = 7;
 
+/**
+ * The row labels' font for rows `rowHeight` px high: `{size, line, every}`, a label on
+ * every `every`-th row, `size` px (9 to 11) with a line box `line` px high that holds the
+ * font's descent (an underscore, a "g") and fits the rows down to the next label. A
+ * line box as high as the font size cut the underscores off ("block 0 conv 0").
+ * `measure`: a canvas context whose font is the labels' (its size is read off it).
+ */
+export function labelFont(rowHeight, measure) {
+  const metrics = measure.measureText('Hg_');
+  const px = parseFloat(measure.font.match(/([\d.]+)px/)[1]);
+  // Ascent and descent per px of font size (1.2 where the browser does not tell).
+  const extent = (metrics.fontBoundingBoxAscent + metrics.fontBoundingBoxDescent) / px || 1.2;
+  const every = Math.max(1, Math.ceil(Math.ceil(9 * extent) / rowHeight));
+  const size = Math.min(11, Math.floor((every * rowHeight) / extent));
+  return {size, line: Math.ceil(size * extent), every};
+}
+
 function heatmapPanel(data, cell, tip, onRow, colourIndex) {
   const rows = data.layers.length;
   const cols = data.steps.length;
@@ -584,7 +601,7 @@ export function mount(root, source) {
       h: Math.max(2, Math.min(16, Math.floor(Math.max(360, window.innerHeight * 0.6) /
         Math.max(1, depth)))),
     };
-    const every = Math.max(1, Math.ceil(11 / cell.h));
+    const font = labelFont(cell.h, measure);
     const labels = el('div', {class: 'ik-labels', style: `width:${labelWidth}px`},
       ...labelTexts.map((text, r) => el('div', {
         class: 'ik-rowlabel' + (r === state.row ? ' ik-sel' : ''),
@@ -593,10 +610,10 @@ export function mount(root, source) {
         // unlabelled neighbours (never sideways past the column: "…"). The text takes
         // no clicks: a click or hover belongs to the row under the pointer, as on the
         // heatmap, not to the label whose text runs over it.
-        style: `height:${cell.h}px;line-height:${Math.max(cell.h, 11)}px;font-size:${
-          Math.min(11, Math.max(9, cell.h))}px;overflow:visible`,
+        style: `height:${cell.h}px;line-height:${Math.max(cell.h, font.line)}px;font-size:${
+          font.size}px;overflow:visible`,
         onclick: () => select(r),
-      }, el('span', {class: 'ik-labeltext', text: r % every === 0 ? text : ''}))));
+      }, el('span', {class: 'ik-labeltext', text: r % font.every === 0 ? text : ''}))));
     grid.replaceChildren(labels, ...maps.map((m) =>
       heatmapPanel(m, cell, tip, select, m.colourIndex)));
     const diverged = maps.some((m) => m.values.some((row) => row.some(nonFinite)));
