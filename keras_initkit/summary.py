@@ -49,7 +49,18 @@ RUN_NAME = "initkit"
 PLUGIN_NAME = "initkit"  # the dashboard's plugin name: the meta records are its data
 LAYERS_TAG = "initkit/layers"
 FINDINGS_TAG = "initkit/findings"
-FINDING_KEYS = ("rule", "layer", "step", "value", "message", "fix", "kind", "metric", "threshold")
+FINDING_KEYS = (
+    "rule",
+    "layer",
+    "step",
+    "value",
+    "message",
+    "fix",
+    "kind",
+    "metric",
+    "threshold",
+    "shown_in",
+)
 HISTOGRAM_BUCKETS = 30
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 

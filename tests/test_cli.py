@@ -302,6 +302,7 @@ def test_report_worst_of_a_lower_is_worse_rule_is_its_smallest_value(tmp_path):
     ]
     assert records[0]["threshold"] == 1 / check.thresholds["activation_std_ratio"]
     assert "metric" not in records[0]  # a ratio, not the logged activation_std
+    assert records[0]["shown_in"] == "activation_std"  # where the dashboard opens
     writer = summary.EventFileSummaryWriter(tmp_path / "initkit")
     writer.write_meta(0, layers=[f"c{i}" for i in range(8)])
     writer.write(4, scalars={f"activation_std/c{i}": 0.1 for i in range(8)})
@@ -312,6 +313,12 @@ def test_report_worst_of_a_lower_is_worse_rule_is_its_smallest_value(tmp_path):
     )
     (group,) = json.loads(cli.report(str(tmp_path), "json"))["findings"]["initkit"]
     assert (group["worst"], group["worst_layer"]) == (3.7e-5, "c7")
+    # The dashboard opened on the first metric: the finding's heatmap is activation_std's.
+    from keras_initkit.dashboard import events
+
+    run = events.read_run(str(tmp_path / "initkit"))
+    metrics = ["activation_mean", "activation_std"]
+    assert dashboard.finding_metrics(run.findings, metrics) == ["activation_std"]
 
 
 def test_every_rule_with_a_threshold_records_which_side_is_worse():

@@ -47,7 +47,9 @@ def _record(check, site, rule, value, observation, step):
     rule, the side the dashboard and `keras-initkit report` take a group's worst value
     from. A rule that compares layers with each other (`per_value=False`: the depth
     rules, a ratio to the first layer's std below 1/`activation_std_ratio` or above it)
-    records that bound of its ratio, and no `metric` (its value is not one logged).
+    records that bound of its ratio, and no `metric` (its value is not one logged), but
+    `shown_in`: the logged metric whose heatmap shows the layer (the depth rules'
+    `activation_std`), where the dashboard opens.
     """
     limit = check.limit(rule)
     crossed = limit
@@ -63,6 +65,7 @@ def _record(check, site, rule, value, observation, step):
         "fix": rule.fix or None,
         "metric": None if limit is None else rule.metric,
         "threshold": crossed,
+        "shown_in": rule.metric if limit is None else None,
     }
     return {key: v for key, v in record.items() if v is not None}
 

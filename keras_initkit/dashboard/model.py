@@ -373,13 +373,19 @@ def findings(run, flagged=None):
 
 
 def finding_metrics(records, metrics):
-    """The logged `metrics` that findings `records` are about, earliest finding first:
-    the dashboard opens on the first (the first metric otherwise)."""
+    """The logged `metrics` that findings `records` are about (their `metric`, or the
+    `shown_in` of a rule whose value is not one logged, as the depth rules' ratio),
+    earliest finding first: the dashboard opens on the first (the first metric
+    otherwise)."""
+
+    def shown(record):
+        return record.get("metric") or record.get("shown_in")
+
     found = sorted(
-        (r for r in records or () if r.get("metric") in metrics),
+        (r for r in records or () if shown(r) in metrics),
         key=lambda r: (r.get("step") is None, r.get("step") or 0),
     )
-    return list(dict.fromkeys(str(r["metric"]) for r in found))
+    return list(dict.fromkeys(str(shown(r)) for r in found))
 
 
 def run_summary(run):
