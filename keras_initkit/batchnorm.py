@@ -46,6 +46,7 @@ from keras_initkit.probe import (
 from keras_initkit.probe.backend import to_numpy
 from keras_initkit.probe.data import is_dataset, is_infinite
 from keras_initkit.probe.reducers import recalibrated, set_recalibrated
+from keras_initkit.probe.selection import shared_layers
 from keras_initkit.table import render
 
 TOLERANCE = 1e-5
@@ -288,6 +289,15 @@ def recalibrate_batchnorm(
         )
         if not chosen:
             return RecalibrationReport([], {}, {}, 0, source)
+    calls = shared_layers(model)
+    if shared := [layer for layer in chosen if id(layer) in calls]:
+        names = ", ".join(f"'{layer.name}' ({calls[id(layer)]} calls)" for layer in shared)
+        warnings.warn(
+            f"Batch-norm layer(s) called more than once in the model: {names}. Their "
+            "statistics are measured on their first call's inputs only (the probe "
+            "measures a layer at its first call): the other calls' inputs are not in them.",
+            stacklevel=2,
+        )
     if not chosen:
         warnings.warn(
             f"Model '{model.name}' has no BatchNormalization layer: nothing to recalibrate.",

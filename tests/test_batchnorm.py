@@ -1,6 +1,7 @@
 """recalibrate_batchnorm: exact population statistics, in forward order, nothing else changed."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -254,6 +255,24 @@ def test_frozen_batch_norm_is_left_as_it_is_unless_named():
     assert report.layers == ["head_bn"]
     report = recalibrate_batchnorm(model, x, layers=["frozen_bn"], verbose=0)  # AdaBN
     assert np.abs(_numpy(norm.moving_mean) - before).max() > 1.0
+
+
+def test_a_batch_norm_layer_called_twice_is_named_in_a_warning():
+    """A siamese tower's batch norm, called on two inputs of different distributions,
+    was recalibrated on the first call's inputs alone while the report showed a perfect
+    match: the warning says so."""
+    layers = keras.layers
+    tower = keras.Sequential(
+        [keras.Input((4,)), layers.Dense(4), layers.BatchNormalization(name="bn")]
+    )
+    a, b = keras.Input((4,)), keras.Input((4,))
+    model = keras.Model([a, b], layers.Dense(1)(layers.Concatenate()([tower(a), tower(b)])))
+    with pytest.warns(UserWarning, match=r"called more than once in the model: 'bn' \(2 calls\)"):
+        recalibrate_batchnorm(model, [_x(16, 4), _x(16, 4) + 5.0], verbose=0)
+    single = keras.Sequential([keras.Input((4,)), layers.Dense(4), layers.BatchNormalization()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recalibrate_batchnorm(single, _x(16, 4), verbose=0)
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])

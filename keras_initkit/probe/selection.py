@@ -394,6 +394,23 @@ def _graph_consumers(model):
         yield nodes, consumers
 
 
+def shared_layers(model):
+    """`{id(layer): number of calls}` of the layers `model`'s functional graphs call more
+    than once, and of the layers inside them (a siamese tower called on two inputs, a
+    block applied twice)."""
+    calls, operations = {}, {}
+    for nodes, _ in _graph_consumers(model):
+        for node in nodes:
+            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+            operations[id(node.operation)] = node.operation
+    shared = {key: count for key, count in calls.items() if count > 1}
+    for key, count in list(shared.items()):
+        if isinstance(operations[key], keras.layers.Layer):
+            for sub in sublayers(operations[key]):
+                shared[id(sub)] = max(count, shared.get(id(sub), 0))
+    return shared
+
+
 def normalized_outputs(model):
     """`{id(layer)}` of the layers of `model`'s functional graphs whose every call's
     output runs only into normalization layers (NASNet's separable convs, each straight
