@@ -165,6 +165,18 @@ def open_report(driver, log_dir, metric=None, panels=1):
         Select(driver.find_element(By.CSS_SELECTOR, "select.ik-metric")).select_by_value(metric)
 
 
+def _open_std_ramp(driver, tmp_path, layers):
+    """The HTML report of a run logging `activation_std` 1, 2, ... for `layers` at two steps."""
+    from keras_initkit import summary
+
+    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
+    writer.write_meta(0, layers=layers)
+    for step in (0, 10):
+        writer.write(step, scalars={f"activation_std/{n}": 1.0 + i for i, n in enumerate(layers)})
+    writer.close()
+    open_report(driver, tmp_path / "logs")
+
+
 def axis_labels(driver):
     """Each heatmap's step-axis labels: `[(text, left, right), ...]` per panel, after
     checking that two labels of one axis neither overlap nor touch (too narrow an axis
@@ -649,19 +661,13 @@ def test_row_labels_keep_their_underscores_at_every_row_height(driver, tmp_path,
     font's descent was cut off, and `block_0_conv_0` read "block 0 conv 0" (as did
     every label of a 45-layer model in a 1000 px window). Every label's line box holds
     its text (nothing clipped), starts at its row and ends before the next label."""
-    from keras_initkit import summary
 
     # app.js: rows of max(360, 0.6 × window height) / depth px, 16 at most.
     driver.get("about:blank")
     room = max(360, 0.6 * driver.execute_script("return window.innerHeight"))
     depth = int(room // row_height)
     layers = [f"block_{i // 3}_conv_{i % 3}" for i in range(depth)]
-    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
-    writer.write_meta(0, layers=layers)
-    for step in (0, 10):
-        writer.write(step, scalars={f"activation_std/{n}": 1.0 + i for i, n in enumerate(layers)})
-    writer.close()
-    open_report(driver, tmp_path / "logs")
+    _open_std_ramp(driver, tmp_path, layers)
     rows = driver.execute_script(
         """return [...document.querySelectorAll('.ik-rowlabel')].map((row) => {
           const text = row.querySelector('.ik-labeltext'), box = text.getBoundingClientRect();
@@ -724,15 +730,8 @@ def test_a_click_on_a_short_row_label_selects_that_row(driver, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    from keras_initkit import summary
-
     layers = [f"layer_{i}" for i in range(120)]
-    writer = summary.EventFileSummaryWriter(tmp_path / "logs" / "initkit")
-    writer.write_meta(0, layers=layers)
-    for step in (0, 10):
-        writer.write(step, scalars={f"activation_std/{n}": 1.0 + i for i, n in enumerate(layers)})
-    writer.close()
-    open_report(driver, tmp_path / "logs")
+    _open_std_ramp(driver, tmp_path, layers)
     labels = driver.find_elements(By.CSS_SELECTOR, ".ik-labels .ik-rowlabel")
     assert labels[0].size["height"] < 9 and labels[1].text == ""  # short rows, every k-th label
     for row in (1, 2):

@@ -492,11 +492,13 @@ def test_channel_axes_follow_the_layer_whose_output_a_layer_receives():
     reshape, after_reshape = layers.Reshape((6, 8, 6)), layers.ReLU()
     flatten, dense, last = layers.Flatten(), layers.Dense(5), layers.ReLU()
     h = drop(relu(conv(inputs)))
+    after_plus = layers.ReLU()
+    after_plus(h + h)  # an operation, not a layer, in between
     h = prelu(concat([add([act(norm(h)), h]), h]))
     after_reshape(reshape(h))
     h = after_permute(permute(h))
     last(dense(flatten(h)))
-    first = [conv, relu, drop, norm, act, add, concat, prelu]
+    first = [conv, relu, drop, after_plus, norm, act, add, concat, prelu]
     other = [permute, after_permute, reshape, after_reshape, flatten, dense, last]
     axes = probe.selection.channel_axes(first + other)
     assert [axes[id(layer)] for layer in first] == [1] * len(first)

@@ -307,7 +307,9 @@ def _declared_axis(layer):
         return layer.axis if isinstance(layer.axis, int) else layer.axis[0]
     if isinstance(layer, keras.layers.PReLU):  # its weights follow its input's layout
         return None
-    if layer.weights or isinstance(layer, (keras.layers.Permute, keras.layers.Reshape)):
+    if getattr(layer, "weights", None) or isinstance(
+        layer, (keras.layers.Permute, keras.layers.Reshape)
+    ):
         return -1
     return None
 
@@ -504,41 +506,40 @@ def output_heads(model):
     return {key: frozenset(found) for key, found in reaches.items()}
 
 
+def _walk_back(tensors, stop=None):
+    """`(operation, node index, stopped)` of each call behind the symbolic `tensors`,
+    once each, walking back through its inputs unless `stop(operation)` (then
+    `stopped`); a nested model is one operation (the walk goes on from what it was
+    called on)."""
+    stack, seen = list(tensors), set()
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        if history is None:
+            continue
+        operation, node_index, _ = history
+        if (id(operation), node_index) in seen:
+            continue
+        seen.add((id(operation), node_index))
+        stopped = stop is not None and stop(operation)
+        yield operation, node_index, stopped
+        if not stopped:
+            stack.extend(operation._inbound_nodes[node_index].arguments.keras_tensors)
+
+
 def _producers(tensors):
     """`(operation, node index)` of the nearest layers with weights or nested models
     behind the symbolic `tensors`, walking back through weightless layers."""
-    stack, seen, found = list(tensors), set(), []
-    while stack:
-        history = getattr(stack.pop(), "_keras_history", None)
-        if history is None:
-            continue
-        operation, node_index, _ = history
-        if (id(operation), node_index) in seen:
-            continue
-        seen.add((id(operation), node_index))
+
+    def weighted_or_nested(operation):
         nested = getattr(operation, "_functional", None) or operation
-        if getattr(operation, "weights", None) or getattr(nested, "_nodes_by_depth", None):
-            found.append((operation, node_index))
-        else:
-            stack.extend(operation._inbound_nodes[node_index].arguments.keras_tensors)
-    return found
+        return bool(getattr(operation, "weights", None) or getattr(nested, "_nodes_by_depth", None))
+
+    return [(op, i) for op, i, stopped in _walk_back(tensors, weighted_or_nested) if stopped]
 
 
 def _upstream(tensors):
-    """Every layer whose output reaches the symbolic `tensors`, in this graph (a nested
-    model counts as one layer: the walk goes on from what it was called on)."""
-    stack, seen, found = list(tensors), set(), {}
-    while stack:
-        history = getattr(stack.pop(), "_keras_history", None)
-        if history is None:
-            continue
-        operation, node_index, _ = history
-        if (id(operation), node_index) in seen:
-            continue
-        seen.add((id(operation), node_index))
-        found[id(operation)] = operation
-        stack.extend(operation._inbound_nodes[node_index].arguments.keras_tensors)
-    return found.values()
+    """Every layer whose output reaches the symbolic `tensors`, in this graph."""
+    return {id(op): op for op, _, _ in _walk_back(tensors)}.values()
 
 
 def residual_gates(model):
