@@ -738,8 +738,8 @@ def _warn_unreachable(sites, target_variance):
         if (bound := _unreachable(site, target_variance)) is not None:
             warnings.warn(
                 f"Layer '{site.name}' ends with {site.activation}, whose output "
-                f"variance is below {bound:g}: the post-activation "
-                f"target {target_variance:g} is unreachable and rescaling only "
+                f"variance is below {bound:g}: the post-activation target "
+                f"{target_variance:g} is unreachable and rescaling only "
                 "saturates the units. Use measure='pre_activation'.",
                 LSUVWarning,
                 stacklevel=3,

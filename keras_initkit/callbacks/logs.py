@@ -24,9 +24,9 @@ class TensorBoardLogs(keras.callbacks.Callback):
     histograms or profiling (use Keras' callback for those, on TensorFlow).
 
     Keys holding a `/` are left out: they are the monitors' `<metric>/<layer>` values
-    (`add_to_logs`), which the monitors write to `<log_dir>/initkit` themselves, and so
-    are values that are not numbers (a NaN loss is written). A log directory that fails during training
-    never stops it: a warning says so, as for the monitors.
+    (`add_to_logs`), which the monitors write to `<log_dir>/initkit` themselves; so are
+    values that are not numbers (a NaN loss is written). A log directory that fails
+    during training never stops it: a warning says so, as for the monitors.
 
     Args:
         log_dir: the TensorBoard log directory (`tensorboard --logdir log_dir`).
