@@ -1,4 +1,5 @@
-"""The snippets of docs/choosing.md and docs/suggest.md run, in order, as documented."""
+"""The snippets of docs/choosing.md, docs/suggest.md and the README's Usage run, in order,
+as documented."""
 
 import pathlib
 import re
@@ -29,3 +30,23 @@ def test_every_python_block_runs(page, capsys):
         assert "[1.0, 1.0, 1.0]" in out
         assert "symmetric" in str(namespace["health"])
         assert namespace["suggestion"].best is not None
+
+
+@pytest.mark.backend_agnostic
+def test_the_readme_usage_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's Usage blocks used data they never defined, and Keras' TensorBoard
+    callback, which failed on JAX and torch without TensorFlow."""
+    readme = (DOCS.parent / "README.md").read_text()
+    usage = readme[readme.index("## Usage") : readme.index("\n## ", readme.index("## Usage") + 1)]
+    blocks = re.findall(r"^```python\n(.*?)^```", usage, re.S | re.M)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(tmp_path)  # its log_dir="logs"
+    namespace = {"__name__": "readme"}
+    for i, code in enumerate(blocks):
+        code = code.replace("epochs=10", "epochs=2")  # the same fit, shorter
+        try:
+            exec(compile(code, f"README block {i + 1}", "exec"), namespace)
+        except Exception as error:
+            raise AssertionError(f"README, python block {i + 1} failed:\n{code}") from error
+    assert (tmp_path / "logs" / "train").is_dir() and (tmp_path / "logs" / "initkit").is_dir()
+    assert "LSUV" in capsys.readouterr().out
