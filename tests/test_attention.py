@@ -151,6 +151,38 @@ def test_masks_passed_as_arguments_are_those_the_entropy_honours():
     np.testing.assert_allclose(values["attention_max_weight_by_head"], top, rtol=1e-4)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_self_attention_given_only_an_attention_mask_leaves_padded_queries_out(causal):
+    """keras_hub's encoders pass their padding mask as `attention_mask=(B, 1, T)`, its
+    decoders and-ed with the causal mask: padded query rows (entropy 1 with 80% padding)
+    were averaged in, and a collapsed attention (0.03) read 0.8. In self-attention a
+    position that may not attend to itself is padding."""
+    tokens = _tokens()
+    inputs = keras.Input((10,), dtype="int32")
+    normal = keras.initializers.RandomNormal
+    # No mask_zero: no Keras mask. Peaked attention: padded rows differ from real ones.
+    embed = keras.layers.Embedding(30, 16, embeddings_initializer=normal(stddev=1.0, seed=0))
+    mha = keras.layers.MultiHeadAttention(4, 8, kernel_initializer=normal(1.0, seed=1), name="mha")
+    h = embed(inputs)
+    mask = keras.ops.expand_dims(keras.ops.not_equal(inputs, 0), 1)  # (B, 1, T)
+    if causal:
+        mask = keras.ops.logical_and(mask, keras.ops.tril(keras.ops.ones((10, 10), "bool")))
+    pooled = keras.layers.GlobalAveragePooling1D()(mha(h, h, attention_mask=mask))
+    model = keras.Model(inputs, pooled)
+    values = probe.Probe(model, [probe.AttentionEntropy()]).run(tokens).metrics["mha"]
+    e = embed(tokens)
+    allowed = (tokens != 0)[:, None, :]
+    if causal:
+        allowed = allowed & np.tril(np.ones((10, 10), bool))
+    _, scores = mha(e, e, attention_mask=allowed, return_attention_scores=True)
+    p = keras.ops.convert_to_numpy(scores).astype(np.float64)  # (B, N, Tq, Tk)
+    n = np.broadcast_to(allowed, (8, 10, 10)).sum(axis=-1)[:, None, :]  # keys per query
+    h = -(p * np.log(np.maximum(p, 1e-30))).sum(axis=-1) / np.log(np.maximum(n, 2))
+    rows = np.broadcast_to(((tokens != 0)[:, None, :]) & (n >= 2), h.shape)
+    entropy = np.array([h[:, k][rows[:, k]].mean() for k in range(4)])
+    np.testing.assert_allclose(values["attention_entropy_by_head"], entropy, rtol=1e-4)
+
+
 def _probed_output(model, x):
     """`(probe result, the "head" layer's output)` of an inference-mode probe pass that
     measures attention entropy: what the probed model computes."""

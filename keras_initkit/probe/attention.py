@@ -105,6 +105,19 @@ def _allowed_keys(query, value, key, kwargs):
     return allowed
 
 
+def _padded_queries(attention_mask):
+    """In self-attention, the `(batch, queries)` mask of the real queries read off an
+    `attention_mask`, or None: a position is padding where it may not attend to itself
+    (the mask's diagonal). keras_hub's encoders pass their `padding_mask` so, as a
+    `(batch, 1, keys)` key mask (its one row is every query's), and its decoders as
+    that mask and-ed with the causal one (whose diagonal is true)."""
+    if attention_mask is None or len(attention_mask.shape) != 3:
+        return None
+    if attention_mask.shape[1] == 1:
+        return attention_mask[:, 0, :]
+    return keras.ops.diagonal(attention_mask, axis1=1, axis2=2)
+
+
 def call_attention(layer, call, args, kwargs):
     """Run `call` with the attention weights returned; `(Weights, original output)`."""
     if isinstance(layer, keras.layers.Attention):
@@ -117,6 +130,8 @@ def call_attention(layer, call, args, kwargs):
     )
     # Read the masks first: the layer clears its inputs' masks when called.
     query_mask = _mask(kwargs, "query_mask", query)
+    if query_mask is None and value is query and key in (None, query):
+        query_mask = _padded_queries(kwargs.get("attention_mask"))
     query_mask = None if query_mask is None else keras.ops.cast(query_mask, "bool")
     allowed = _allowed_keys(query, value, key, kwargs)
     wanted = kwargs.get("return_attention_scores", False)
