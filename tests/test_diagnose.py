@@ -488,6 +488,24 @@ def test_first_layer_out_of_scale_tells_the_inputs_from_depth(stds, vanishing, o
 
 
 @pytest.mark.backend_agnostic
+def test_a_diverged_network_with_bounded_activations_is_named_on_every_backend():
+    """TensorFlow's histogram op rejects NaN: a diverged tanh or sigmoid layer made
+    `diagnose` raise "Histogram values must not contain NaN" and a monitor crash `fit`,
+    where JAX and torch gave the `non_finite` finding."""
+    model = _mlp(activation="tanh", depth=3)
+    kernel = model.get_layer("dense_1").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    for report in (diagnose(model, X), diagnose(model, X, Y)):
+        non_finite = [f.layer for f in report.findings if f.rule == "non_finite"]
+        assert non_finite == ["dense_1", "dense_2", "out"], str(report)
+        assert np.isnan(report.metrics["dense_1"]["saturated_fraction"])
+    monitor = keras_initkit.callbacks.SaturationMonitor(X, verbose=0)
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    assert {f.rule for f in monitor.findings} == {"non_finite"}
+
+
+@pytest.mark.backend_agnostic
 def test_a_diverged_network_is_named_as_such_not_as_dead_units():
     """A NaN output is never positive, so a diverged ReLU layer read "100% of units dead"
     with the fix "use He initialization"; the summary blamed "fewer than two kernel

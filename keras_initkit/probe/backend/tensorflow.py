@@ -180,7 +180,11 @@ def scope():
 
 
 def histogram(a, low, high, bins):
-    """One fused op (index and count); ~6x faster on CPU than `segment_sum`."""
+    """One fused op (index and count); ~6x faster on CPU than `segment_sum`. It rejects
+    NaN ("Histogram values must not contain NaN": a diverged network crashed `fit`
+    under a monitor), so NaN counts in the lowest bin; such a layer's saturation is not
+    judged (`checks.activations.NON_FINITE`)."""
+    a = tf.where(tf.math.is_nan(a), tf.cast(low, a.dtype), a)
     return tf.cast(tf.histogram_fixed_width(a, [low, high], nbins=bins), "float32")
 
 
