@@ -371,7 +371,7 @@ def diagnose(
         None,
     )
     loss_value = None if gradients is None else gradients.loss
-    notes = _notes(metrics) + _branch_notes(sites, metrics) + _unused_notes(sites, metrics)
+    notes = _notes(sites, metrics) + _branch_notes(sites, metrics) + _unused_notes(sites, metrics)
     steps = _keras_private.optimizer_steps(model)
     return HealthReport(metrics, findings, gradient_ratio, loss_value, source, t, notes, steps)
 
@@ -409,9 +409,14 @@ def _unused_notes(sites, metrics):
     )
 
 
-def _notes(metrics):
-    """Information that is not a finding: untrained batch-norm moving statistics."""
-    untrained = [name for name, v in metrics.items() if v.get("bn_untrained") == 1.0]
+def _notes(sites, metrics):
+    """Information that is not a finding: untrained batch-norm moving statistics (of
+    trainable layers: `recalibrate_batchnorm` leaves frozen ones, which get the `frozen`
+    finding)."""
+    frozen = {s.name for s in sites if not s.layer.trainable}
+    untrained = [
+        name for name, v in metrics.items() if v.get("bn_untrained") == 1.0 and name not in frozen
+    ]
     if not untrained:
         return ()
     return (

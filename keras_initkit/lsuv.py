@@ -566,7 +566,9 @@ def lsuv_init(
             batch is used; `(x, y)` elements are fine, `y` is ignored). All of it
             (or the first batch) is used at once, so pass a few hundred samples.
         layers: Layer names or layer objects to calibrate, or `None` for the
-            targets above. Defaults to `None`.
+            targets above but frozen ones (`trainable=False`: a pretrained base being
+            fine-tuned; a warning names them, and naming them here calibrates them).
+            Defaults to `None`.
         target_variance: The variance to reach. Defaults to `1.0`.
         tolerance: Relative tolerance: a layer is done when
             `|variance - target_variance| <= tolerance * target_variance`.
@@ -710,6 +712,24 @@ def _prepare(model, batch, layers):
     build_on(model, batch, argument="x")
     check_inputs(model, [(batch, None)], argument="x")
     targets = _targets(model, layers)
+    frozen = [layer for layer in targets if not layer.trainable] if layers is None else []
+    if frozen:
+        targets = [layer for layer in targets if layer.trainable]
+        warnings.warn(
+            f"lsuv_init leaves {len(frozen)} frozen layer(s) (trainable=False) as they are, "
+            f"{', '.join(repr(layer.name) for layer in frozen[:5])}"
+            f"{', ...' if len(frozen) > 5 else ''}: rescaling would overwrite the weights "
+            "of a pretrained base being fine-tuned; name them in `layers=` to calibrate "
+            "them as well.",
+            LSUVWarning,
+            stacklevel=3,
+        )
+        if not targets:
+            raise ValueError(
+                "`lsuv_init` found no layer to calibrate: every kernel layer is frozen "
+                "(trainable=False). Name the layers to calibrate in `layers=`. Received: "
+                f"a model whose {len(frozen)} kernel layer(s) are all frozen"
+            )
     if not targets:
         raise ValueError(
             "`lsuv_init` found no layer to calibrate: the model has no layer with a "

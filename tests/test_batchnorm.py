@@ -255,6 +255,14 @@ def test_frozen_batch_norm_is_left_as_it_is_unless_named():
     assert report.layers == ["head_bn"]
     report = recalibrate_batchnorm(model, x, layers=["frozen_bn"], verbose=0)  # AdaBN
     assert np.abs(_numpy(norm.moving_mean) - before).max() > 1.0
+    # diagnose's note on untrained statistics counted frozen layers, which it then skips
+    fresh = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4), keras.layers.BatchNormalization()]
+    )
+    notes = keras_initkit.diagnose(fresh, _x(16, 4)).notes
+    assert any("1 batch-norm layer(s) have untrained" in note for note in notes)
+    fresh.layers[-1].trainable = False
+    assert not any("untrained" in note for note in keras_initkit.diagnose(fresh, _x(16, 4)).notes)
 
 
 def test_a_batch_norm_layer_called_twice_is_named_in_a_warning():

@@ -305,6 +305,27 @@ def test_post_activation_unreachable_is_not_converged_when_saturation_meets_the_
     assert [r for r in report.layers if r.name == model.layers[-1].name][0].converged
 
 
+def test_frozen_layers_are_left_unless_named():
+    """A pretrained base frozen for fine-tuning: `lsuv_init` rescaled its kernels."""
+    base = tanh_mlp(2, 8)
+    base.trainable = False
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(base(inputs)))
+    x = data((64, 8))
+    before = [keras.ops.convert_to_numpy(w).copy() for w in base.weights]
+    with pytest.warns(LSUVWarning, match=r"leaves 2 frozen layer\(s\) \(trainable=False\)"):
+        report = ik.lsuv_init(model, x, verbose=0)
+    assert [r.name for r in report.layers] == ["head"]
+    for old, w in zip(before, base.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), old)
+    first = base.layers[1].name  # layers[0] is the InputLayer
+    named = ik.lsuv_init(model, x, layers=[first], verbose=0)
+    assert [r.name for r in named.layers] == [first]
+    with pytest.raises(ValueError, match="every kernel layer is frozen"):
+        with pytest.warns(LSUVWarning):
+            ik.lsuv_init(base, x, verbose=0)
+
+
 def test_center_zeroes_unit_means():
     inputs = keras.Input((8,))
     dense = keras.layers.Dense(16, kernel_initializer=normal(1.0), bias_initializer="ones")
