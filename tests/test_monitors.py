@@ -1070,3 +1070,22 @@ def test_tensorboard_logs_rejects_a_bad_log_dir(tmp_path):
         TensorBoardLogs(tmp_path / "file" / "logs")
     with pytest.raises(ValueError, match=r"Received: log_dir=3"):
         TensorBoardLogs(3)
+
+
+def test_a_monitor_reused_across_fine_tuning_stages_follows_the_trainable_layers():
+    """Frozen base, fit, then unfrozen and fit again with the same monitor: it kept the
+    first stage's probes, so the unfrozen layers' gradients were never watched."""
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu", name="b")])
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(base(inputs)))
+    x, y = _normal(32, 8), _normal(32, 1)
+    monitor = GradientMonitor((x, y), verbose=0)
+    base.trainable = False
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[monitor])
+    assert set(monitor.latest) == {"head"}
+    base.trainable = True
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[monitor])
+    assert set(monitor.latest) == {"b", "head"}

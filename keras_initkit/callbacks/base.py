@@ -23,6 +23,7 @@ from keras_initkit.checks.book import (
     metric_limits,
 )
 from keras_initkit.probe import as_batches, build_on
+from keras_initkit.probe.engine import variable_key
 
 # Custom Scalars categories, in display order.
 # Per-layer values `add_to_logs="auto"` adds to the epoch logs; beyond, each metric's
@@ -242,9 +243,11 @@ class Monitor(keras.callbacks.Callback):
     # -- measuring, judging -------------------------------------------------------------
 
     def _setup(self):
-        """Build the probes for `self.model` (once per model)."""
-        if self._measurement is not None and self._measurement.model is self.model:
-            return
+        """Build the probes for `self.model` (once per model and trainable set)."""
+        measurement = self._measurement
+        if measurement is not None and measurement.model is self.model:
+            if measurement.variables == variable_key(self.model):
+                return  # else layers were frozen or unfrozen since: new probes
         # Keras' TensorFlow fit builds a subclassed model in its first step, after
         # `on_train_begin` (JAX and torch build it before): the gradient probe needs its
         # variables now.

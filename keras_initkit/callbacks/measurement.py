@@ -12,6 +12,7 @@ from keras_initkit.probe import (
     make_sites,
     resolve_layers,
 )
+from keras_initkit.probe.engine import variable_key
 from keras_initkit.probe.gradients import GradientProbe
 from keras_initkit.probe.selection import interleave
 
@@ -79,6 +80,7 @@ class Measurement:
 
     def __init__(self, model, checks, layers=None, histograms=False):
         self.model = model
+        self.variables = variable_key(model)  # a changed trainable set needs new probes
         self.validated = False  # the first run is where probe data and model meet
         self._layer_names = None
         candidates = make_sites(model, resolve_layers(model, layers))

@@ -230,6 +230,12 @@ def _key(value):
     return ("object", id(value))
 
 
+def variable_key(model):
+    """What a runner built for `model` depends on of its variables: which are trainable
+    (fine-tuning freezes and unfreezes layers between fits) and how many there are."""
+    return tuple(id(v) for v in model.trainable_variables), len(model.variables)
+
+
 def cached(cls, model, *args, **kwargs):
     """`cls(model, *args, **kwargs)`, built once per model and arguments and reused.
 
@@ -239,8 +245,7 @@ def cached(cls, model, *args, **kwargs):
     The key includes the model's variables, so a model whose trainable set changed
     gets a new runner.
     """
-    variables = tuple(id(v) for v in model.trainable_variables)
-    key = (cls, variables, len(model.variables), _key(args), _key(sorted(kwargs.items())))
+    key = (cls, variable_key(model), _key(args), _key(sorted(kwargs.items())))
     runners = _CACHE.setdefault(model, {})
     if key not in runners:
         runners[key] = cls(model, *args, **kwargs)
