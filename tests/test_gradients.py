@@ -580,6 +580,37 @@ def test_output_heads_of_sequential_nested_and_custom_models():
     model = keras.Model(inputs, layers.Dense(2, name="top")(base(inputs)))
     heads = probe.selection.output_heads(model)
     assert {h.name for h in heads[id(base.layers[0])]} == {"top"}  # inside a nested model
-    assert probe.selection.output_heads(keras.Model(inputs, base(inputs))) is None
+    # A head built as its own Sequential: its last kernel layer, and what feeds the call.
+    trunk = layers.Dense(4, name="trunk")
+    heads = {"a": base, "b": keras.Sequential([keras.Input((4,)), layers.Dense(1, name="b_out")])}
+    h = trunk(inputs)
+    nested = keras.Model(inputs, {name: head(h) for name, head in heads.items()})
+    found = probe.selection.output_heads(nested)
+    assert {h.name for h in found[id(trunk)]} == {"inner", "b_out"}
+    assert {h.name for h in found[id(base.layers[0])]} == {"inner"}
     norm_out = keras.Model(inputs, layers.LayerNormalization()(layers.Dense(2)(inputs)))
     assert probe.selection.output_heads(norm_out) is None  # which of its layers is last?
+
+
+@pytest.mark.backend_agnostic
+def test_heads_built_as_nested_models_are_each_their_own_reference():
+    """Heads as `Sequential` sub-models fell back to one reference for every layer: the
+    regressor's layers read "exploding 5.9e4 × that of c_out"."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 16)).astype("float32")
+    y = {"cls": np.arange(64) % 3, "reg": rng.uniform(1000, 3000, (64, 1)).astype("float32")}
+    layers = keras.layers
+    trunk = keras.Sequential([keras.Input((16,)), layers.Dense(16, activation="relu", name="t1")])
+    reg = keras.Sequential([keras.Input((16,)), layers.Dense(8, activation="relu", name="r1")])
+    reg.add(layers.Dense(1, name="r_out"))
+    cls = keras.Sequential([keras.Input((16,)), layers.Dense(3, name="c_out")])
+    inputs = keras.Input((16,))
+    h = trunk(inputs)
+    model = keras.Model(inputs, {"reg": reg(h), "cls": cls(h)})
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("adam", loss={"cls": cross_entropy, "reg": "mse"})
+    report = ik.diagnose(model, x, y)
+    assert report.metrics["r_out"]["gradient_ratio"] == 1.0
+    assert report.metrics["c_out"]["gradient_ratio"] == 1.0
+    assert not [f for f in report.findings if f.kind == "exploding_gradients"], str(report)

@@ -482,64 +482,90 @@ def output_heads(model):
     `model`'s functional graph, or None where the graph cannot tell.
 
     A head is a kernel layer nearest to one of the model's outputs: walking back from
-    the output through layers without weights (activations, reshapes, additions) to the
-    first kernel layer on each path. A two-headed model (a classifier and a regressor on
-    one trunk) has two; the trunk reaches both, each head only itself. The layers of a
-    nested model or block reach what it reaches. None for a model that is not
-    functional or Sequential, and where a walk from an output meets, before a kernel
-    layer, a nested model or a layer with weights that is no kernel layer (a custom
-    block, a normalization at the output): which of its own layers is last is not in
-    this graph.
+    the output through layers without weights (activations, reshapes, additions), into
+    a nested functional or Sequential model whose output it is (a head built as its own
+    `Sequential`), to the first kernel layer on each path. A two-headed model (a
+    classifier and a regressor on one trunk) has two; the trunk reaches both, each head
+    only itself. The layers of a nested layer or model reach what it reaches. None for
+    a model that is not functional or Sequential, and where a walk from an output meets,
+    before a kernel layer, a layer with weights that is no kernel layer (a custom block,
+    a normalization at the output): which of its own layers is last is not in the graph.
     """
     graph = getattr(model, "_functional", None) or model  # a Sequential's graph
     if not getattr(graph, "_nodes_by_depth", None):
         return None
+    heads = _heads(keras.tree.flatten(graph._outputs_struct))
+    if heads is None:
+        return None
     reaches = {}
-    for head, node_index in _producers(keras.tree.flatten(graph._outputs_struct)):
-        if not _has_kernel(head):
-            return None  # a nested model or a block with weights: its last layer is hidden
+    for head, upstream in heads:
         reaches.setdefault(id(head), set()).add(head)
-        for layer in _upstream(head._inbound_nodes[node_index].arguments.keras_tensors):
+        for layer in upstream:
             inside = sublayers(layer) if isinstance(layer, keras.layers.Layer) else []
             for key in (id(layer), *(id(sub) for sub in inside)):
                 reaches.setdefault(key, set()).add(head)
     return {key: frozenset(found) for key, found in reaches.items()}
 
 
+def _graph_of(operation):
+    """The functional graph of a nested functional or Sequential model, else None."""
+    graph = getattr(operation, "_functional", None) or operation
+    return graph if getattr(graph, "_nodes_by_depth", None) else None
+
+
+def _heads(tensors):
+    """`[(head, layers upstream of it)]` behind the symbolic `tensors` (`output_heads`),
+    or None where a layer with weights that is no kernel layer comes first."""
+    found = []
+    for operation, node_index, index in _producers(tensors):
+        feeding = _upstream(operation._inbound_nodes[node_index].arguments.keras_tensors)
+        if (graph := _graph_of(operation)) is not None:
+            inner = _heads([keras.tree.flatten(graph._outputs_struct)[index]])
+            if inner is None:
+                return None
+            found.extend((head, [*upstream, *feeding]) for head, upstream in inner)
+        elif _has_kernel(operation):
+            found.append((operation, feeding))
+        else:
+            return None  # a block with weights: its last layer is hidden
+    return found
+
+
 def _walk_back(tensors, stop=None):
-    """`(operation, node index, stopped)` of each call behind the symbolic `tensors`,
-    once each, walking back through its inputs unless `stop(operation)` (then
-    `stopped`); a nested model is one operation (the walk goes on from what it was
-    called on)."""
+    """`(operation, node index, output index, stopped)` of each call behind the
+    symbolic `tensors`, once each, walking back through its inputs unless
+    `stop(operation)` (then `stopped`); a nested model is one operation (the walk goes
+    on from what it was called on)."""
     stack, seen = list(tensors), set()
     while stack:
         history = getattr(stack.pop(), "_keras_history", None)
         if history is None:
             continue
-        operation, node_index, _ = history
+        operation, node_index, index = history
         if (id(operation), node_index) in seen:
             continue
         seen.add((id(operation), node_index))
         stopped = stop is not None and stop(operation)
-        yield operation, node_index, stopped
+        yield operation, node_index, index, stopped
         if not stopped:
             stack.extend(operation._inbound_nodes[node_index].arguments.keras_tensors)
 
 
 def _producers(tensors):
-    """`(operation, node index)` of the nearest layers with weights or nested models
-    behind the symbolic `tensors`, walking back through weightless layers."""
+    """`(operation, node index, output index)` of the nearest layers with weights or
+    nested models behind the symbolic `tensors`, walking back through weightless
+    layers."""
 
     def weighted_or_nested(operation):
-        nested = getattr(operation, "_functional", None) or operation
-        return bool(getattr(operation, "weights", None) or getattr(nested, "_nodes_by_depth", None))
+        return bool(getattr(operation, "weights", None) or _graph_of(operation) is not None)
 
-    return [(op, i) for op, i, stopped in _walk_back(tensors, weighted_or_nested) if stopped]
+    walk = _walk_back(tensors, weighted_or_nested)
+    return [(op, node, index) for op, node, index, stopped in walk if stopped]
 
 
 def _upstream(tensors):
     """Every layer whose output reaches the symbolic `tensors`, in this graph."""
-    return {id(op): op for op, _, _ in _walk_back(tensors)}.values()
+    return list({id(op): op for op, _, _, _ in _walk_back(tensors)}.values())
 
 
 def residual_gates(model):
