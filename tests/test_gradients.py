@@ -614,3 +614,24 @@ def test_heads_built_as_nested_models_are_each_their_own_reference():
     assert report.metrics["r_out"]["gradient_ratio"] == 1.0
     assert report.metrics["c_out"]["gradient_ratio"] == 1.0
     assert not [f for f in report.findings if f.kind == "exploding_gradients"], str(report)
+
+
+@pytest.mark.backend_agnostic
+def test_a_loss_failing_on_diverged_outputs_is_not_blamed_on_the_targets():
+    """torch's binary cross-entropy raises on NaN predictions ("all elements of input
+    should be between 0 and 1"): the error said the targets do not fit the loss (a
+    one-hot `y` for a sparse loss?) where the network had diverged."""
+
+    def strict_loss(y_true, y_pred):
+        raise ValueError("all elements of input should be between 0 and 1")
+
+    inputs = keras.Input((4,))
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(inputs))
+    model.compile("sgd", loss=strict_loss)
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+    with pytest.raises(ValueError, match=r"^The targets, of shape"):
+        ik.diagnose(model, x, y)
+    dense.kernel.assign(np.full((4, 1), np.nan, "float32"))
+    with pytest.raises(ValueError, match=r"^The model's outputs are not finite \(NaN or inf"):
+        ik.diagnose(model, x, y)

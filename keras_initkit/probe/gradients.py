@@ -373,6 +373,13 @@ class GradientProbe(Runner):
             try:
                 self._loss(x, y, y_pred, training=False)
             except Exception as error:
+                if not all(np.all(np.isfinite(to_numpy(p))) for p in keras.tree.flatten(y_pred)):
+                    return ValueError(
+                        "The model's outputs are not finite (NaN or inf: the network has "
+                        "diverged), and its loss failed on them with "
+                        f"{error_summary(error)}. `keras_initkit.diagnose(model, x)`, "
+                        "without targets, names the layers where the NaN starts"
+                    )
                 return DataMismatch(
                     f"The targets, of shape(s) {shapes(y)}, do not fit the model's loss for "
                     f"outputs of shape(s) {shapes(y_pred)} (a one-hot `y` for a sparse loss, "
