@@ -8,6 +8,7 @@ import numpy as np
 from keras_initkit import summary
 from keras_initkit.callbacks.sink import Sink
 from keras_initkit.probe.backend import to_numpy
+from keras_initkit.probe.gradients import learning_rate
 
 
 class TensorBoardLogs(keras.callbacks.Callback):
@@ -86,9 +87,7 @@ def _number(value):
 def _learning_rate(model):
     """The optimizer's current learning rate as a float, or None (no optimizer, or one
     without a single learning rate)."""
-    optimizer = getattr(model, "optimizer", None)
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-    rate = getattr(optimizer, "learning_rate", None)
+    rate = learning_rate(model)
     if rate is None:
         return None
     value = np.asarray(to_numpy(rate) if not isinstance(rate, numbers.Number) else rate)

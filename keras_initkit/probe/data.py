@@ -162,7 +162,10 @@ def as_batches(data, *, batch_size=None, max_batches=None, argument="data"):
             else ""
         )
         n = _check_batch(x, argument, unbatched=unbatched)
-        if y is not None and (m := _check_batch(y, argument, " (targets)", unbatched)) != n:
+        # Before slicing: more targets than inputs would be cut to the inputs' count (the
+        # batches' checks below validate the values).
+        m = next((a.shape[0] for a in keras.tree.flatten(y) if a.ndim), n) if y is not None else n
+        if m != n:
             raise ValueError(
                 f"Inputs and targets in `{argument}` must have the same number of samples. "
                 f"Received: {n} inputs and {m} targets"

@@ -105,6 +105,15 @@ def _loss_function(loss):
     )
 
 
+def learning_rate(model):
+    """The compiled optimizer's current learning rate (a variable or tensor; a
+    `LossScaleOptimizer` gives its inner optimizer's), or None without one."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "learning_rate"):
+        return None
+    return optimizer.learning_rate
+
+
 class GradientProbe(Runner):
     """Per-layer gradient norms of the training loss on probe data.
 
@@ -295,10 +304,7 @@ class GradientProbe(Runner):
         return stats
 
     def _learning_rate(self):
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is None or not hasattr(optimizer, "learning_rate"):
-            return None
-        return optimizer.learning_rate
+        return learning_rate(self.model)
 
     def _steps_along_gradient(self):
         """Whether the optimizer's step is `learning_rate × g` (SGD, also inside a

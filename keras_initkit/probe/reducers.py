@@ -203,8 +203,7 @@ class BatchNormStatistics(Reducer):
     def reduce(self, site, inputs, pre, outputs):
         layer = site.layer
         if pre is None:  # nothing computed by the layer to reuse (see `Reducer`)
-            axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
-            batch = moments(inputs, _channel_axes(inputs, axis))
+            batch = moments(inputs, _channel_axes(inputs, site.channel_axis))
             moving = layer.moving_mean, layer.moving_variance
         else:
             batch = tuple(keras.ops.cast(m, "float32") for m in (pre.mean, pre.variance))

@@ -320,8 +320,8 @@ def _producer(tensor):
     history = getattr(tensor, "_keras_history", None)
     while history is not None:
         operation, _, index = history
-        graph = getattr(operation, "_functional", None) or operation  # a Sequential's graph
-        if not getattr(graph, "_nodes_by_depth", None):
+        graph = _graph_of(operation)
+        if graph is None:
             return operation
         output = keras.tree.flatten(graph._outputs_struct)[index]
         history = getattr(output, "_keras_history", None)
@@ -491,8 +491,8 @@ def output_heads(model):
     before a kernel layer, a layer with weights that is no kernel layer (a custom block,
     a normalization at the output): which of its own layers is last is not in the graph.
     """
-    graph = getattr(model, "_functional", None) or model  # a Sequential's graph
-    if not getattr(graph, "_nodes_by_depth", None):
+    graph = _graph_of(model)
+    if graph is None:
         return None
     heads = _heads(keras.tree.flatten(graph._outputs_struct))
     if heads is None:
@@ -508,7 +508,8 @@ def output_heads(model):
 
 
 def _graph_of(operation):
-    """The functional graph of a nested functional or Sequential model, else None."""
+    """The functional graph of a functional or Sequential model (a Sequential's is its
+    `_functional`), else None."""
     graph = getattr(operation, "_functional", None) or operation
     return graph if getattr(graph, "_nodes_by_depth", None) else None
 
